@@ -1,0 +1,179 @@
+"""The one in-memory profile model that every collector produces and every renderer consumes.
+
+It is pprof's model (samples of stacks with one value per sample type, plus labels), kept in
+Python objects so that transforms (merge, subtract for deltas, scale) are plain functions and
+each output format is a pure function of a :class:`Profile`. Stacks are innermost first, as in
+pprof, so that "leaf" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+LabelValue = str | int
+Labels = Mapping[str, LabelValue]
+_NO_LABELS: Final[Mapping[str, LabelValue]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One source location. Instances are interned by :func:`frame` so stacks share them."""
+
+    function: str
+    filename: str
+    line: int
+
+
+_FRAMES: dict[tuple[str, str, int], Frame] = {}
+_FRAMES_MAX: Final = 200_000
+
+
+def frame(function: str, filename: str, line: int) -> Frame:
+    """Return the interned :class:`Frame`; profiles of many stacks then cost one object per site."""
+    key = (function, filename, line)
+    found = _FRAMES.get(key)
+    if found is None:
+        if len(_FRAMES) >= _FRAMES_MAX:  # bound the cache in a long-lived process
+            _FRAMES.clear()
+        found = _FRAMES[key] = Frame(function, filename, line)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ValueType:
+    """A sample type or period type, e.g. ``ValueType("cpu", "nanoseconds")``."""
+
+    type: str
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Values observed at one stack (innermost frame first), with labels to slice by."""
+
+    stack: tuple[Frame, ...]
+    values: tuple[int, ...]
+    labels: Labels = field(default_factory=lambda: _NO_LABELS)
+
+    def key(self) -> tuple[tuple[Frame, ...], tuple[tuple[str, LabelValue], ...]]:
+        """Identity used when merging: same stack and same labels are the same sample."""
+        return self.stack, tuple(sorted(self.labels.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A complete profile. ``default_sample_type`` names the value pprof tools show first."""
+
+    sample_types: tuple[ValueType, ...]
+    samples: tuple[Sample, ...]
+    period_type: ValueType | None = None
+    period: int = 0
+    time_ns: int = 0
+    duration_ns: int = 0
+    comments: tuple[str, ...] = ()
+    default_sample_type: str | None = None
+
+    def __post_init__(self) -> None:
+        width = len(self.sample_types)
+        for sample in self.samples:
+            if len(sample.values) != width:
+                raise ValueError(
+                    f"sample has {len(sample.values)} values for {width} sample types"
+                )
+
+    def totals(self) -> tuple[int, ...]:
+        """Sum of each value over all samples."""
+        sums = [0] * len(self.sample_types)
+        for sample in self.samples:
+            for i, value in enumerate(sample.values):
+                sums[i] += value
+        return tuple(sums)
+
+    def value_index(self, sample_type: str | None = None) -> int:
+        """Index of ``sample_type`` (default: ``default_sample_type``, else the last, as pprof)."""
+        wanted = sample_type or self.default_sample_type
+        if wanted is not None:
+            for i, value_type in enumerate(self.sample_types):
+                if value_type.type == wanted:
+                    return i
+            if sample_type is not None:
+                raise KeyError(sample_type)
+        return len(self.sample_types) - 1
+
+
+def _aggregate(samples: Iterable[Sample], sign: int = 1) -> dict[object, Sample]:
+    merged: dict[object, Sample] = {}
+    for sample in samples:
+        values = sample.values if sign == 1 else tuple(-v for v in sample.values)
+        key = sample.key()
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = replace(sample, values=values)
+        else:
+            summed = tuple(a + b for a, b in zip(seen.values, values, strict=True))
+            merged[key] = replace(seen, values=summed)
+    return merged
+
+
+def _check_compatible(profiles: Iterable[Profile]) -> tuple[ValueType, ...]:
+    types: tuple[ValueType, ...] | None = None
+    for profile in profiles:
+        if types is None:
+            types = profile.sample_types
+        elif profile.sample_types != types:
+            raise ValueError(f"incompatible sample types: {types} vs {profile.sample_types}")
+    if types is None:
+        raise ValueError("no profiles given")
+    return types
+
+
+def merge(profiles: Iterable[Profile]) -> Profile:
+    """Sum profiles of the same sample types; samples with equal stack and labels add up."""
+    items = list(profiles)
+    _check_compatible(items)
+    first, last = items[0], items[-1]
+    samples = _aggregate(s for p in items for s in p.samples)
+    start = min(p.time_ns for p in items)
+    end = max(p.time_ns + p.duration_ns for p in items)
+    return replace(
+        last,
+        samples=tuple(samples.values()),
+        time_ns=start,
+        duration_ns=end - start,
+        comments=tuple(dict.fromkeys(c for p in items for c in p.comments)),
+        default_sample_type=first.default_sample_type,
+    )
+
+
+def subtract(after: Profile, before: Profile) -> Profile:
+    """``after - before``: what changed over a window (Go's ``?seconds=N`` delta profiles).
+
+    Values may be negative (a goroutine that ended); samples that cancel out are dropped. The
+    result is stamped with the end time and the window length, as Go does.
+    """
+    _check_compatible((after, before))
+    merged = _aggregate(after.samples)
+    for key, sample in _aggregate(before.samples, sign=-1).items():
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = sample
+        else:
+            summed = tuple(a + b for a, b in zip(seen.values, sample.values, strict=True))
+            merged[key] = replace(seen, values=summed)
+    kept = tuple(s for s in merged.values() if any(s.values))
+    return replace(
+        after,
+        samples=kept,
+        time_ns=after.time_ns,
+        duration_ns=max(0, after.time_ns - before.time_ns),
+    )
+
+
+def scale(profile: Profile, factor: float) -> Profile:
+    """Multiply every value by ``factor`` (e.g. to undo 1-in-N sampling), rounding to int."""
+    scaled = tuple(
+        replace(s, values=tuple(round(v * factor) for v in s.values)) for s in profile.samples
+    )
+    return replace(profile, samples=scaled)

@@ -1,0 +1,21 @@
+"""Renderers: pure functions from a :class:`~pyprof_http.model.Profile` (or a snapshot) to bytes.
+
+Each returns a :class:`Rendered` so the HTTP layer never needs to know a format's media type,
+download name or, for HTML, the Content-Security-Policy its inline code needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A response body and what the HTTP layer must say about it."""
+
+    body: bytes
+    media_type: str
+    filename: str | None = None
+    """When set, the response is a download (``Content-Disposition: attachment``)."""
+    content_security_policy: str | None = None
+    """For HTML: the policy that allows exactly this page's inline script and style."""
