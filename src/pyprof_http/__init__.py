@@ -1,0 +1,30 @@
+"""pyprof_http: Go's ``net/http/pprof`` for Python ASGI services.
+
+Mount it, then read every thread and asyncio task of the running service over HTTP::
+
+    from fastapi import FastAPI
+    import pyprof_http
+
+    app = FastAPI()
+    pyprof_http.install(app)            # serves /debug/pprof/ (loopback clients by default)
+    # or: app.mount("/debug/pprof", pyprof_http.PprofApp())
+
+From a terminal, while the service runs::
+
+    curl http://127.0.0.1:8000/debug/pprof/goroutine?debug=1   # stacks grouped, most common first
+    curl http://127.0.0.1:8000/debug/pprof/goroutine?debug=2   # every thread and task, await chains
+    go tool pprof -top http://127.0.0.1:8000/debug/pprof/goroutine
+    go tool pprof -top -seconds=10 http://127.0.0.1:8000/debug/pprof/goroutine  # what changed
+
+In a browser, open ``http://127.0.0.1:8000/debug/pprof/`` for the index and flamegraphs.
+
+Formats: ``debug=0`` (pprof, gzip protobuf), ``debug=1`` (text), ``debug=2`` (full dump), or
+``format=pprof|text|dump|flamegraph|folded|speedscope|json``. Bad parameters are a 400 with a
+one-line reason; nothing silently falls back to a default.
+"""
+
+from .app import PprofApp, install
+from .config import ConfigError, Settings
+
+__all__ = ["ConfigError", "PprofApp", "Settings", "install"]
+__version__ = "0.1.0"

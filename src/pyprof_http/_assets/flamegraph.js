@@ -1,0 +1,242 @@
+// pyprof_http flame graph (icicle: callers above callees). No dependencies, no network.
+// Profile names are attacker-controlled: they only ever reach the DOM through textContent.
+(function () {
+  "use strict";
+
+  var ROW = 18; // px per stack level
+  var MIN_SHARE = 0.001; // frames narrower than 0.1% of the view are not drawn
+
+  var data = JSON.parse(document.getElementById("profile-data").textContent);
+  // data: {title, comments, sample_types: [{type, unit}], default_index,
+  //        frames: [[function, filename, line]], stacks: [[frame index, root first]],
+  //        values: [[value per sample type]]}  (one entry per distinct stack)
+  var el = function (id) { return document.getElementById(id); };
+  var chart = el("chart"), statusLine = el("status"), select = el("sample-type");
+  var search = el("search"), matchInfo = el("match"), reset = el("reset"), empty = el("empty");
+  var defaultStatus = statusLine.textContent;
+
+  var typeIndex = data.default_index, unit = "";
+  var root = null, focus = null, query = "";
+  var nodeOf = new WeakMap(); // drawn element -> tree node
+
+  // ---- the tree for one sample type ---------------------------------------------------------
+  function newNode(frame, parent) {
+    return { frame: frame, value: 0, parent: parent, depth: parent ? parent.depth + 1 : 0,
+             children: new Map() };
+  }
+
+  function build(t) {
+    var top = newNode(-1, null);
+    for (var i = 0; i < data.stacks.length; i++) {
+      var value = data.values[i][t];
+      if (!(value > 0)) continue; // zero and negative values (deltas) cannot be drawn
+      var node = top, stack = data.stacks[i];
+      node.value += value;
+      for (var j = 0; j < stack.length; j++) {
+        var child = node.children.get(stack[j]);
+        if (!child) {
+          child = newNode(stack[j], node);
+          node.children.set(stack[j], child);
+        }
+        child.value += value;
+        node = child;
+      }
+    }
+    // children as arrays, heaviest first (ties by name) so the layout is stable
+    var todo = [top];
+    while (todo.length) {
+      var n = todo.pop();
+      n.children = Array.from(n.children.values()).sort(function (a, b) {
+        return b.value - a.value || (name(a) < name(b) ? -1 : name(a) > name(b) ? 1 : 0);
+      });
+      for (var k = 0; k < n.children.length; k++) todo.push(n.children[k]);
+    }
+    return top;
+  }
+
+  function name(node) { return node.frame < 0 ? "all" : String(data.frames[node.frame][0]); }
+  function where(node) {
+    if (node.frame < 0) return "";
+    var f = data.frames[node.frame];
+    return f[1] + ":" + f[2];
+  }
+
+  // ---- formatting ---------------------------------------------------------------------------
+  function scaled(v, steps, base) {
+    var i = 0;
+    while (i < steps.length - 1 && Math.abs(v) >= base) { v /= base; i++; }
+    return (i ? v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0) : String(v)) + " " + steps[i];
+  }
+  function formatValue(v) {
+    if (unit === "nanoseconds") {
+      if (Math.abs(v) >= 60e9) return (v / 60e9).toFixed(1) + " min";
+      return scaled(v, ["ns", "\u00b5s", "ms", "s"], 1000);
+    }
+    if (unit === "bytes") return scaled(v, ["B", "KiB", "MiB", "GiB", "TiB"], 1024);
+    return v.toLocaleString("en-US") + (unit && unit !== "count" ? " " + unit : "");
+  }
+  function percent(part, whole) {
+    return whole > 0 ? (100 * part / whole).toFixed(2) + "%" : "0%";
+  }
+
+  // ---- colours: a warm hue from the function name, stable across renders --------------------
+  function colour(node) {
+    var s = name(node), h = 0;
+    for (var i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0;
+    h = Math.abs(h);
+    return "hsl(" + (h % 55) + ", " + (60 + (h >> 8) % 30) + "%, " + (55 + (h >> 16) % 15) + "%)";
+  }
+
+  // ---- search -------------------------------------------------------------------------------
+  function matches(node) {
+    if (!query || node.frame < 0) return false;
+    var f = data.frames[node.frame];
+    return String(f[0]).toLowerCase().indexOf(query) >= 0 ||
+      String(f[1]).toLowerCase().indexOf(query) >= 0;
+  }
+
+  // share of all samples with a matching frame somewhere on the stack (nested matches once)
+  function matchedValue(top) {
+    var total = 0, todo = [top];
+    while (todo.length) {
+      var n = todo.pop();
+      if (matches(n)) { total += n.value; continue; }
+      for (var i = 0; i < n.children.length; i++) todo.push(n.children[i]);
+    }
+    return total;
+  }
+
+  function updateMatches() {
+    var boxes = chart.children;
+    for (var i = 0; i < boxes.length; i++) {
+      boxes[i].classList.toggle("match", matches(nodeOf.get(boxes[i])));
+    }
+    if (!query || !root.value) { matchInfo.textContent = ""; return; }
+    var v = matchedValue(root);
+    matchInfo.textContent = "Matched: " + percent(v, root.value) + " (" + formatValue(v) + ")";
+  }
+
+  // ---- drawing ------------------------------------------------------------------------------
+  function box(node, x, share, extra) {
+    var d = document.createElement("div");
+    d.className = "frame" + extra + (matches(node) ? " match" : "");
+    d.style.left = (100 * x) + "%";
+    d.style.width = (100 * share) + "%";
+    d.style.top = (node.depth * ROW) + "px";
+    if (node.frame >= 0) d.style.background = colour(node);
+    d.textContent = name(node);
+    d.title = describe(node);
+    d.tabIndex = 0;
+    d.setAttribute("role", "button");
+    nodeOf.set(d, node);
+    return d;
+  }
+
+  function render() {
+    var out = document.createDocumentFragment(), deepest = focus.depth;
+    for (var a = focus.parent; a; a = a.parent) {
+      out.appendChild(box(a, 0, 1, (a.frame < 0 ? " root" : "") + " ancestor"));
+    }
+    // depth-first with an explicit stack: deep recursion in Python makes deep stacks here
+    var todo = [[focus, 0]];
+    while (todo.length) {
+      var item = todo.pop(), node = item[0], x = item[1];
+      var share = node.value / focus.value;
+      if (share < MIN_SHARE) continue;
+      out.appendChild(box(node, x, share, node.frame < 0 ? " root" : ""));
+      if (node.depth > deepest) deepest = node.depth;
+      for (var i = node.children.length - 1, cx = x + share; i >= 0; i--) {
+        cx -= node.children[i].value / focus.value;
+        todo.push([node.children[i], cx]);
+      }
+    }
+    chart.replaceChildren(out);
+    chart.style.height = ((deepest + 1) * ROW) + "px";
+    reset.disabled = focus === root;
+  }
+
+  function describe(node) {
+    var text = name(node);
+    var at = where(node);
+    if (at) text += " \u2014 " + at;
+    text += " \u2014 " + formatValue(node.value) + " (" + percent(node.value, root.value) +
+      " of total";
+    if (focus !== root) text += ", " + percent(node.value, focus.value) + " of zoomed frame";
+    return text + ")";
+  }
+
+  function zoom(node) {
+    focus = node;
+    render();
+    statusLine.textContent = node === root ? defaultStatus : "Zoomed: " + describe(node);
+  }
+
+  function selectType(t) {
+    typeIndex = t;
+    unit = data.sample_types[t] ? data.sample_types[t].unit : "";
+    root = build(t);
+    var nothing = root.value === 0;
+    empty.hidden = !nothing;
+    chart.hidden = nothing;
+    statusLine.hidden = nothing;
+    zoom(root);
+    updateMatches();
+  }
+
+  // ---- wiring -------------------------------------------------------------------------------
+  function frameAt(target) {
+    return target && target.classList && target.classList.contains("frame") ?
+      nodeOf.get(target) : undefined;
+  }
+
+  chart.addEventListener("click", function (e) {
+    var node = frameAt(e.target);
+    if (node) zoom(node === focus && node.parent ? node.parent : node);
+  });
+  chart.addEventListener("keydown", function (e) {
+    var node = frameAt(e.target);
+    if (node && (e.key === "Enter" || e.key === " ")) {
+      e.preventDefault();
+      zoom(node);
+    }
+  });
+  function show(e) {
+    var node = frameAt(e.target);
+    if (node) statusLine.textContent = describe(node);
+  }
+  chart.addEventListener("mouseover", show);
+  chart.addEventListener("focusin", show);
+  chart.addEventListener("mouseleave", function () {
+    statusLine.textContent = focus === root ? defaultStatus : "Zoomed: " + describe(focus);
+  });
+  reset.addEventListener("click", function () { zoom(root); });
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape" && root) {
+      if (e.target === search && search.value) {
+        search.value = "";
+        query = "";
+        updateMatches();
+      } else {
+        zoom(root);
+      }
+    }
+  });
+  search.addEventListener("input", function () {
+    query = search.value.trim().toLowerCase();
+    updateMatches();
+  });
+  select.addEventListener("change", function () { selectType(Number(select.value)); });
+
+  if (data.comments && data.comments.length) el("comments").textContent = data.comments.join(" \u00b7 ");
+  if (data.sample_types.length > 1) {
+    data.sample_types.forEach(function (st, i) {
+      var option = document.createElement("option");
+      option.value = String(i);
+      option.textContent = st.type + " (" + st.unit + ")";
+      select.appendChild(option);
+    });
+    select.value = String(typeIndex);
+    el("sample-type-label").hidden = false;
+  }
+  selectType(typeIndex);
+})();

@@ -1,0 +1,54 @@
+"""The error hierarchy and the one error response every failure goes through.
+
+Like Go's ``serveError``: ``text/plain``, one line saying what was wrong and what is allowed, and
+``X-Go-Pprof: 1`` so that ``go tool pprof`` prints our reason instead of just the status line.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import PlainTextResponse
+
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+class PprofError(Exception):
+    """A request that cannot be served; ``str(error)`` is the one-line reason the client sees."""
+
+    status_code = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(" ".join(reason.split()))  # one line, whatever the caller passed
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class BadRequest(PprofError):
+    """An invalid, conflicting or unsupported parameter."""
+
+    status_code = 400
+
+
+class NotFound(PprofError):
+    """An unknown profile, or one not on the allowlist (the two must look the same)."""
+
+    status_code = 404
+
+
+class Conflict(PprofError):
+    """A profiler of that kind is already running."""
+
+    status_code = 409
+
+
+class PreconditionFailed(PprofError):
+    """The profile needs something switched on first; the reason says how."""
+
+    status_code = 412
+
+
+def error_response(status_code: int, reason: str) -> PlainTextResponse:
+    """The single way an error leaves the library."""
+    headers = {**SECURITY_HEADERS, "X-Go-Pprof": "1"}
+    return PlainTextResponse(reason + "\n", status_code=status_code, headers=headers)

@@ -1,0 +1,105 @@
+"""Query parameters, validated strictly by pydantic.
+
+Go falls back to defaults on bad input (``seconds=abc`` profiles for 30 s); during an incident
+that silently answers a different question than the one asked, so here every invalid, repeated
+or unsupported parameter is a 400 whose one line names the parameter and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from starlette.datastructures import QueryParams
+
+from .config import Settings
+from .errors import BadRequest
+from .registry import ProfileSpec
+
+
+def _context(info: ValidationInfo) -> tuple[ProfileSpec, Settings]:
+    context = info.context or {}
+    return context["spec"], context["settings"]
+
+
+class ProfileQuery(BaseModel):
+    """Parameters of a named profile (``/goroutine`` and its kin)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    debug: int | None = Field(default=None, description="0 pprof, 1 text, 2 full dump")
+    format: str | None = Field(default=None, description="output format; wins over debug")
+    seconds: int | None = Field(default=None, description="report the change over N seconds")
+
+    @field_validator("debug", mode="before")
+    @classmethod
+    def _debug(cls, value: Any, info: ValidationInfo) -> int:
+        spec, _ = _context(info)
+        allowed = range(len(spec.debug_formats))
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()
+                and int(value) in allowed):
+            choices = ", ".join(f"{i} ({f})" for i, f in enumerate(spec.debug_formats))
+            raise ValueError(f"must be one of {choices}")
+        return int(value)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, value: Any, info: ValidationInfo) -> str:
+        spec, _ = _context(info)
+        if value not in spec.formats:
+            raise ValueError(f"{spec.name} offers {', '.join(sorted(spec.formats))}")
+        return str(value)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any, info: ValidationInfo) -> int:
+        spec, settings = _context(info)
+        if not spec.delta:
+            raise ValueError(f"not supported by {spec.name}")
+        limit = settings.max_profile_seconds
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()
+                and 1 <= int(value) <= limit):
+            raise ValueError(f"must be a whole number of seconds from 1 to {limit}")
+        return int(value)
+
+    def resolved_format(self, spec: ProfileSpec) -> str:
+        """``format`` wins over ``debug``; neither means the profile's default (pprof)."""
+        if self.format is not None:
+            return self.format
+        if self.debug is not None:
+            return spec.debug_formats[self.debug]
+        return spec.default_format
+
+
+def parse_query(query: QueryParams, spec: ProfileSpec, settings: Settings) -> ProfileQuery:
+    """Validate ``query`` for ``spec``; raise :class:`BadRequest` with a one-line reason."""
+    _reject_repeats(query)
+    if spec.raw is not None and query:
+        raise BadRequest(f"{spec.name} takes no parameters (got {', '.join(sorted(query))})")
+    try:
+        parsed = ProfileQuery.model_validate(
+            dict(query), context={"spec": spec, "settings": settings}
+        )
+    except ValidationError as exc:
+        raise BadRequest(_one_line(exc, sorted(ProfileQuery.model_fields))) from None
+    chosen = parsed.resolved_format(spec)
+    if parsed.seconds is not None and not spec.formats[chosen].delta:
+        raise BadRequest(f'"seconds" cannot be combined with format {chosen}: a delta has no '
+                         "per-task detail; use the pprof, text or flamegraph format")
+    return parsed
+
+
+def _reject_repeats(query: QueryParams) -> None:
+    for key in query:
+        if len(query.getlist(key)) > 1:
+            raise BadRequest(f'parameter "{key}" given more than once')
+
+
+def _one_line(exc: ValidationError, known: Sequence[str]) -> str:
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    if error["type"] == "extra_forbidden":
+        return f'unknown parameter "{name}"; allowed: {", ".join(known)}'
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f'invalid value for "{name}": {message}'

@@ -1,0 +1,85 @@
+"""The index page: one row per allowed profile, built from the registry like Go's ``Index``.
+
+Links are relative, so the page works under any mount prefix (the app redirects the prefix
+without its trailing slash to the slash form, as a relative link needs).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+from . import Rendered
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222}
+h1{font-size:1.3rem}
+table{border-collapse:collapse;margin:1rem 0}
+td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+td.count{text-align:right;font-variant-numeric:tabular-nums}
+a{color:#0645ad}
+.links a{margin-right:.6rem}
+.desc{color:#555;max-width:40rem}
+code{background:#f4f4f4;padding:0 .2rem}
+"""
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+CSP = (
+    "default-src 'none'; "
+    f"style-src 'sha256-{_STYLE_HASH}'; "
+    "img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """What the index shows for one profile."""
+
+    name: str
+    description: str
+    count: int | None
+    formats: Sequence[str]
+    """Formats to link to, in the order shown; empty for a pseudo profile linked as is."""
+
+
+_LINK_QUERY = {"text": "?debug=1", "pprof": "?debug=0", "flamegraph": "?format=flamegraph",
+              "dump": "?debug=2", "speedscope": "?format=speedscope"}
+
+
+def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
+    """The whole page; every name and description is escaped."""
+    body = [
+        "<!DOCTYPE html>",
+        "<html lang=en><head><meta charset=utf-8>",
+        f"<title>{escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        "<p>Types of profiles available:</p>",
+        "<table><thead><tr><th>Count</th><th>Profile</th><th>Views</th><th>Description</th>"
+        "</tr></thead><tbody>",
+    ]
+    for row in rows:
+        name = escape(row.name, quote=True)
+        links = " ".join(
+            f"<a href='{name}{_LINK_QUERY.get(f, '?format=' + escape(f, quote=True))}'>"
+            f"{escape(f)}</a>"
+            for f in row.formats
+        ) or f"<a href='{name}'>view</a>"
+        count = "" if row.count is None else str(row.count)
+        main_link = f"{name}?debug=1" if "text" in row.formats else name
+        body.append(
+            f"<tr><td class=count>{count}</td><td><a href='{main_link}'>{escape(row.name)}</a></td>"
+            f"<td class=links>{links}</td><td class=desc>{escape(row.description)}</td></tr>"
+        )
+    body.append("</tbody></table>")
+    if any(row.name == "goroutine" for row in rows):
+        body.append("<p><a href='goroutine?debug=2'>full goroutine stack dump</a> "
+                    "(every thread and task, with await chains)</p>")
+    body.append(
+        "<p>Read any profile with <code>go tool pprof -top URL</code>; "
+        "add <code>?seconds=N</code> for the change over N seconds.</p></body></html>"
+    )
+    return Rendered("\n".join(body).encode(), "text/html; charset=utf-8",
+                    content_security_policy=CSP)

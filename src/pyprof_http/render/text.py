@@ -1,0 +1,87 @@
+"""Go's ``debug=1`` text: records of identical stacks, most frequent first, frames innermost first.
+
+``go tool pprof`` users read this with curl. Go prints return PCs after ``@``; Python has none, so
+each frame gets a stable id (a CRC of its function, file and line) that is the same in every
+request of the process's life, so a frame can be followed across dumps with grep.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+
+from ..model import Frame, Labels, LabelValue, Profile, Sample
+from . import Rendered
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+def frame_id(f: Frame) -> str:
+    """A stable pseudo address for a frame, shown where Go shows a PC."""
+    key = "\0".join((f.function, f.filename, str(f.line))).encode()
+    return f"0x{zlib.crc32(key):08x}"
+
+
+def render_text(profile: Profile, name: str) -> Rendered:
+    """``<name> profile: total N`` then one record per distinct stack, as Go's debug=1."""
+    groups: dict[tuple[Frame, ...], list[Sample]] = {}
+    for sample in profile.samples:
+        groups.setdefault(sample.stack, []).append(sample)
+    width = len(profile.sample_types)
+    records = sorted(
+        ((_sum(samples, width), stack, samples) for stack, samples in groups.items()),
+        key=lambda r: (tuple(-v for v in r[0]), [(f.function, f.filename, f.line) for f in r[1]]),
+    )
+    totals = profile.totals()
+    out: list[str] = [_header(profile, name, totals)]
+    out.extend(f"# {comment}" for comment in profile.comments)
+    for values, stack, samples in records:
+        out.append(f"{' '.join(str(v) for v in values)} @ {' '.join(frame_id(f) for f in stack)}")
+        shared = _shared_labels(s.labels for s in samples)
+        if shared:
+            out.append("# labels: " + json.dumps(shared, separators=(", ", ":")))
+        out.extend(_frame_lines(stack))
+        out.append("")
+    return Rendered(("\n".join(out) + "\n").encode(), TEXT_PLAIN)
+
+
+def _header(profile: Profile, name: str, totals: Sequence[int]) -> str:
+    if len(totals) == 1:
+        return f"{name} profile: total {totals[0]}"
+    described = ", ".join(
+        f"{t.type}/{t.unit} {v}" for t, v in zip(profile.sample_types, totals, strict=True)
+    )
+    return f"{name} profile: {described}"
+
+
+def _sum(samples: Sequence[Sample], width: int) -> tuple[int, ...]:
+    sums = [0] * width
+    for sample in samples:
+        for i, value in enumerate(sample.values):
+            sums[i] += value
+    return tuple(sums)
+
+
+def _shared_labels(label_sets: Iterable[Labels]) -> dict[str, LabelValue]:
+    """Labels every sample in the record has with the same value; the others would be noise."""
+    shared: dict[str, LabelValue] | None = None
+    for labels in label_sets:
+        items = dict(labels)
+        shared = items if shared is None else {k: v for k, v in shared.items() if items.get(k) == v}
+        if not shared:
+            return {}
+    return dict(sorted((shared or {}).items()))
+
+
+def _frame_lines(stack: Sequence[Frame]) -> list[str]:
+    """``#\\tID\\tfunction\\tfile:line`` with the function column padded by tabs, as tabwriter."""
+    if not stack:
+        return ["#\t0x0"]
+    widest = max(len(f.function) for f in stack)
+    stop = (widest // 8 + 1) * 8
+    lines = []
+    for f in stack:
+        pad = "\t" * max(1, -(-(stop - len(f.function)) // 8))
+        lines.append(f"#\t{frame_id(f)}\t{f.function}{pad}{f.filename}:{f.line}")
+    return lines

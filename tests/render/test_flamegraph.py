@@ -1,0 +1,215 @@
+import base64
+import hashlib
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from pyprof_http.model import Profile, Sample, ValueType, frame
+from pyprof_http.render import flamegraph
+from pyprof_http.render.flamegraph import flame_data, render_flamegraph, script_json
+
+MAIN = frame("main", "/app/main.py", 3)
+SERVE = frame("serve", "/app/server.py", 20)
+HANDLE = frame("handle", "/app/server.py", 41)
+HOSTILE = frame("</script><img src=x onerror=alert(1)>", "<!--/evil&.py", 6)
+TITLE = "cpu </title><img src=x onerror=alert(2)>"
+
+
+class _Page(HTMLParser):
+    """Collects what the tests look at: script/style contents and every tag's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.styles: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self._open: tuple[str, dict[str, str | None]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self._open = (tag, dict(attrs))
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            tag, attrs = self._open
+            if tag == "script":
+                self.scripts.append((attrs, data))
+            else:
+                self.styles.append(data)
+            self._open = None
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+
+def _profile() -> Profile:
+    return Profile(
+        sample_types=(ValueType("samples", "count"), ValueType("cpu", "nanoseconds")),
+        samples=(
+            Sample((HANDLE, SERVE, MAIN), (2, 20), {"thread": "a"}),
+            Sample((HANDLE, SERVE, MAIN), (3, 30), {"thread": "b"}),
+            Sample((HOSTILE, SERVE, MAIN), (1, 10)),
+            Sample((SERVE, MAIN), (0, 0)),
+            Sample((MAIN,), (4, 0)),
+        ),
+        comments=("driver=signal",),
+        default_sample_type="cpu",
+    )
+
+
+def _parse(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    page.close()
+    return page
+
+
+def _data_block(html: str) -> str:
+    match = re.search(
+        r'<script type="application/json" id="profile-data">(.*?)</script>', html, re.S
+    )
+    assert match is not None
+    return match.group(1)
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+def test_rendered_metadata() -> None:
+    rendered = render_flamegraph(_profile(), "cpu")
+    assert rendered.media_type == "text/html; charset=utf-8"
+    assert rendered.filename is None
+    assert rendered.content_security_policy is not None
+    assert rendered.body.startswith(b"<!DOCTYPE html>")
+
+
+def test_data_block_parses_back_to_the_same_data() -> None:
+    profile = _profile()
+    html = render_flamegraph(profile, TITLE).body.decode()
+    data = json.loads(_data_block(html))
+    assert data == flame_data(profile, TITLE)
+    frames = [tuple(f) for f in data["frames"]]
+    assert frames == [
+        ("main", "/app/main.py", 3),
+        ("serve", "/app/server.py", 20),
+        ("handle", "/app/server.py", 41),
+        (HOSTILE.function, HOSTILE.filename, 6),
+    ]
+    # root first, equal stacks merged (labels ignored), all-zero stacks dropped
+    assert data["stacks"] == [[0, 1, 2], [0, 1, 3], [0]]
+    assert data["values"] == [[5, 50], [1, 10], [4, 0]]
+    assert data["sample_types"] == [
+        {"type": "samples", "unit": "count"},
+        {"type": "cpu", "unit": "nanoseconds"},
+    ]
+    assert data["default_index"] == 1
+    assert data["comments"] == ["driver=signal"]
+    assert data["title"] == TITLE
+
+
+def test_sample_type_choice() -> None:
+    assert flame_data(_profile(), sample_type="samples")["default_index"] == 0
+    html = render_flamegraph(_profile(), "t", sample_type="samples").body.decode()
+    assert json.loads(_data_block(html))["default_index"] == 0
+    with pytest.raises(KeyError):
+        render_flamegraph(_profile(), "t", sample_type="nope")
+
+
+def test_hostile_names_and_title_are_escaped() -> None:
+    html = render_flamegraph(_profile(), TITLE).body.decode()
+    assert "<img" not in html
+    block = _data_block(html)
+    assert "</script" not in block.lower()
+    assert "<" not in block and ">" not in block and "&" not in block
+    assert "\\u003c/script\\u003e\\u003cimg" in block
+    assert "<title>cpu &lt;/title&gt;&lt;img src=x onerror=alert(2)&gt;</title>" in html
+    assert '<h1 id="title">cpu &lt;/title&gt;&lt;img' in html
+    page = _parse(html)
+    assert [t for t, _ in page.tags if t == "img"] == []
+    assert len(page.scripts) == 2  # the data block and our code, nothing injected
+
+
+def test_script_json_escapes() -> None:
+    value = {"k": "<>&\u2028\u2029</script><!--"}
+    text = script_json(value)
+    assert not set(text) & set("<>&\u2028\u2029")
+    assert json.loads(text) == value
+
+
+def test_placeholders_in_data_are_not_expanded() -> None:
+    odd = frame("{{script}}", "{{style}}", 1)
+    profile = Profile((ValueType("n", "count"),), (Sample((odd,), (1,)),))
+    html = render_flamegraph(profile, "{{data}}").body.decode()
+    assert html.count(flamegraph.SCRIPT) == 1
+    assert json.loads(_data_block(html))["frames"] == [["{{script}}", "{{style}}", 1]]
+
+
+def test_csp_hashes_match_the_inline_script_and_style() -> None:
+    rendered = render_flamegraph(_profile(), TITLE)
+    html = rendered.body.decode()
+    page = _parse(html)
+    code = [text for attrs, text in page.scripts if "type" not in attrs]
+    assert len(code) == 1
+    assert len(page.styles) == 1
+    policy = rendered.content_security_policy
+    assert policy is not None
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["script-src"] == f"'sha256-{_sha256(code[0])}'"
+    assert directives["style-src"] == f"'sha256-{_sha256(page.styles[0])}'"
+    assert directives["default-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["base-uri"] == "'none'"
+    assert directives["form-action"] == "'none'"
+    assert directives["img-src"] == "data:"
+    assert "unsafe" not in policy
+    # the same policy travels in a <meta> (minus frame-ancestors, which <meta> cannot carry)
+    metas = [a for t, a in page.tags if t == "meta" and a.get("http-equiv")]
+    assert metas == [
+        {
+            "http-equiv": "Content-Security-Policy",
+            "content": policy.replace("; frame-ancestors 'none'", ""),
+        }
+    ]
+
+
+def test_no_external_resources_no_inline_handlers_no_style_attributes() -> None:
+    html = render_flamegraph(_profile(), TITLE).body.decode()
+    for tag, attrs in _parse(html).tags:
+        assert tag != "link"
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name)
+            assert name != "style", tag
+            if name in ("src", "href", "action", "srcset"):
+                raise AssertionError(f"{tag} has {name}={value!r}")
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*https?://", html, re.I)
+    assert "http://" not in html and "https://" not in html
+    assert "@import" not in flamegraph.STYLE and "url(" not in flamegraph.STYLE
+
+
+def test_script_only_uses_text_content() -> None:
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in flamegraph.SCRIPT, sink
+    assert "textContent" in flamegraph.SCRIPT
+
+
+def test_empty_profile_renders() -> None:
+    html = render_flamegraph(Profile((ValueType("goroutine", "count"),), ()), "empty").body
+    data = json.loads(_data_block(html.decode()))
+    assert data["stacks"] == [] and data["values"] == []
+    assert b'id="empty"' in html
+    no_types = render_flamegraph(Profile((), ()), "nothing").body.decode()
+    assert json.loads(_data_block(no_types))["default_index"] == 0
+
+
+def test_payload_grows_with_distinct_stacks_not_samples() -> None:
+    stacks = [(frame(f"f{i}", "/a.py", i), SERVE, MAIN) for i in range(10)]
+    samples = tuple(Sample(stacks[i % 10], (1, 7), {"n": i}) for i in range(20_000))
+    profile = Profile((ValueType("samples", "count"), ValueType("cpu", "nanoseconds")), samples)
+    data = flame_data(profile)
+    assert len(data["stacks"]) == 10
+    assert data["values"] == [[2000, 14000]] * 10
+    assert len(render_flamegraph(profile, "big").body) < 20_000
