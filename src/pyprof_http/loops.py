@@ -9,6 +9,7 @@ task with its creation time and creation site, which asyncio itself never record
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import sys
@@ -17,7 +18,7 @@ import time
 import weakref
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Protocol
 
 from .model import Frame, frame
@@ -61,7 +62,8 @@ class LoopRegistry:
     """Loops seen so far (weakly held: a closed, collected loop drops out by itself)."""
 
     def __init__(self) -> None:
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInfo] = (
+        # values must not reference the loop, or the weak key would never die
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, str]] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
@@ -72,48 +74,70 @@ class LoopRegistry:
         if loop not in self._loops:
             thread = threading.current_thread()
             with self._lock:
-                self._loops[loop] = LoopInfo(loop, thread.ident or 0, thread.name)
+                self._loops[loop] = (thread.ident or 0, thread.name)
         return loop
 
     def running(self) -> list[LoopInfo]:
         """Loops that are still running, in registration order."""
         with self._lock:
-            infos = list(self._loops.values())
+            infos = [LoopInfo(loop, ident, name) for loop, (ident, name) in self._loops.items()]
         return [info for info in infos if info.loop.is_running() and not info.loop.is_closed()]
 
 
 class TaskOrigins:
-    """Creation records and stable ids for tasks, kept only as long as each task lives."""
+    """Stable ids and creation records for tasks, kept only as long as each task lives.
+
+    One weak dictionary holds both, so the stacks collector pays one lookup per task.
+    """
 
     def __init__(self) -> None:
-        self._origins: weakref.WeakKeyDictionary[asyncio.Future[Any], TaskOrigin] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._ids: weakref.WeakKeyDictionary[asyncio.Future[Any], int] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Keyed by id(task) with a weak reference to check identity: a WeakKeyDictionary would
+        # build a weakref on every lookup, and the collector looks up 10,000 tasks at a time.
+        self._records: dict[int, tuple[weakref.ref[asyncio.Future[Any]], int,
+                                       TaskOrigin | None]] = {}
         self._counter = itertools.count(1)
 
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def lookup(self, task: asyncio.Future[Any]) -> tuple[int, TaskOrigin | None]:
+        """The task's id (assigned on first sight if the factory never saw it) and origin."""
+        found = self._records.get(id(task))
+        if found is not None and found[0]() is task:
+            return found[1], found[2]
+        return self._store(task, None)
+
+    def _store(
+        self, task: asyncio.Future[Any], origin: TaskOrigin | None
+    ) -> tuple[int, TaskOrigin | None]:
+        key = id(task)
+        records = self._records
+
+        def forget(ref: weakref.ref[asyncio.Future[Any]]) -> None:
+            if records.get(key, (None,))[0] is ref:
+                del records[key]
+
+        task_id = next(self._counter)
+        records[key] = (weakref.ref(task, forget), task_id, origin)
+        return task_id, origin
+
     def origin(self, task: asyncio.Future[Any]) -> TaskOrigin | None:
-        return self._origins.get(task)
+        return self.lookup(task)[1]
 
     def task_id(self, task: asyncio.Future[Any]) -> int:
         """A number that stays the same for the task's whole life (names can be changed)."""
-        found = self._ids.get(task)
-        if found is None:
-            found = self._ids[task] = next(self._counter)
-        return found
+        return self.lookup(task)[0]
 
     def record(
         self, task: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, caller: FrameType | None
     ) -> None:
         parent = asyncio.current_task(loop)
-        self._origins[task] = TaskOrigin(
+        origin = TaskOrigin(
             created_at=time.monotonic(),
             site=_first_user_frame(caller),
             parent=parent.get_name() if parent is not None else None,
         )
-        self.task_id(task)
+        self._store(task, origin)
 
     def install_factory(self, loop: asyncio.AbstractEventLoop) -> None:
         """Chain our factory in front of the loop's current one, once."""
@@ -159,9 +183,39 @@ def _first_user_frame(caller: FrameType | None) -> Frame | None:
 
 
 def code_name(f: FrameType) -> str:
-    """The qualified function name where Python has it (3.11+), else the plain name."""
+    """The qualified function name where Python has it (3.11+), else the plain name.
+
+    Python 3.10 code objects carry no qualified name; for the stdlib modules whose names the
+    collectors interpret (``Event.wait``, ``Queue.get``) a table recovers it.
+    """
     code = f.f_code
-    return getattr(code, "co_qualname", code.co_name)
+    return getattr(code, "co_qualname", None) or _qualnames().get(code, code.co_name)
+
+
+@functools.cache
+def _qualnames() -> dict[CodeType, str]:
+    import asyncio.base_events
+    import asyncio.locks
+    import asyncio.queues
+    import asyncio.streams
+    import asyncio.tasks
+    import concurrent.futures.thread
+    import queue
+    import selectors
+    import socket
+
+    table: dict[CodeType, str] = {}
+    modules = (asyncio.base_events, asyncio.locks, asyncio.queues, asyncio.streams, asyncio.tasks,
+               concurrent.futures.thread, queue, selectors, socket, threading)
+    for module in modules:
+        for value in vars(module).values():
+            members = vars(value).values() if isinstance(value, type) else (value,)
+            for member in members:
+                function = getattr(member, "__func__", member)
+                code = getattr(function, "__code__", None)
+                if isinstance(code, CodeType):
+                    table.setdefault(code, function.__qualname__)
+    return table
 
 
 LOOPS = LoopRegistry()

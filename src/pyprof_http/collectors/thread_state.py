@@ -48,7 +48,7 @@ _TOP_FRAMES_CHECKED = 3
 
 _CALL_ON_LINE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsleep\s*\("), "sleeping"),
-    (re.compile(r"\.(acquire)\s*\(|^\s*with\s+\w*lock\b", re.IGNORECASE), "waiting on lock"),
+    (re.compile(r"\.(acquire)\s*\(|^\s*with\s+[\w.]*lock\b", re.IGNORECASE), "waiting on lock"),
     (re.compile(r"\.(recv\w*|accept|read\w*|select|poll|epoll|wait)\s*\("), "IO wait"),
     (re.compile(r"\b(select|poll)\s*\("), "IO wait"),
 )

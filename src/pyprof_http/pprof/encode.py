@@ -177,7 +177,7 @@ def _locations(locations: dict[Frame, int], strings: _Strings) -> tuple[Writer, 
             function.clear()
             function.uint64(_F_ID, function_id)
             function.int64(_F_NAME, name)
-            function.int64(_F_SYSTEM_NAME, name)
+            # no system_name: pprof demangles it as C++ and would turn "<module>" into "<unknown>"
             function.int64(_F_FILENAME, strings(frame.filename))
             function_out.message(_FUNCTION, function)
         line.clear()
