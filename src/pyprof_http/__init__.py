@@ -8,6 +8,8 @@ Mount it, then read every thread and asyncio task of the running service over HT
     app = FastAPI()
     pyprof_http.install(app)            # serves /debug/pprof/ (loopback clients by default)
     # or: app.mount("/debug/pprof", pyprof_http.PprofApp())
+    # or, on a side port of its own (any process; answers even while the main loop is blocked):
+    #     pyprof_http.install(app, prefix=None); pyprof_http.serve_in_background(port=6060)
 
 From a terminal, while the service runs::
 
@@ -23,8 +25,19 @@ Formats: ``debug=0`` (pprof, gzip protobuf), ``debug=1`` (text), ``debug=2`` (fu
 one-line reason; nothing silently falls back to a default.
 """
 
-from .app import PprofApp, install
+from .app import BackgroundServer, PprofApp, install, serve_in_background
+from .auth import Decision
 from .config import ConfigError, Settings
+from .lifecycle import LifecycleMiddleware
 
-__all__ = ["ConfigError", "PprofApp", "Settings", "install"]
+__all__ = [
+    "BackgroundServer",
+    "ConfigError",
+    "Decision",
+    "LifecycleMiddleware",
+    "PprofApp",
+    "Settings",
+    "install",
+    "serve_in_background",
+]
 __version__ = "0.1.0"

@@ -1,17 +1,46 @@
 """Settings, read once from the constructor and ``PYPROF_*`` environment variables.
 
 Settings are immutable so that a running sub-app can never be loosened after its security
-checks ran; build a new app to change them.
+checks ran; build a new app to change them. :meth:`Settings.check_secure` is what makes the
+default safe: reaching beyond loopback without a token or an authorizer refuses to start
+(exposed pprof endpoints have leaked heaps and argv before: kubelet CVE-2019-11248).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+MIN_TOKEN_LENGTH = 16
+
+Authorizer = Callable[[Any], Any | Awaitable[Any]]
+"""Takes the Starlette ``Request``; returns a :class:`~pyprof_http.auth.Decision`, a bool, or a
+principal name (allowed), directly or as an awaitable."""
 
 
 class ConfigError(ValueError):
     """The settings are unsafe or inconsistent; the message says how to fix them."""
+
+
+def _split_list(value: Any) -> Any:
+    """Env values may be JSON lists or comma-separated: ``PYPROF_PROFILES=goroutine,heap``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -19,17 +48,57 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PYPROF_", frozen=True, extra="forbid")
 
-    profiles: frozenset[str] | None = Field(
+    allow_clients: Annotated[tuple[Network, ...], NoDecode] = Field(
+        default=LOOPBACK, description="CIDRs of clients let in; anyone else gets 403."
+    )
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = Field(
+        default=(), description="Peers whose X-Forwarded-For is believed."
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Required as Bearer token or Basic password when set."
+    )
+    authorize: Authorizer | None = Field(
+        default=None, exclude=True, description="The app's own auth: allow, deny or challenge."
+    )
+    profiles: Annotated[frozenset[str] | None, NoDecode] = Field(
         default=None,
         description="Allowlist of profile names served; None serves every profile. Others are 404.",
     )
     max_profile_seconds: int = Field(
         default=60, ge=1, le=3600, description="Upper bound for any seconds= parameter."
     )
+    max_concurrent_windows: int = Field(
+        default=2, ge=1, le=64, description="seconds=N requests that may run at once per profile."
+    )
     max_stack_depth: int = Field(
         default=128, ge=1, le=4096, description="Frames kept per stack; deeper stacks are cut."
+    )
+
+    _split = field_validator("allow_clients", "trusted_proxies", "profiles", mode="before")(
+        _split_list
     )
 
     def allows(self, profile: str) -> bool:
         """Whether ``profile`` is on the allowlist."""
         return self.profiles is None or profile in self.profiles
+
+    def check_secure(self) -> None:
+        """Refuse settings that would expose profiles to the network without authentication."""
+        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"token is shorter than {MIN_TOKEN_LENGTH} characters; use a long random one, "
+                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        beyond = [str(n) for n in self.allow_clients if not is_loopback(n)]
+        if beyond and self.token is None and self.authorize is None:
+            raise ConfigError(
+                f"allow_clients reaches beyond loopback ({', '.join(beyond)}) but neither a "
+                "token nor an authorizer is set: set PYPROF_TOKEN / Settings(token=...), pass "
+                "Settings(authorize=...), or keep allow_clients to 127.0.0.0/8 and ::1"
+            )
+
+
+def is_loopback(network: Network) -> bool:
+    """Whether every address of ``network`` is a loopback address."""
+    return any(network.version == lo.version and network.subnet_of(lo)  # type: ignore[arg-type]
+               for lo in LOOPBACK)

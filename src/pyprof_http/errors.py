@@ -42,6 +42,12 @@ class Conflict(PprofError):
     status_code = 409
 
 
+class TooManyRequests(PprofError):
+    """A cap on concurrent long-running requests is reached."""
+
+    status_code = 429
+
+
 class PreconditionFailed(PprofError):
     """The profile needs something switched on first; the reason says how."""
 

@@ -78,7 +78,7 @@ def test_locations_and_functions_are_deduplicated_with_nonzero_unique_ids():
     for location in decoded.location:
         assert (location.address, location.mapping_id, len(location.line)) == (0, 0, 1)
     for function in decoded.function:
-        assert function.system_name == function.name
+        assert function.system_name == 0  # left out: pprof would demangle "<module>" as C++
         assert function.start_line == 0
     names = {strings[f.name] for f in decoded.function}
     assert names == {"main", "work", "leaf"}

@@ -1,0 +1,197 @@
+"""Who may read profiles: client CIDRs, a token, the app's own authorizer, and an audit line.
+
+It wraps the whole sub-app, so every route — present and future — is covered by construction;
+no handler can forget to check. Order: the client address first (403, before any credential is
+looked at), then credentials (a valid token allows; a wrong one is 401), then the authorizer.
+Tokens are compared in constant time and never logged, not even the Basic user name (people
+paste the token there).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.requests import Request
+
+from .config import Network, Settings
+from .errors import PprofError, error_response
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+AUDIT = logging.getLogger("pyprof_http.audit")
+PRINCIPAL_KEY = "pyprof_http.principal"
+CHALLENGE = 'Basic realm="pprof", Bearer realm="pprof"'
+_LOGGED_PARAMS = frozenset({"debug", "format", "seconds", "mode", "hz", "gc", "clock"})
+
+
+class Decision(enum.Enum):
+    """What an authorizer may answer (``True``/``False``/a principal name work too)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    CHALLENGE = "challenge"
+
+
+class Forbidden(PprofError):
+    status_code = 403
+
+
+class Unauthorized(PprofError):
+    status_code = 401
+
+
+class AuthMiddleware:
+    """Admit or refuse each request, then write its audit line."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        client = client_address(scope, self.settings.trusted_proxies)
+        principal = "anonymous"
+        try:
+            principal = await self._admit(scope, client)
+        except PprofError as exc:
+            response = error_response(exc.status_code, exc.reason)
+            if exc.status_code == 401:
+                response.headers["WWW-Authenticate"] = CHALLENGE
+            await response(scope, receive, send_status)
+        else:
+            scope[PRINCIPAL_KEY] = principal
+            await self.app(scope, receive, send_status)
+        finally:
+            self._audit(scope, client, principal, status, time.monotonic() - started)
+
+    async def _admit(self, scope: Scope, client: ipaddress.IPv4Address | ipaddress.IPv6Address |
+                     None) -> str:
+        if client is None or not _within(client, self.settings.allow_clients):
+            raise Forbidden("client address not allowed; see the allow_clients setting")
+        token = self.settings.token
+        supplied = _credentials(scope)
+        if token is not None and supplied is not None:
+            if hmac.compare_digest(supplied.encode(), token.get_secret_value().encode()):
+                return "token"
+            raise Unauthorized("invalid credentials")
+        if self.settings.authorize is not None:
+            return await _ask(self.settings.authorize, Request(scope))
+        if token is not None:
+            raise Unauthorized("credentials required: Authorization: Bearer <token>, "
+                               "or Basic with the token as password (curl -u :TOKEN)")
+        return "anonymous"
+
+    def _audit(self, scope: Scope, client: object, principal: str, status: int,
+               seconds: float) -> None:
+        if not AUDIT.isEnabledFor(logging.INFO):
+            return
+        request = Request(scope)
+        params = {k: (v[:64] if k in _LOGGED_PARAMS else "<not logged>")
+                  for k, v in request.query_params.items()}
+        path = request.url.path
+        line = (f"client={client or '-'} principal={principal} path={path} "
+                f"params={json.dumps(params, sort_keys=True)} status={status} "
+                f"duration_ms={seconds * 1000:.1f}")
+        if self.settings.token is not None:  # a token pasted into a URL must not reach the log
+            line = line.replace(self.settings.token.get_secret_value(), "<redacted>")
+        AUDIT.info(line)
+
+
+def client_address(
+    scope: Scope, trusted_proxies: tuple[Network, ...]
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer, or for a trusted proxy the right-most untrusted X-Forwarded-For address."""
+    peer = _parse_ip((scope.get("client") or (None,))[0])
+    if peer is None or not trusted_proxies or not _within(peer, trusted_proxies):
+        return peer
+    forwarded: list[str] = []
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
+    address = peer
+    for hop in reversed(forwarded):
+        parsed = _parse_ip(hop)
+        if parsed is None:
+            return None  # an unparsable chain is not evidence of anything
+        address = parsed
+        if not _within(parsed, trusted_proxies):
+            break
+    return address
+
+
+def _parse_ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
+    return address
+
+
+def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+            networks: tuple[Network, ...]) -> bool:
+    return any(address.version == n.version and address in n for n in networks)
+
+
+def _credentials(scope: Scope) -> str | None:
+    """The secret from ``Authorization`` (Bearer token, or Basic password); None if absent."""
+    header: bytes | None = next(
+        (v for k, v in scope.get("headers", ()) if k == b"authorization"), None
+    )
+    if header is None:
+        return None
+    scheme, _, value = header.decode("latin-1").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("malformed Basic credentials") from None
+        return decoded.partition(":")[2]
+    raise Unauthorized("unsupported authorization scheme; use Bearer or Basic")
+
+
+async def _ask(authorize: Callable[[Request], Any], request: Request) -> str:
+    try:
+        answer = authorize(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+    except Exception:  # the app's bug must not become a 500 or an open door
+        logging.getLogger("pyprof_http").exception("the authorize callable raised; denying")
+        raise Forbidden("the application's authorizer failed; denied") from None
+    if answer is True or answer is Decision.ALLOW:
+        return "authorizer"
+    if isinstance(answer, str) and answer and not isinstance(answer, Decision):
+        return answer
+    if answer is Decision.CHALLENGE:
+        raise Unauthorized("credentials required by the application's authorizer")
+    raise Forbidden("denied by the application's authorizer")

@@ -1,0 +1,184 @@
+"""Headless Chromium on the index and the flame graph, under the non-default ``/ops/profiling``.
+
+Every page must load without a console error, a page error or a CSP violation, and the hostile
+task and function names of ``sample_service`` must show up as text, never run as markup (a
+``dialog`` would mean an ``alert`` ran).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from live_server import Server
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright
+from sample_service import HOSTILE_FUNCTION_NAME, HOSTILE_TASK_NAME
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path("/tmp/integration_flamegraph.png")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__cspViolations.push(e.violatedDirective + " blocked " + e.blockedURI);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is required by the browser tests; install it with `make system-deps` "
+        "(Debian package chromium); never download a browser"
+    )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Watched:
+    """A page and everything bad it reported."""
+
+    page: Page
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def csp_violations(self) -> list[str]:
+        return list(self.page.evaluate("window.__cspViolations || []"))
+
+    def assert_clean(self) -> None:
+        assert self.dialogs == [], f"a dialog opened: injected script ran: {self.dialogs}"
+        assert self.page_errors == [], self.page_errors
+        assert self.console_errors == [], self.console_errors
+        assert self.csp_violations() == []
+
+
+@pytest.fixture
+def watched(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    result = Watched(page)
+
+    def on_console(message: ConsoleMessage) -> None:
+        # Chromium asks the host app for /favicon.ico on plain-text pages: not ours to serve.
+        if message.type == "error" and not message.location.get("url", "").endswith(
+                "/favicon.ico"):
+            result.console_errors.append(f"{page.url}: {message.text} {message.location}")
+
+    def on_dialog(dialog: Dialog) -> None:
+        result.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: result.page_errors.append(f"{page.url}: {error}"))
+    page.on("dialog", on_dialog)
+    try:
+        yield result
+    finally:
+        context.close()
+
+
+def test_index_loads_cleanly_and_every_link_answers(watched: Watched, ops_server: Server) -> None:
+    page = watched.page
+    response = page.goto(ops_server.url("/"))
+    assert response is not None and response.status == 200
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "goroutine" in page.locator("table").inner_text()
+    watched.assert_clean()
+
+    table_links = page.eval_on_selector_all("table a[href]", "els => els.map(e => e.href)")
+    all_links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    assert len(table_links) >= 5, table_links  # cmdline x2, goroutine text/pprof/flamegraph
+    for url in sorted(set(all_links)):
+        assert url.startswith(ops_server.url("/")), f"link leaves the mount prefix: {url}"
+        answer = page.request.get(url, max_redirects=0)
+        assert answer.status == 200, f"{url} -> {answer.status} {answer.text()[:200]}"
+        if answer.headers["content-type"].startswith(("text/html", "text/plain")):
+            visited = page.goto(url)  # downloads (pprof) are only fetched, not opened
+            assert visited is not None and visited.status == 200
+            watched.assert_clean()
+
+
+def test_dump_shows_hostile_task_name_as_text(watched: Watched, ops_server: Server) -> None:
+    page = watched.page
+    page.goto(ops_server.url("/goroutine?debug=2"))
+    text = page.locator("body").inner_text()
+    assert f'"{HOSTILE_TASK_NAME}"' in text
+    assert "integration_nested_helper" in text
+    assert page.locator("img").count() == 0
+    watched.assert_clean()
+
+
+def test_flamegraph_renders_zooms_and_searches(watched: Watched, ops_server: Server) -> None:
+    page = watched.page
+    response = page.goto(ops_server.url("/goroutine?format=flamegraph"))
+    assert response is not None and response.status == 200
+    assert "script-src 'sha256-" in response.headers["content-security-policy"]
+    page.wait_for_selector("#chart .frame")
+    frames = page.locator("#chart .frame")
+    assert frames.count() >= 10
+    assert page.locator("#chart .frame.root").first.text_content() == "all"
+    assert page.locator("#empty").is_hidden()
+    assert page.locator("#title").text_content() == "goroutine profile"
+
+    def frame(name: str):
+        return page.locator("#chart .frame").filter(has_text=name)
+
+    for name in ("integration_nested_helper", "integration_waiter_coroutine",
+                 "integration_worker_thread", "Event.wait"):
+        assert frame(name).count() >= 1, name
+
+    # The hostile function name is a frame label, as text: nothing was parsed out of it.
+    hostile = frame(HOSTILE_FUNCTION_NAME)
+    assert hostile.count() == 1
+    assert hostile.text_content() == HOSTILE_FUNCTION_NAME
+    assert HOSTILE_FUNCTION_NAME in (hostile.get_attribute("title") or "")
+    assert page.locator("img").count() == 0
+    assert page.evaluate("document.scripts.length") == 2  # the data block and our script
+    hostile.hover()
+    assert page.locator("#status").text_content().startswith(HOSTILE_FUNCTION_NAME)
+
+    page.fill("#search", "onerror")
+    assert page.locator("#match").text_content().startswith("Matched: ")
+    assert page.locator("#chart .frame.match").count() == 1
+    page.locator("#search").press("Escape")
+    assert page.locator("#chart .frame.match").count() == 0
+
+    # Zoom into the waiter: its subtree fills the width, other subtrees are gone.
+    waiter = frame("integration_waiter_coroutine").first
+    waiter.click()
+    page.mouse.move(1, 1)  # leave the chart: the status line goes back to the zoomed frame
+    assert page.locator("#reset").is_enabled()
+    assert page.locator("#status").text_content().startswith("Zoomed: integration_waiter_coroutine")
+    zoomed = frame("integration_waiter_coroutine")
+    assert zoomed.count() == 1
+    assert zoomed.evaluate("e => e.style.width") == "100%"
+    assert frame("integration_worker_thread").count() == 0
+    assert frame("integration_nested_helper").count() == 1
+
+    page.fill("#search", "nested_helper")
+    assert page.locator("#match").text_content().startswith("Matched: ")
+    matched = page.locator("#chart .frame.match")
+    assert matched.count() == 1
+    assert matched.text_content() == "integration_nested_helper"
+
+    page.click("#reset")
+    assert page.locator("#reset").is_disabled()
+    assert frame("integration_worker_thread").count() >= 1
+    page.fill("#search", "integration_")
+    assert page.locator("#chart .frame.match").count() >= 4
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    watched.assert_clean()

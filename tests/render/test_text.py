@@ -1,0 +1,149 @@
+"""Go's debug=1 text: exact output for a hand-built profile."""
+
+from __future__ import annotations
+
+import zlib
+
+from pyprof_http.model import Frame, Profile, Sample, ValueType, frame
+from pyprof_http.render.text import TEXT_PLAIN, frame_id, render_text
+
+COUNT = ValueType("goroutine", "count")
+
+WAIT = frame("Event.wait", "/usr/lib/asyncio/locks.py", 213)  # 10 characters
+HANDLER = frame("handler", "/app/web.py", 12)  # 7
+MAIN = frame("main", "/app/main.py", 3)  # 4
+
+
+def _id(f: Frame) -> str:
+    """The documented pseudo address: CRC-32 of function, file and line, NUL-separated."""
+    key = "\0".join((f.function, f.filename, str(f.line))).encode()
+    return f"0x{zlib.crc32(key):08x}"
+
+
+def _profile() -> Profile:
+    return Profile(
+        sample_types=(COUNT,),
+        samples=(
+            Sample((HANDLER, MAIN), (1,), {"kind": "thread", "thread": "MainThread"}),
+            Sample((WAIT, HANDLER, MAIN), (1,), {"kind": "task", "state": "awaiting", "task": "a"}),
+            Sample((WAIT, HANDLER, MAIN), (1,), {"kind": "task", "state": "awaiting", "task": "b"}),
+        ),
+        comments=("read from another thread", "second comment"),
+    )
+
+
+def test_exact_text() -> None:
+    rendered = render_text(_profile(), "goroutine")
+    assert rendered.media_type == TEXT_PLAIN == "text/plain; charset=utf-8"
+    assert rendered.filename is None
+    assert rendered.content_security_policy is None
+    w, h, m = _id(WAIT), _id(HANDLER), _id(MAIN)
+    assert rendered.body.decode() == (
+        "goroutine profile: total 3\n"
+        "# read from another thread\n"
+        "# second comment\n"
+        f"2 @ {w} {h} {m}\n"
+        '# labels: {"kind":"task", "state":"awaiting"}\n'  # task a/b differ: not shown
+        f"#\t{w}\tEvent.wait\t/usr/lib/asyncio/locks.py:213\n"
+        f"#\t{h}\thandler\t\t/app/web.py:12\n"
+        f"#\t{m}\tmain\t\t/app/main.py:3\n"
+        "\n"
+        f"1 @ {h} {m}\n"
+        '# labels: {"kind":"thread", "thread":"MainThread"}\n'
+        f"#\t{h}\thandler\t/app/web.py:12\n"
+        f"#\t{m}\tmain\t/app/main.py:3\n"
+        "\n"
+    )
+
+
+def test_frame_ids_are_stable_and_distinct() -> None:
+    assert frame_id(HANDLER) == frame_id(Frame("handler", "/app/web.py", 12)) == _id(HANDLER)
+    ids = {frame_id(f) for f in (WAIT, HANDLER, MAIN, frame("handler", "/app/web.py", 13),
+                                 frame("handler", "/app/web2.py", 12))}
+    assert len(ids) == 5
+    assert all(len(i) == 10 and i.startswith("0x") for i in ids)
+    # same in a second rendering
+    assert render_text(_profile(), "goroutine").body == render_text(_profile(), "goroutine").body
+
+
+def test_function_column_is_tab_aligned_per_record() -> None:
+    names = ["f", "seven77", "exactly8", "sixteen_chars_xx", "a_name_of_21_chars_x_"]
+    stack = tuple(frame(n, f"/src/{n}.py", i + 1) for i, n in enumerate(names))
+    body = render_text(Profile((COUNT,), (Sample(stack, (1,)),)), "goroutine").body.decode()
+    lines = [line for line in body.splitlines() if line.startswith("#\t")]
+    assert len(lines) == len(names)
+    columns = {line.expandtabs(8).index("/src/") for line in lines}
+    assert len(columns) == 1  # every file name starts in the same column
+    column = columns.pop()
+    widest = 24 + max(len(n) for n in names)  # "#\t0x........\t" ends at column 24
+    assert widest < column <= widest + 8
+
+
+def test_sorted_by_count_then_by_stack() -> None:
+    a, b, c = frame("a", "/x.py", 1), frame("b", "/x.py", 2), frame("c", "/x.py", 3)
+    profile = Profile((COUNT,), (
+        Sample((c,), (1,)),
+        Sample((b,), (5,)),
+        Sample((a,), (1,)),
+        Sample((a, c), (2,)),
+    ))
+    body = render_text(profile, "goroutine").body.decode()
+    records = [line for line in body.splitlines() if " @ " in line]
+    assert records == [
+        f"5 @ {_id(b)}",
+        f"2 @ {_id(a)} {_id(c)}",
+        f"1 @ {_id(a)}",  # ties: by function names, innermost first
+        f"1 @ {_id(c)}",
+    ]
+    assert body.splitlines()[0] == "goroutine profile: total 9"
+
+
+def test_equal_stacks_with_different_labels_form_one_record() -> None:
+    profile = Profile((COUNT,), (
+        Sample((MAIN,), (1,), {"task": "x", "n": 1}),
+        Sample((MAIN,), (1,), {"task": "y", "n": 1}),
+        Sample((MAIN,), (1,), {"n": 1}),
+    ))
+    body = render_text(profile, "goroutine").body.decode()
+    assert f"3 @ {_id(MAIN)}\n# labels: {{\"n\":1}}\n" in body
+
+
+def test_no_shared_labels_means_no_labels_line() -> None:
+    profile = Profile((COUNT,), (
+        Sample((MAIN,), (1,), {"task": "x"}),
+        Sample((MAIN,), (1,), {"thread": "y"}),
+    ))
+    body = render_text(profile, "goroutine").body.decode()
+    assert "labels" not in body
+
+
+def test_multiple_sample_types() -> None:
+    profile = Profile(
+        sample_types=(ValueType("samples", "count"), ValueType("cpu", "nanoseconds")),
+        samples=(Sample((MAIN,), (3, 30_000)), Sample((HANDLER, MAIN), (1, 50_000))),
+    )
+    body = render_text(profile, "profile").body.decode()
+    lines = body.splitlines()
+    assert lines[0] == "profile profile: samples/count 4, cpu/nanoseconds 80000"
+    assert lines[1] == f"3 30000 @ {_id(MAIN)}"  # sorted by the first value first
+
+
+def test_empty_profile_and_empty_stack() -> None:
+    assert render_text(Profile((COUNT,), ()), "goroutine").body == b"goroutine profile: total 0\n"
+    body = render_text(Profile((COUNT,), (Sample((), (2,)),)), "goroutine").body.decode()
+    assert body == "goroutine profile: total 2\n2 @ \n#\t0x0\n\n"
+
+
+def test_negative_delta_values_are_printed() -> None:
+    profile = Profile((COUNT,), (Sample((MAIN,), (-2,)), Sample((HANDLER,), (1,))))
+    lines = render_text(profile, "goroutine").body.decode().splitlines()
+    assert lines[0] == "goroutine profile: total -1"
+    assert [line for line in lines if " @ " in line] == [f"1 @ {_id(HANDLER)}",
+                                                         f"-2 @ {_id(MAIN)}"]
+
+
+def test_every_record_ends_with_a_blank_line() -> None:
+    body = render_text(_profile(), "goroutine").body.decode()
+    blocks = body.split("\n\n")
+    assert blocks[-1] == ""
+    assert len(blocks) == 3  # two records, then the end

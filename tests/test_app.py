@@ -1,0 +1,464 @@
+"""The ASGI app in-process: one handler matrix driven by the registry, integration shapes.
+
+Requests go through ``httpx.ASGITransport`` (no server, no lifespan); the lifespan is tested in
+test_lifecycle.py and real servers in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+import pprof_schema
+from pyprof_http import PprofApp, Settings, install
+from pyprof_http.lifecycle import LifecycleMiddleware
+from pyprof_http.registry import PROFILES
+
+TEXT = "text/plain; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+
+# format -> (content type, Content-Disposition template or None); a new format must be added here
+MEDIA: dict[str, tuple[str, str | None]] = {
+    "pprof": ("application/octet-stream", 'attachment; filename="{name}.pb.gz"'),
+    "text": (TEXT, None),
+    "dump": (TEXT, None),
+    "folded": (TEXT, None),
+    "flamegraph": (HTML, None),
+    "speedscope": ("application/json", 'attachment; filename="{name}.speedscope.json"'),
+    "json": ("application/json", None),
+}
+
+
+def request(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request to an ASGI app, in-process, on a fresh event loop."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.request(method, url, **kwargs)
+            await response.aread()
+            return response
+
+    return asyncio.run(go())
+
+
+def get(app: Any, url: str) -> httpx.Response:
+    return request(app, "GET", url)
+
+
+def _fastapi_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    install(app, settings)
+    return app
+
+
+APP = _fastapi_app()
+
+
+# --- the matrix -----------------------------------------------------------------------------
+
+
+def _matrix() -> list[tuple[str, str, int, str, str | None]]:
+    """(path under the prefix, query, status, content type, Content-Disposition)."""
+    rows: list[tuple[str, str, int, str, str | None]] = [("/", "", 200, HTML, None)]
+    for spec in PROFILES:
+        path = "/" + spec.name
+        if spec.raw is not None:
+            rows.append((path, "", 200, TEXT, None))
+            for bad in ("debug=1", "seconds=1", "x=1"):
+                rows.append((path, bad, 400, TEXT, None))
+            continue
+        valid = {"": spec.default_format}
+        valid.update({f"format={f}": f for f in spec.formats})
+        valid.update({f"debug={i}": f for i, f in enumerate(spec.debug_formats)})
+        for query, fmt in valid.items():
+            media, disposition = MEDIA[fmt]
+            rows.append((path, query, 200, media,
+                         disposition.format(name=spec.name) if disposition else None))
+        bad = [f"debug={len(spec.debug_formats)}", "debug=x", "format=nope", "seconds=abc",
+               "seconds=0", "seconds=100000", "unknown=1", "debug=1&debug=1", "format="]
+        if spec.delta:
+            bad += [f"seconds=1&format={f}" for f, fmt in spec.formats.items() if not fmt.delta]
+        for query in bad:
+            rows.append((path, query, 400, TEXT, None))
+    rows += [("/nope", "", 404, TEXT, None), ("/goroutine/", "", 404, TEXT, None),
+             ("/GOROUTINE", "", 404, TEXT, None), ("//goroutine", "", 404, TEXT, None)]
+    return rows
+
+
+MATRIX = _matrix()
+
+
+@pytest.mark.parametrize(("path", "query", "status", "media", "disposition"), MATRIX,
+                         ids=[f"{p}?{q}" for p, q, *_ in MATRIX])
+def test_handler_matrix(path: str, query: str, status: int, media: str,
+                        disposition: str | None) -> None:
+    response = get(APP, f"/debug/pprof{path}" + (f"?{query}" if query else ""))
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == media
+    assert response.headers.get("content-disposition") == disposition
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    if media == HTML:
+        csp = response.headers["content-security-policy"]
+        assert "default-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert response.headers["x-frame-options"] == "DENY"
+    else:
+        assert "content-security-policy" not in response.headers
+        assert "x-frame-options" not in response.headers
+    if status >= 400:
+        assert response.headers["x-go-pprof"] == "1"
+        body = response.text
+        assert body.endswith("\n") and body.count("\n") == 1, body
+        if status == 404:
+            assert body == "Unknown profile\n"
+    else:
+        assert "x-go-pprof" not in response.headers
+        assert response.content
+
+
+@pytest.mark.parametrize(("query", "reason"), [
+    ("debug=7", 'invalid value for "debug": must be one of 0 (pprof), 1 (text), 2 (dump)'),
+    ("seconds=abc",
+     'invalid value for "seconds": must be a whole number of seconds from 1 to 60'),
+    ("seconds=1&debug=2", '"seconds" cannot be combined with format dump: a delta has no '
+     "per-task detail; use the pprof, text or flamegraph format"),
+    ("foo=1", 'unknown parameter "foo"; allowed: debug, format, seconds'),
+])
+def test_bad_parameters_say_why(query: str, reason: str) -> None:
+    response = get(APP, f"/debug/pprof/goroutine?{query}")
+    assert response.status_code == 400
+    assert response.text == reason + "\n"
+
+
+def test_seconds_limit_follows_settings() -> None:
+    app = _fastapi_app(Settings(max_profile_seconds=3))
+    response = get(app, "/debug/pprof/goroutine?seconds=4")
+    assert response.status_code == 400
+    assert response.text.endswith("from 1 to 3\n")
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+def test_goroutine_pprof_decodes() -> None:
+    response = get(APP, "/debug/pprof/goroutine")
+    message = pprof_schema.decode(response.content)
+    strings = list(message.string_table)
+    assert [(strings[t.type], strings[t.unit]) for t in message.sample_type] == [
+        ("goroutine", "count")]
+    samples = pprof_schema.resolved_samples(message)
+    kinds = {labels["kind"] for _, _, labels in samples}
+    assert kinds == {"thread", "task"}
+    # the request's own task is running, on the thread serving the loop
+    running = [labels for _, _, labels in samples
+               if labels["kind"] == "task" and labels["state"] == "running"]
+    assert len(running) == 1
+    assert running[0]["thread"] == threading.current_thread().name
+
+
+def test_goroutine_text_and_dump_bodies() -> None:
+    text = get(APP, "/debug/pprof/goroutine?debug=1").text
+    assert text.startswith("goroutine profile: total ")
+    assert "\n# labels: " in text
+    dump = get(APP, "/debug/pprof/goroutine?debug=2").text
+    assert dump.startswith("goroutine dump: ")
+    assert f'"{threading.current_thread().name}"' in dump
+    assert "[running]:" in dump
+
+
+def test_json_formats_parse() -> None:
+    assert json.loads(get(APP, "/debug/pprof/goroutine?format=json").content)
+    assert json.loads(get(APP, "/debug/pprof/goroutine?format=speedscope").content)
+
+
+def test_cmdline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["server.py", "--port", "8000"])
+    response = get(APP, "/debug/pprof/cmdline")
+    assert response.content == b"server.py\x00--port\x008000"
+
+
+def test_goroutine_seconds_returns_a_delta() -> None:
+    park = threading.Event()
+    parked = threading.Thread(target=park.wait, name="parked-for-delta", daemon=True)
+    parked.start()
+    try:
+        full = get(APP, "/debug/pprof/goroutine")
+        response = get(APP, "/debug/pprof/goroutine?seconds=1")
+    finally:
+        park.set()
+        parked.join(5)
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == 'attachment; filename="goroutine.pb.gz"'
+    message = pprof_schema.decode(response.content)
+    assert 0.9e9 <= message.duration_nanos <= 3e9
+    strings = list(message.string_table)
+    assert [(strings[t.type], strings[t.unit]) for t in message.sample_type] == [
+        ("goroutine", "count")]
+    # a delta of two snapshots: a thread that did not change cancelled out
+    def threads(body: bytes) -> set:
+        return {labels.get("thread") for _, _, labels in
+                pprof_schema.resolved_samples(pprof_schema.decode(body))
+                if labels["kind"] == "thread"}
+
+    assert "parked-for-delta" in threads(full.content)
+    assert "parked-for-delta" not in threads(response.content)
+    assert pprof_schema.decode(full.content).duration_nanos == 0
+
+
+def test_concurrent_windows_are_capped() -> None:
+    app = _fastapi_app(Settings(max_concurrent_windows=1))
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            first = asyncio.ensure_future(c.get("/debug/pprof/goroutine?seconds=1&debug=1"))
+            await asyncio.sleep(0.2)  # the first window is open
+            second = await c.get("/debug/pprof/goroutine?seconds=1&debug=1")
+            plain = await c.get("/debug/pprof/goroutine?debug=1")  # no window: not capped
+            return [await first, second, plain]
+
+    first, second, plain = asyncio.run(go())
+    assert first.status_code == 200
+    assert first.text.startswith("goroutine profile: total ")  # a text delta
+    assert second.status_code == 429
+    assert second.headers["x-go-pprof"] == "1"
+    assert "max_concurrent_windows" in second.text and second.text.count("\n") == 1
+    assert plain.status_code == 200
+
+
+# --- index ----------------------------------------------------------------------------------
+
+
+def test_index_lists_every_allowed_profile_with_relative_links() -> None:
+    response = get(APP, "/debug/pprof/")
+    body = response.text
+    for spec in PROFILES:
+        assert f">{spec.name}</a>" in body
+    hrefs = [h.split("'")[0] for h in body.split("href='")[1:]]
+    assert hrefs
+    assert all(not urlsplit(h).scheme and not h.startswith("/") for h in hrefs), hrefs
+    assert "goroutine?debug=1" in hrefs and "goroutine?debug=2" in hrefs
+    assert "cmdline" in hrefs
+
+
+def test_allowlist_hides_profiles_from_routes_and_index() -> None:
+    app = _fastapi_app(Settings(profiles=frozenset({"cmdline"})))
+    for path in ("/debug/pprof/goroutine", "/debug/pprof/goroutine?debug=1",
+                 "/debug/pprof/goroutine?debug=99"):
+        response = get(app, path)
+        assert response.status_code == 404
+        assert response.text == "Unknown profile\n"
+        assert response.headers["x-go-pprof"] == "1"
+    assert get(app, "/debug/pprof/cmdline").status_code == 200
+    index = get(app, "/debug/pprof/").text
+    assert "goroutine" not in index
+    assert ">cmdline</a>" in index
+
+
+def test_unknown_and_hidden_look_the_same() -> None:
+    hidden = get(_fastapi_app(Settings(profiles=frozenset({"cmdline"}))),
+                 "/debug/pprof/goroutine")
+    unknown = get(APP, "/debug/pprof/doesnotexist")
+    assert (hidden.status_code, hidden.text, dict(hidden.headers)) == (
+        unknown.status_code, unknown.text, dict(unknown.headers))
+
+
+# --- methods --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/", "/goroutine", "/cmdline", "/nope"])
+def test_other_methods_are_405(method: str, path: str) -> None:
+    response = request(APP, method, f"/debug/pprof{path}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["x-go-pprof"] == "1"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.text == "method not allowed; use GET\n"
+
+
+def test_head_is_allowed() -> None:
+    response = request(APP, "HEAD", "/debug/pprof/goroutine?debug=1")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == TEXT
+    assert response.content == b""
+
+
+# --- integration shapes ---------------------------------------------------------------------
+
+
+def test_install_on_fastapi_keeps_the_app_routes() -> None:
+    assert get(APP, "/hello").json() == {"hello": "world"}
+    assert get(APP, "/debug/pprof/goroutine?debug=1").status_code == 200
+
+
+def test_install_returns_the_same_starlette_app() -> None:
+    async def home(request):
+        return PlainTextResponse("home")
+
+    app = Starlette(routes=[Route("/", home)])
+    assert install(app) is app
+    assert get(app, "/").text == "home"
+    assert get(app, "/debug/pprof/goroutine?debug=1").text.startswith("goroutine profile:")
+    assert get(app, "/debug/pprof/").headers["content-type"] == HTML
+
+
+def test_install_with_a_custom_prefix() -> None:
+    app = install(Starlette(), prefix="pp/")
+    assert get(app, "/pp/goroutine?debug=1").status_code == 200
+    assert get(app, "/debug/pprof/goroutine").status_code == 404
+
+
+def test_index_title_follows_the_prefix() -> None:
+    app = install(Starlette(), prefix="/pp")
+    body = get(app, "/pp/").text
+    assert "<title>/pp/</title>" in body
+    assert "/debug/pprof" not in body
+
+
+def test_bare_prefix_redirects_with_our_headers_on_fastapi() -> None:
+    for url, location in (("/debug/pprof", "/debug/pprof/"),
+                          ("/debug/pprof?debug=1", "/debug/pprof/?debug=1")):
+        response = get(APP, url)
+        assert response.status_code in (301, 307, 308)
+        assert urlsplit(response.headers["location"]).path == "/debug/pprof/"
+        assert response.headers["location"].endswith(location)
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+
+
+async def _bare_app(scope, receive, send) -> None:
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"app saw " + scope["path"].encode()})
+
+
+def test_install_on_a_bare_asgi_callable_wraps_it() -> None:
+    wrapped = install(_bare_app)
+    assert wrapped is not _bare_app
+    assert isinstance(wrapped, LifecycleMiddleware)
+    assert get(wrapped, "/x").text == "app saw /x"
+    assert get(wrapped, "/").text == "app saw /"
+    assert get(wrapped, "/debug/pprofx").text == "app saw /debug/pprofx"  # not the prefix
+    response = get(wrapped, "/debug/pprof/goroutine?debug=1")
+    assert response.status_code == 200
+    assert response.text.startswith("goroutine profile:")
+    index = get(wrapped, "/debug/pprof/")
+    assert index.headers["content-type"] == HTML
+    assert get(wrapped, "/debug/pprof/nope").status_code == 404
+
+
+def test_bare_wrapper_redirects_the_prefix_to_its_slash_form() -> None:
+    wrapped = install(_bare_app)
+    response = get(wrapped, "/debug/pprof")
+    assert response.status_code == 301
+    assert response.headers["location"] == "/debug/pprof/"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    with_query = get(wrapped, "/debug/pprof?a=1&b=2")
+    assert with_query.headers["location"] == "/debug/pprof/?a=1&b=2"
+
+
+async def _asgi(app: Any, path: str, root_path: str = "") -> tuple[int, dict, bytes]:
+    """Drive one GET by hand, with ``path`` as servers send it (it includes ``root_path``)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"debug=1",
+        "root_path": root_path, "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+    }
+    sent: list[dict] = []
+    requested = False
+
+    async def receive() -> dict:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+def test_bare_wrapper_under_a_root_path() -> None:
+    # uvicorn --root-path /svc: scope["path"] is "/svc/debug/pprof/..." and root_path "/svc"
+    wrapped = install(_bare_app)
+    status, _, body = asyncio.run(
+        _asgi(wrapped, "/svc/debug/pprof/goroutine", root_path="/svc"))
+    assert status == 200, body
+    assert body.startswith(b"goroutine profile:")
+    status, _, body = asyncio.run(_asgi(wrapped, "/svc/other", root_path="/svc"))
+    assert body == b"app saw /svc/other"
+
+
+def test_starlette_install_under_a_root_path() -> None:
+    app = install(Starlette())
+    status, _, body = asyncio.run(
+        _asgi(app, "/svc/debug/pprof/goroutine", root_path="/svc"))
+    assert status == 200, body
+    assert body.startswith(b"goroutine profile:")
+
+
+def test_pprof_app_mounted_alone() -> None:
+    app = Starlette()
+    app.mount("/debug/pprof", PprofApp())
+    assert get(app, "/debug/pprof/goroutine?debug=1").text.startswith("goroutine profile:")
+    assert get(app, "/debug/pprof/").headers["content-type"] == HTML
+    assert get(app, "/debug/pprof/nope").status_code == 404
+    assert get(app, "/debug/pprof/goroutine?debug=9").status_code == 400
+
+
+def test_pprof_app_in_a_mount_route() -> None:
+    app = Starlette(routes=[Mount("/ops/pprof", app=PprofApp())])
+    assert get(app, "/ops/pprof/cmdline").status_code == 200
+    redirect = get(app, "/ops/pprof")
+    assert redirect.status_code in (301, 307, 308)
+    assert redirect.headers["location"].endswith("/ops/pprof/")
+    assert "<title>/ops/pprof/</title>" in get(app, "/ops/pprof/").text
+
+
+def test_pprof_app_served_at_the_root() -> None:
+    app = PprofApp()
+    assert get(app, "/goroutine?debug=1").text.startswith("goroutine profile:")
+    assert get(app, "/").headers["content-type"] == HTML
+    assert get(app, "/nope").status_code == 404
+
+
+def test_pprof_app_uses_its_settings() -> None:
+    app = PprofApp(Settings(profiles=frozenset({"goroutine"})))
+    assert get(app, "/cmdline").status_code == 404
+    assert get(app, "/goroutine?debug=1").status_code == 200
+
+
+def test_starlette_install_bare_prefix_under_a_root_path() -> None:
+    app = install(Starlette())
+    status, headers, _ = asyncio.run(_asgi(app, "/svc/debug/pprof", root_path="/svc"))
+    assert status in (301, 307, 308)
+    assert urlsplit(headers["location"]).path == "/svc/debug/pprof/"

@@ -1,0 +1,243 @@
+"""The lifecycle middleware: task factory on the serving loop at startup, removed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import warnings
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from pyprof_http import PprofApp, install
+from pyprof_http.lifecycle import LifecycleMiddleware
+from pyprof_http.loops import LOOPS, ORIGINS
+
+
+def _ours(loop: asyncio.AbstractEventLoop) -> bool:
+    return bool(getattr(loop.get_task_factory(), "_pyprof_http", False))
+
+
+class _LifespanDriver:
+    """Plays the server's side of the ASGI lifespan protocol, step by step."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self.sent: list[dict] = []
+        self._event = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    async def _receive(self) -> dict:
+        return await self.inbox.get()
+
+    async def _send(self, message: dict) -> None:
+        self.sent.append(message)
+        self._event.set()
+
+    async def _wait_for(self, kind: str) -> None:
+        while not any(m["type"] == kind for m in self.sent):
+            self._event.clear()
+            await asyncio.wait_for(self._event.wait(), 5)
+
+    async def startup(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": {}}
+        self.task = asyncio.create_task(self.app(scope, self._receive, self._send))
+        await self.inbox.put({"type": "lifespan.startup"})
+        await self._wait_for("lifespan.startup.complete")
+
+    async def shutdown(self) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self._wait_for("lifespan.shutdown.complete")
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+
+async def _plain_lifespan_app(scope, receive, send) -> None:
+    """A minimal ASGI app that speaks lifespan (as any framework does)."""
+    assert scope["type"] == "lifespan"
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def test_startup_installs_and_shutdown_removes_the_factory_by_hand() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        assert not _ours(loop)
+        await driver.startup()
+        installed = _ours(loop)
+        registered = any(info.loop is loop for info in LOOPS.running())
+        await driver.shutdown()
+        return installed, registered, loop.get_task_factory()
+
+    installed, registered, after = asyncio.run(main())
+    assert installed
+    assert registered
+    assert after is None
+
+
+def test_shutdown_restores_a_previous_factory() -> None:
+    made: list[str] = []
+
+    def previous(loop, coro, **kwargs):
+        made.append("previous")
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(previous)
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        await driver.startup()
+        during = loop.get_task_factory()
+        made.clear()
+        probe = asyncio.create_task(asyncio.sleep(0))
+        await probe
+        chained = list(made)
+        origin = ORIGINS.origin(probe)
+        await driver.shutdown()
+        return during, chained, origin, loop.get_task_factory()
+
+    during, chained, origin, after = asyncio.run(main())
+    assert during is not previous and getattr(during, "_pyprof_previous", None) is previous
+    assert chained == ["previous"]  # the app's own factory still runs under ours
+    assert origin is not None and origin.site is not None
+    assert origin.site.filename == __file__
+    assert after is previous
+
+
+def test_pprof_app_served_alone_speaks_lifespan() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        driver = _LifespanDriver(PprofApp())
+        await driver.startup()
+        installed = _ours(loop)
+        await driver.shutdown()
+        return installed, [m["type"] for m in driver.sent], loop.get_task_factory()
+
+    installed, sent, after = asyncio.run(main())
+    assert installed
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert after is None
+
+
+def test_starlette_lifespan_sees_the_factory_and_creation_sites() -> None:
+    seen: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        loop = asyncio.get_running_loop()
+        seen["loop"] = loop
+        seen["at_startup"] = _ours(loop)
+        seen["line"] = sys._getframe().f_lineno + 1
+        background = asyncio.create_task(asyncio.sleep(0), name="startup-task")
+        seen["origin"] = ORIGINS.origin(background)
+        await background
+        yield
+        seen["at_shutdown_body"] = _ours(loop)
+
+    async def home(request):
+        return PlainTextResponse(str(_ours(asyncio.get_running_loop())))
+
+    app = install(Starlette(routes=[Route("/", home)], lifespan=lifespan))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        driver = _LifespanDriver(app)
+        await driver.startup()
+        await driver.shutdown()
+        return loop.get_task_factory()
+
+    after = asyncio.run(main())
+    assert seen["at_startup"] is True  # installed before the app's own startup code ran
+    origin = seen["origin"]
+    assert origin is not None
+    assert (origin.site.filename, origin.site.line) == (__file__, seen["line"])
+    assert seen["at_shutdown_body"] is False  # removed before the app's shutdown code
+    assert after is None
+
+
+def test_under_starlette_testclient() -> None:
+    seen: dict[str, Any] = {}
+
+    async def where(request):
+        loop = asyncio.get_running_loop()
+        seen["loop"] = loop
+        return PlainTextResponse(str(_ours(loop)))
+
+    app = install(Starlette(routes=[Route("/where", where)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's notice about httpx in its TestClient
+        from starlette.testclient import TestClient
+
+        with TestClient(app) as client:
+            assert client.get("/where").text == "True"
+    loop = seen["loop"]
+    assert loop.get_task_factory() is None
+
+
+@pytest.mark.parametrize("kind", ["http", "websocket"])
+def test_requests_register_the_loop_without_lifespan(kind: str) -> None:
+    calls: list[str] = []
+
+    async def inner(scope, receive, send) -> None:
+        calls.append(scope["type"])
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert not _ours(loop)
+        await LifecycleMiddleware(inner)({"type": kind, "path": "/"}, None, None)
+        registered = any(info.loop is loop for info in LOOPS.running())
+        installed = _ours(loop)
+        ORIGINS.uninstall_factory(loop)
+        return registered, installed
+
+    assert asyncio.run(main()) == (True, True)
+    assert calls == [kind]
+
+
+def test_other_scopes_pass_through_untouched() -> None:
+    calls: list[str] = []
+
+    async def inner(scope, receive, send) -> None:
+        calls.append(scope["type"])
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await LifecycleMiddleware(inner)({"type": "custom"}, None, None)
+        return _ours(loop)
+
+    assert asyncio.run(main()) is False
+    assert calls == ["custom"]
+
+
+def test_lifespan_messages_reach_the_app_unchanged() -> None:
+    received: list[dict] = []
+
+    async def app(scope, receive, send) -> None:
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def main():
+        driver = _LifespanDriver(LifecycleMiddleware(app))
+        await driver.startup()
+        await driver.shutdown()
+
+    asyncio.run(main())
+    assert received == [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]

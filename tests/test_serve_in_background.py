@@ -1,0 +1,74 @@
+"""serve_in_background: a side server on its own thread that answers while the app loop is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import pyprof_http
+from pyprof_http.loops import LOOPS
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+def test_side_server_reads_a_blocked_loop():
+    server = pyprof_http.serve_in_background(port=0)
+    try:
+        assert server.thread.name == "pyprof_http-server"
+        assert server.url == f"http://127.0.0.1:{server.port}/debug/pprof/"
+        seen: dict[str, str] = {}
+
+        async def side_parked_coroutine(event: asyncio.Event) -> None:
+            await event.wait()
+
+        def blocking_call_in_the_loop() -> None:
+            seen["dump"] = _get(server.url + "goroutine?debug=2")[1]
+
+        async def main():
+            LOOPS.register_running()
+            event = asyncio.Event()
+            task = asyncio.create_task(side_parked_coroutine(event), name="side-parked")
+            await asyncio.sleep(0)
+            blocking_call_in_the_loop()  # the loop is stuck here while the side server answers
+            event.set()
+            await task
+
+        asyncio.run(main())
+        dump = seen["dump"]
+        assert "blocking_call_in_the_loop" in dump  # the main thread's stack, caught mid-block
+        assert 'task ' in dump and '"side-parked" [awaiting Event.wait]' in dump
+        assert "side_parked_coroutine" in dump
+        assert "did not answer within" in dump  # the blocked loop was read from another thread
+    finally:
+        server.stop()
+    assert not server.thread.is_alive()
+    assert not any(t.name == "pyprof_http-server" for t in threading.enumerate())
+
+
+def test_port_in_use_raises_oserror():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            pyprof_http.serve_in_background(port=port)
+        assert time.monotonic() - started < 10
+    assert not any(t.name == "pyprof_http-server" for t in threading.enumerate())
+
+
+def test_install_without_prefix_only_adds_the_middleware():
+    from starlette.applications import Starlette
+
+    app = Starlette()
+    assert pyprof_http.install(app, prefix=None) is app
+    assert [m.cls for m in app.user_middleware] == [pyprof_http.LifecycleMiddleware]
+    assert app.routes == []
