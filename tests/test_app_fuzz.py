@@ -48,7 +48,7 @@ def client():
         app_module.sleep_unless_disconnected = original
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                     HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(ROUTES), extra=EXTRA_PATH, query=QUERY)
 def test_no_input_gets_a_5xx(client, route, extra, query):

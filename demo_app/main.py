@@ -1,0 +1,153 @@
+"""Demo service: run ``make demo`` and open http://127.0.0.1:8000/debug/pprof/.
+
+At startup it leaves the shapes that make a stack dump interesting: tasks parked on an Event,
+consumers on a Queue, a periodic sleeper, a nested await chain, a gather, a lock holder and its
+waiters, and worker threads waiting on a condition. Routes add more on demand (``/work`` runs
+nested awaits, ``/sync`` runs on the threadpool, ``/spawn?n=100`` parks more tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Query
+
+import pyprof_http
+
+shutdown = asyncio.Event()
+orders: asyncio.Queue[int] = asyncio.Queue()
+inventory_lock = asyncio.Lock()
+_background: set[asyncio.Task[None]] = set()
+_stop_threads = threading.Event()
+
+
+async def wait_for_shutdown() -> None:
+    await shutdown.wait()
+
+
+async def order_consumer(n: int) -> None:
+    while True:
+        order = await orders.get()
+        await asyncio.sleep(0.01 * (order % 3))
+        orders.task_done()
+
+
+async def heartbeat() -> None:
+    while True:
+        await asyncio.sleep(30)
+
+
+async def fetch_price(sku: str) -> float:
+    await asyncio.sleep(3600)  # an upstream that never answers
+    return 1.0
+
+
+async def price_lookup(sku: str) -> float:
+    return await fetch_price(sku)
+
+
+async def checkout_pipeline() -> None:
+    await asyncio.gather(price_lookup("apple"), price_lookup("pear"))
+
+
+async def hold_inventory() -> None:
+    async with inventory_lock:
+        await shutdown.wait()
+
+
+async def reserve_inventory() -> None:
+    async with inventory_lock:
+        pass
+
+
+def report_worker(cond: threading.Condition) -> None:
+    with cond:
+        while not _stop_threads.is_set():
+            cond.wait(timeout=1.0)
+
+
+def _spawn(coro: object, name: str) -> None:
+    task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    for i in range(3):
+        _spawn(wait_for_shutdown(), f"shutdown-waiter-{i}")
+    for i in range(4):
+        _spawn(order_consumer(i), f"order-consumer-{i}")
+    _spawn(heartbeat(), "heartbeat")
+    _spawn(checkout_pipeline(), "checkout-pipeline")
+    _spawn(hold_inventory(), "inventory-holder")
+    await asyncio.sleep(0)
+    for i in range(2):
+        _spawn(reserve_inventory(), f"inventory-waiter-{i}")
+    cond = threading.Condition()
+    workers = [threading.Thread(target=report_worker, args=(cond,), name=f"report-worker-{i}",
+                                daemon=True) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    yield
+    shutdown.set()
+    _stop_threads.set()
+    for task in list(_background):
+        task.cancel()
+    await asyncio.gather(*_background, return_exceptions=True)
+    for worker in workers:
+        worker.join(timeout=2)
+
+
+app = FastAPI(title="pyprof_http demo", lifespan=lifespan)
+pyprof_http.install(app)
+
+
+@app.get("/")
+async def root() -> dict[str, str]:
+    return {"profiler": "/debug/pprof/", "try": "/work /sync /spawn?n=100 /order"}
+
+
+@app.get("/work")
+async def work() -> dict[str, float]:
+    """Nested awaits with a little CPU in between."""
+    total = 0.0
+    for _ in range(3):
+        total += await price_step()
+    return {"total": total}
+
+
+async def price_step() -> float:
+    await asyncio.sleep(0.005)
+    return sum(i * 0.5 for i in range(2000))
+
+
+@app.get("/sync")
+def sync_route() -> dict[str, str]:
+    """Runs on Starlette's threadpool: shows up as a worker thread in the dump."""
+    digest = b""
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() < deadline:
+        digest = hashlib.sha256(digest).digest()
+    time.sleep(0.05)
+    return {"digest": digest.hex()}
+
+
+@app.get("/spawn")
+async def spawn(n: int = Query(10, ge=1, le=10_000)) -> dict[str, int]:
+    """Park ``n`` more tasks on the shutdown event (try n=10000, then goroutine?debug=1)."""
+    for i in range(n):
+        _spawn(wait_for_shutdown(), f"parked-{len(_background)}-{i}")
+    return {"tasks": len(_background)}
+
+
+@app.get("/order")
+async def order(n: int = Query(1, ge=1, le=1000)) -> dict[str, int]:
+    for i in range(n):
+        await orders.put(i)
+    return {"queued": orders.qsize()}
