@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 
 from .._gc import paused_gc
 from ..loops import LOOPS, ORIGINS, LoopInfo, code_name
-from ..model import Frame, Profile, Sample, ValueType, frame
+from ..model import Frame, Profile, Sample, ValueType
+from .frames import FRAME_CACHE, frame_stack, to_frame
 from .thread_state import thread_state
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
@@ -183,7 +184,7 @@ def walk_threads(max_depth: int) -> list[ThreadStack]:
     out: list[ThreadStack] = []
     for ident, top in sys._current_frames().items():
         thread = by_ident.get(ident)
-        frames = _frame_stack(top, max_depth)
+        frames = frame_stack(top, max_depth)
         out.append(ThreadStack(
             ident=ident,
             native_id=thread.native_id if thread is not None else None,
@@ -194,30 +195,6 @@ def walk_threads(max_depth: int) -> list[ThreadStack]:
         ))
     out.sort(key=lambda t: (t.ident != current, t.name, t.ident))
     return out
-
-
-_FRAME_CACHE: dict[tuple[CodeType, int], Frame] = {}
-_FRAME_CACHE_MAX = 100_000
-
-
-def to_frame(f: FrameType) -> Frame:
-    """The interned model frame for a live frame, cached by (code, line): the walk's hot path."""
-    key = (f.f_code, f.f_lasti)  # f_lasti is cheaper than f_lineno, which it determines
-    found = _FRAME_CACHE.get(key)
-    if found is None:
-        if len(_FRAME_CACHE) >= _FRAME_CACHE_MAX:
-            _FRAME_CACHE.clear()
-        found = _FRAME_CACHE[key] = frame(code_name(f), f.f_code.co_filename, f.f_lineno or 0)
-    return found
-
-
-def _frame_stack(top: FrameType | None, max_depth: int) -> tuple[Frame, ...]:
-    frames: list[Frame] = []
-    f = top
-    while f is not None and len(frames) < max_depth:
-        frames.append(to_frame(f))
-        f = f.f_back
-    return tuple(frames)
 
 
 def walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
@@ -237,7 +214,7 @@ def _walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
     current = asyncio.current_task(loop) if _on_thread(info) else _running_task(loop)
     now = time.monotonic()
     lookup = ORIGINS.lookup
-    cached = _FRAME_CACHE.get
+    cached = FRAME_CACHE.get
     thread_name = info.thread_name
     awaited_by: dict[int, list[int]] = {}
     tasks = list(asyncio.all_tasks(loop))
