@@ -37,6 +37,9 @@ MEDIA: dict[str, tuple[str, str | None]] = {
     "flamegraph": (HTML, None),
     "speedscope": ("application/json", 'attachment; filename="{name}.speedscope.json"'),
     "json": ("application/json", None),
+    "pyinstrument": (HTML, None),
+    "callgrind": ("application/octet-stream", 'attachment; filename="callgrind.out.{name}"'),
+    "pstats": ("application/octet-stream", 'attachment; filename="{name}.pstats"'),
 }
 
 
@@ -84,17 +87,29 @@ def _matrix() -> list[tuple[str, str, int, str, str | None]]:
             for bad in ("debug=1", "seconds=1", "x=1"):
                 rows.append((path, bad, 400, TEXT, None))
             continue
-        valid = {"": spec.default_format}
-        valid.update({f"format={f}": f for f in spec.formats})
-        valid.update({f"debug={i}": f for i, f in enumerate(spec.debug_formats)})
+        # a duration profile records for real: one second, in wall mode unless the format
+        # needs another (an idle test process has no CPU samples to show)
+        base = "seconds=1&" if spec.duration is not None else ""
+        default_mode = "mode=wall&" if "mode" in spec.params else ""
+        valid = {default_mode: spec.default_format}
+        for name, fmt in spec.formats.items():
+            mode = f"mode={sorted(fmt.modes)[0]}&" if fmt.modes is not None else default_mode
+            valid[f"{mode}format={name}"] = name
+        valid.update({f"{default_mode}debug={i}": f for i, f in enumerate(spec.debug_formats)})
         for query, fmt in valid.items():
             media, disposition = MEDIA[fmt]
-            rows.append((path, query, 200, media,
+            rows.append((path, (base + query).rstrip("&"), 200, media,
                          disposition.format(name=spec.name) if disposition else None))
         bad = [f"debug={len(spec.debug_formats)}", "debug=x", "format=nope", "seconds=abc",
                "seconds=0", "seconds=100000", "unknown=1", "debug=1&debug=1", "format="]
         if spec.delta:
             bad += [f"seconds=1&format={f}" for f, fmt in spec.formats.items() if not fmt.delta]
+        if "mode" in spec.params:
+            bad += ["mode=x", "hz=0", "hz=1001", "hz=1.5", "clock=cpu", "mode=tracing&clock=x",
+                    "mode=tracing&hz=10", "format=callgrind", "mode=wall&format=pstats",
+                    "mode=tracing&format=pyinstrument"]
+        else:
+            bad += ["mode=cpu", "hz=100"]
         for query in bad:
             rows.append((path, query, 400, TEXT, None))
     rows += [("/nope", "", 404, TEXT, None), ("/goroutine/", "", 404, TEXT, None),

@@ -32,7 +32,7 @@ EXTRA_PATH = st.sampled_from(["", "/", "//", "/..", "%2e%2e", "?", "/x"]) | st.t
 
 @pytest.fixture(scope="module")
 def client():
-    async def instant(request, seconds):
+    async def instant(request, seconds, stop=None):
         return None
 
     original = app_module.sleep_unless_disconnected

@@ -122,12 +122,36 @@ def test_async_authorizer_and_one_that_raises():
     assert _get(Settings(authorize=broken)).status_code == 403
 
 
-def test_valid_token_allows_even_with_authorizer_wrong_token_does_not():
-    settings = Settings(token=TOKEN, authorize=lambda request: False)
+def test_valid_token_allows_and_anything_else_goes_to_the_authorizer():
+    seen = []
+
+    def authorize(request):
+        seen.append(request.headers.get("authorization"))
+        return request.headers.get("authorization") == "Bearer app-own-jwt"
+
+    settings = Settings(token=TOKEN, authorize=authorize)
     assert _get(settings, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-    assert _get(settings, headers={"Authorization": "Bearer nope-nope-nope-nope"}).status_code \
-        == 401
+    assert seen == []  # the token sufficed
+    # the app's own credentials are not ours: its authorizer decides
+    assert _get(settings, headers={"Authorization": "Bearer app-own-jwt"}).text == "ok authorizer"
+    assert _get(settings, headers={"Authorization": "Bearer nope-nope-nope"}).status_code == 403
+    assert _get(settings, headers={"Authorization": "Token abc"}).status_code == 403
     assert _get(settings).status_code == 403  # no credentials: the authorizer decides
+
+
+def test_authorization_header_is_ignored_without_a_token():
+    # browsers with single sign-on send Negotiate on their own: loopback default must not 401
+    assert _get(Settings(), headers={"Authorization": "Negotiate abc"}).status_code == 200
+    settings = Settings(authorize=lambda request: "carol")
+    assert _get(settings, headers={"Authorization": "Token abc"}).text == "ok carol"
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded", "X-Real-IP"])
+def test_forwarded_requests_are_refused_without_trusted_proxies(header):
+    # uvicorn --forwarded-allow-ips '*' would already have replaced the peer with this claim
+    response = _get(Settings(), headers={header: "127.0.0.1"})
+    assert response.status_code == 403
+    assert "proxy" in response.text
 
 
 def test_forwarded_for_believed_only_from_trusted_proxies():
@@ -142,6 +166,15 @@ def test_forwarded_for_believed_only_from_trusted_proxies():
     assert str(client_address(scope("10.0.0.1", "127.0.0.1, 8.8.8.8"), proxies)) == "8.8.8.8"
     assert client_address(scope("10.0.0.1", "garbage"), proxies) is None
     assert str(client_address(scope("127.0.0.1", "8.8.8.8"), ())) == "127.0.0.1"
+
+
+def test_audit_never_logs_part_of_a_long_token(caplog):
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    long_token = "T" * 80
+    _get(Settings(token=long_token), headers={"Authorization": f"Bearer {long_token}"},
+         path=f"/goroutine?debug={long_token}&format={long_token}")
+    (record,) = [r for r in caplog.records if r.name == "pyprof_http.audit"]
+    assert "T" * 16 not in record.getMessage()
 
 
 def test_audit_line_has_fields_and_never_the_token(caplog):

@@ -172,3 +172,16 @@ def test_short_token_is_refused_even_on_loopback() -> None:
 
 def test_empty_allow_clients_is_safe() -> None:
     Settings(allow_clients=[]).check_secure()
+
+
+def test_trusted_proxies_need_a_token_or_an_authorizer() -> None:
+    settings = Settings(trusted_proxies=["10.0.0.5/32"])
+    with pytest.raises(ConfigError, match="X-Forwarded-For can be forged"):
+        settings.check_secure()
+    Settings(trusted_proxies=["10.0.0.5/32"], token=TOKEN).check_secure()
+    Settings(trusted_proxies=["10.0.0.5/32"], authorize=lambda request: True).check_secure()
+
+
+def test_unknown_profile_names_in_the_allowlist_refuse_to_start() -> None:
+    with pytest.raises(ConfigError, match="unknown names: gorutine"):
+        PprofApp(Settings(profiles=frozenset({"gorutine"})))

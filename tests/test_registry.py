@@ -9,7 +9,15 @@ import sys
 import pytest
 
 from pyprof_http.config import Settings
-from pyprof_http.registry import BY_NAME, PROFILES, ProfileCapture, ProfileSpec, allowed
+from pyprof_http.params import ProfileQuery
+from pyprof_http.registry import (
+    BY_NAME,
+    PROFILES,
+    CollectContext,
+    ProfileCapture,
+    ProfileSpec,
+    allowed,
+)
 
 
 @pytest.mark.parametrize("spec", PROFILES, ids=[s.name for s in PROFILES])
@@ -50,11 +58,18 @@ def test_goroutine_row() -> None:
     assert all(f.delta for name, f in spec.formats.items() if name != "dump")
 
 
+def _context(settings: Settings) -> CollectContext:
+    async def no_wait(seconds: float, stop: object = None) -> None:
+        raise AssertionError("a snapshot must not wait")
+
+    return CollectContext(settings, ProfileQuery(), no_wait)
+
+
 def test_goroutine_collects_a_snapshot_and_dump_needs_one() -> None:
     spec = BY_NAME["goroutine"]
 
     async def main():
-        return await spec.collect(Settings(max_stack_depth=4))  # type: ignore[misc]
+        return await spec.collect(_context(Settings(max_stack_depth=4)))  # type: ignore[misc]
 
     capture = asyncio.run(main())
     assert capture.profile.sample_types[0].type == "goroutine"
@@ -70,7 +85,7 @@ def test_every_delta_format_renders_a_bare_profile(fmt: str) -> None:
     spec = BY_NAME["goroutine"]
 
     async def main():
-        return await spec.collect(Settings())  # type: ignore[misc]
+        return await spec.collect(_context(Settings()))  # type: ignore[misc]
 
     capture = ProfileCapture(asyncio.run(main()).profile)
     rendered = spec.formats[fmt].render(capture, "goroutine")

@@ -25,10 +25,11 @@ Formats: ``debug=0`` (pprof, gzip protobuf), ``debug=1`` (text), ``debug=2`` (fu
 one-line reason; nothing silently falls back to a default.
 """
 
-from .app import BackgroundServer, PprofApp, install, serve_in_background
+from .app import PprofApp, install
 from .auth import Decision
 from .config import ConfigError, Settings
 from .lifecycle import LifecycleMiddleware
+from .side_server import BackgroundServer, serve_in_background
 
 __all__ = [
     "BackgroundServer",

@@ -8,21 +8,19 @@ shutdown) lives in :class:`~pyprof_http.lifecycle.LifecycleMiddleware`, which ``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import logging
 import threading
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._gc import paused_gc
+from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
 from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
@@ -30,19 +28,11 @@ from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
 from .model import subtract
 from .params import parse_query
-from .registry import BY_NAME, Capture, ProfileCapture, ProfileSpec, allowed
+from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
-from .render.index import IndexRow, render_index
+from .render.index import IndexRow, RecordForm, render_index
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class ClientDisconnected(Exception):
-    """The client went away; the work stops and nothing is sent."""
+_LOG = logging.getLogger("pyprof_http")
 
 
 class PprofApp:
@@ -63,6 +53,8 @@ class PprofApp:
             await LifecycleMiddleware(_lifespan_only)(scope, receive, send)
         elif scope["type"] == "http":
             await self._guarded(scope, receive, send)
+        elif scope["type"] == "websocket":  # nothing here speaks WebSocket: refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         LOOPS.register_running()
@@ -73,6 +65,9 @@ class PprofApp:
             return
         except PprofError as exc:
             response = error_response(exc.status_code, exc.reason)
+        except Exception:  # a bug of ours must not become the host's bare 500 page
+            _LOG.exception("pyprof_http failed to serve %s", request.url.path)
+            response = error_response(500, "internal error in pyprof_http; see the server log")
         response.headers.update(SECURITY_HEADERS)
         await response(scope, receive, send)
 
@@ -98,29 +93,47 @@ class PprofApp:
                 description=spec.description,
                 count=spec.count() if spec.count is not None else None,
                 formats=[f for f in ("text", "pprof", "flamegraph") if f in spec.formats],
+                record=self._record_form(spec),
             )
             for spec in allowed(self.settings)
         ]
         return to_response(render_index(request.scope.get("root_path", "") + "/", rows))
 
+    def _record_form(self, spec: ProfileSpec) -> RecordForm | None:
+        if spec.duration is None:
+            return None
+        limit = self.settings.max_profile_seconds
+        modes = ("cpu", "wall", "tracing")
+        first = ("flamegraph", "pyinstrument", "text", "pprof")
+        formats = [*first, *sorted(f for f in spec.formats if f not in first)]
+        return RecordForm(min(10, limit), limit, modes, formats)
+
     async def _serve(self, request: Request, spec: ProfileSpec) -> Response:
         query = parse_query(request.query_params, spec, self.settings)
         if spec.raw is not None:
             return to_response(spec.raw())
-        if spec.collect is None:  # a row must have one of raw/collect; the table test holds it
-            raise NotFound("Unknown profile")
+        assert spec.collect is not None  # the registry checks every row at import
         fmt = query.resolved_format(spec)
+
+        async def wait(seconds: float, stop: threading.Event | None = None) -> None:
+            await sleep_unless_disconnected(request, seconds, stop)
+
+        context = CollectContext(self.settings, query, wait)
         capture: Capture
-        if query.seconds is not None:
+        if query.seconds is not None and spec.delta:
             with self._window(spec.name):
-                before = await spec.collect(self.settings)
-                await sleep_unless_disconnected(request, query.seconds)
-                after = await spec.collect(self.settings)
+                before = await spec.collect(context)
+                await wait(query.seconds)
+                after = await spec.collect(context)
             capture = ProfileCapture(subtract(after.profile, before.profile))
         else:
-            capture = await spec.collect(self.settings)
-        rendered = await run_in_threadpool(_render, spec.formats[fmt].render, capture, spec.name)
-        return to_response(rendered)
+            capture = await spec.collect(context)
+        rendered = await render_in_thread(spec.formats[fmt].render, capture, spec.name)
+        response = to_response(rendered)
+        describe = getattr(capture, "describe", None)
+        if callable(describe):
+            response.headers["X-Pyprof-Sampler"] = describe()
+        return response
 
 
     @contextlib.contextmanager
@@ -137,12 +150,6 @@ class PprofApp:
             self._windows[name] -= 1
 
 
-def _render(render: Callable[[Capture, str], Rendered], capture: Capture, name: str) -> Rendered:
-    """Off the event loop, and without GC passes over the many small objects a render makes."""
-    with paused_gc():
-        return render(capture, name)
-
-
 def to_response(rendered: Rendered) -> Response:
     """Headers follow from the rendered body: downloads get a file name, HTML gets its CSP."""
     response = Response(rendered.body, media_type=rendered.media_type)
@@ -152,25 +159,6 @@ def to_response(rendered: Rendered) -> Response:
         response.headers["Content-Security-Policy"] = rendered.content_security_policy
         response.headers["X-Frame-Options"] = "DENY"
     return response
-
-
-async def sleep_unless_disconnected(request: Request, seconds: float) -> None:
-    """Wait ``seconds``; raise :class:`ClientDisconnected` as soon as the client goes away."""
-    deadline = time.monotonic() + seconds
-
-    async def disconnected() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({watcher}, timeout=max(0.0, deadline - time.monotonic()))
-    finally:
-        watcher.cancel()
-    if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
-        raise ClientDisconnected
 
 
 def _route_path(scope: Scope) -> str:
@@ -184,7 +172,7 @@ def _query(request: Request) -> str:
     return f"?{request.url.query}" if request.url.query else ""
 
 
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await error_response(404, "Not Found")(scope, receive, send)
 
 
@@ -219,13 +207,13 @@ def install(
         app.mount(prefix, pprof)
         # The bare prefix would otherwise get the host router's own slash redirect, which skips
         # our auth and headers: route it to the sub-app, which redirects like every response.
-        app.router.routes.append(Route(prefix, _PrefixRouter(_not_found, prefix, pprof)))
+        app.router.routes.append(Route(prefix, PrefixRouter(not_found, prefix, pprof)))
         app.add_middleware(LifecycleMiddleware)
         return app
-    return LifecycleMiddleware(_PrefixRouter(app, prefix, pprof))
+    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof))
 
 
-class _PrefixRouter:
+class PrefixRouter:
     """Send ``prefix`` and below to the pprof app, everything else to the wrapped app."""
 
     def __init__(self, app: ASGIApp, prefix: str, pprof: PprofApp) -> None:
@@ -240,59 +228,3 @@ class _PrefixRouter:
                 await self.pprof(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-class BackgroundServer:
-    """A pprof server running on its own thread and event loop; ``stop()`` ends both."""
-
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, prefix: str) -> None:
-        self._server, self.thread, self.prefix = server, thread, prefix
-
-    @property
-    def port(self) -> int:
-        sockets = [s for srv in getattr(self._server, "servers", []) for s in srv.sockets]
-        return int(sockets[0].getsockname()[1]) if sockets else 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._server.config.host}:{self.port}{self.prefix}/"
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._server.should_exit = True
-        self.thread.join(timeout)
-
-
-def serve_in_background(
-    port: int = 6060,
-    host: str = "127.0.0.1",
-    settings: Settings | None = None,
-    prefix: str = "/debug/pprof",
-    startup_timeout: float = 10.0,
-) -> BackgroundServer:
-    """Serve the endpoints on a side port from a daemon thread (``pyprof_http-server``).
-
-    For processes whose main app cannot mount a sub-app (WSGI, workers, scripts), or to keep the
-    profiler off the public port. The thread's own event loop answers even while the main loop
-    is blocked, which is when a stack dump is most wanted. Raises ``OSError`` if the port cannot
-    be bound; ``port=0`` picks a free one (see ``.port``).
-    """
-    prefix = "/" + prefix.strip("/")
-    app = _PrefixRouter(_not_found, prefix, PprofApp(settings))
-    config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
-                            log_level="warning")
-    server = uvicorn.Server(config)
-
-    def run() -> None:
-        with contextlib.suppress(SystemExit):  # uvicorn exits on a bind failure; we raise below
-            server.run()
-
-    thread = threading.Thread(target=run, name="pyprof_http-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if not server.started:
-        server.should_exit = True
-        thread.join(startup_timeout)
-        raise OSError(f"pyprof_http could not serve on {host}:{port} (see the log above)")
-    return BackgroundServer(server, thread, prefix)

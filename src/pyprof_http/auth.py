@@ -18,19 +18,14 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Network, Settings
-from .errors import PprofError, error_response
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from .errors import Forbidden, PprofError, Unauthorized, error_response
 
 AUDIT = logging.getLogger("pyprof_http.audit")
 PRINCIPAL_KEY = "pyprof_http.principal"
@@ -44,14 +39,6 @@ class Decision(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     CHALLENGE = "challenge"
-
-
-class Forbidden(PprofError):
-    status_code = 403
-
-
-class Unauthorized(PprofError):
-    status_code = 401
 
 
 class AuthMiddleware:
@@ -93,17 +80,32 @@ class AuthMiddleware:
                      None) -> str:
         if client is None or not _within(client, self.settings.allow_clients):
             raise Forbidden("client address not allowed; see the allow_clients setting")
+        if not self.settings.trusted_proxies and _forwarded(scope):
+            # A server told to trust forwarding headers (uvicorn --forwarded-allow-ips) has
+            # already replaced the peer with whatever X-Forwarded-For claimed, so the address
+            # above may be spoofed: proxied requests need trusted_proxies (and so a token).
+            raise Forbidden("request came through a proxy (forwarding headers present); "
+                            "set trusted_proxies and a token to allow proxied access")
         token = self.settings.token
-        supplied = _credentials(scope)
-        if token is not None and supplied is not None:
-            if hmac.compare_digest(supplied.encode(), token.get_secret_value().encode()):
-                return "token"
-            raise Unauthorized("invalid credentials")
-        if self.settings.authorize is not None:
-            return await _ask(self.settings.authorize, Request(scope))
+        authorize = self.settings.authorize
         if token is not None:
-            raise Unauthorized("credentials required: Authorization: Bearer <token>, "
-                               "or Basic with the token as password (curl -u :TOKEN)")
+            try:
+                supplied = _credentials(scope)
+            except Unauthorized:
+                if authorize is None:
+                    raise
+                supplied = None  # not ours: perhaps the app's own scheme
+            if supplied is not None and hmac.compare_digest(
+                supplied.encode("utf-8", "surrogateescape"), token.get_secret_value().encode()
+            ):
+                return "token"
+            if authorize is None:
+                if supplied is not None:
+                    raise Unauthorized("invalid credentials")
+                raise Unauthorized("credentials required: Authorization: Bearer <token>, "
+                                   "or Basic with the token as password (curl -u :TOKEN)")
+        if authorize is not None:
+            return await _ask(authorize, Request(scope))
         return "anonymous"
 
     def _audit(self, scope: Scope, client: object, principal: str, status: int,
@@ -111,15 +113,19 @@ class AuthMiddleware:
         if not AUDIT.isEnabledFor(logging.INFO):
             return
         request = Request(scope)
-        params = {k: (v[:64] if k in _LOGGED_PARAMS else "<not logged>")
+        redact = self._redact
+        params = {redact(k)[:64]: (redact(v)[:64] if k in _LOGGED_PARAMS else "<not logged>")
                   for k, v in request.query_params.items()}
-        path = request.url.path
-        line = (f"client={client or '-'} principal={principal} path={path} "
-                f"params={json.dumps(params, sort_keys=True)} status={status} "
-                f"duration_ms={seconds * 1000:.1f}")
-        if self.settings.token is not None:  # a token pasted into a URL must not reach the log
-            line = line.replace(self.settings.token.get_secret_value(), "<redacted>")
-        AUDIT.info(line)
+        AUDIT.info(
+            "client=%s principal=%s path=%s params=%s status=%d duration_ms=%.1f",
+            client or "-", principal, redact(request.url.path)[:256],
+            json.dumps(params, sort_keys=True), status, seconds * 1000,
+        )
+
+    def _redact(self, text: str) -> str:
+        """A token pasted into a URL must not reach the log (redacted before any truncation)."""
+        token = self.settings.token
+        return text.replace(token.get_secret_value(), "<redacted>") if token is not None else text
 
 
 def client_address(
@@ -159,6 +165,13 @@ def _parse_ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
 def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
             networks: tuple[Network, ...]) -> bool:
     return any(address.version == n.version and address in n for n in networks)
+
+
+_FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
+
+
+def _forwarded(scope: Scope) -> bool:
+    return any(name in _FORWARDING_HEADERS for name, _ in scope.get("headers", ()))
 
 
 def _credentials(scope: Scope) -> str | None:

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
                 f"token is shorter than {MIN_TOKEN_LENGTH} characters; use a long random one, "
                 "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        if self.trusted_proxies and self.token is None and self.authorize is None:
+            raise ConfigError(
+                "trusted_proxies is set but neither a token nor an authorizer is: addresses "
+                "from X-Forwarded-For can be forged, so proxied access needs PYPROF_TOKEN / "
+                "Settings(token=...) or Settings(authorize=...)"
+            )
         beyond = [str(n) for n in self.allow_clients if not is_loopback(n)]
         if beyond and self.token is None and self.authorize is None:
             raise ConfigError(

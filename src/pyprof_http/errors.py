@@ -30,6 +30,18 @@ class BadRequest(PprofError):
     status_code = 400
 
 
+class Unauthorized(PprofError):
+    """Credentials are required or wrong (401, with a challenge)."""
+
+    status_code = 401
+
+
+class Forbidden(PprofError):
+    """The client may not have profiles whatever it sends (403)."""
+
+    status_code = 403
+
+
 class NotFound(PprofError):
     """An unknown profile, or one not on the allowlist (the two must look the same)."""
 

@@ -9,16 +9,12 @@ without lifespan support), and at shutdown puts the loop's task factory back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import request_labels
+from .collectors.session import SESSIONS
 from .loops import LOOPS, ORIGINS
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class LifecycleMiddleware:
@@ -29,9 +25,15 @@ class LifecycleMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
-            if scope["type"] in ("http", "websocket"):
-                self._attach(LOOPS.register_running())
-            await self.app(scope, receive, send)
+            if scope["type"] not in ("http", "websocket"):
+                await self.app(scope, receive, send)
+                return
+            self._attach(LOOPS.register_running())
+            token = request_labels.enter(scope)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                request_labels.leave(token)
             return
 
         async def receive_lifespan() -> Message:
@@ -40,6 +42,7 @@ class LifecycleMiddleware:
                 self._attach(LOOPS.register_running())
             elif message["type"] == "lifespan.shutdown":
                 ORIGINS.uninstall_factory(asyncio.get_running_loop())
+                SESSIONS.stop_all()
             return message
 
         await self.app(scope, receive_lifespan, send)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .model import Frame, frame
 
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
+ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 _OWN_DIR = os.path.dirname(__file__)
 
 
@@ -176,7 +176,7 @@ def _first_user_frame(caller: FrameType | None) -> Frame | None:
     current = caller
     while current is not None:
         filename = current.f_code.co_filename
-        if not (filename.startswith(_ASYNCIO_DIR) or filename.startswith(_OWN_DIR)):
+        if not (filename.startswith(ASYNCIO_DIR) or filename.startswith(_OWN_DIR)):
             return frame(code_name(current), filename, current.f_lineno or 0)
         current = current.f_back
     return None

@@ -87,11 +87,7 @@ class Profile:
 
     def totals(self) -> tuple[int, ...]:
         """Sum of each value over all samples."""
-        sums = [0] * len(self.sample_types)
-        for sample in self.samples:
-            for i, value in enumerate(sample.values):
-                sums[i] += value
-        return tuple(sums)
+        return sum_values(self.samples, len(self.sample_types))
 
     def value_index(self, sample_type: str | None = None) -> int:
         """Index of ``sample_type`` (default: ``default_sample_type``, else the last, as pprof)."""
@@ -103,6 +99,15 @@ class Profile:
             if sample_type is not None:
                 raise KeyError(sample_type)
         return len(self.sample_types) - 1
+
+
+def sum_values(samples: Iterable[Sample], width: int) -> tuple[int, ...]:
+    """Per-type sums of ``samples``' values."""
+    sums = [0] * width
+    for sample in samples:
+        for i, value in enumerate(sample.values):
+            sums[i] += value
+    return tuple(sums)
 
 
 def _aggregate(samples: Iterable[Sample], sign: int = 1) -> dict[object, Sample]:

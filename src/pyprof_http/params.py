@@ -8,7 +8,7 @@ or unsupported parameter is a 400 whose one line names the parameter and what is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from starlette.datastructures import QueryParams
@@ -16,6 +16,9 @@ from starlette.datastructures import QueryParams
 from .config import Settings
 from .errors import BadRequest
 from .registry import ProfileSpec
+
+DEFAULT_HZ, MIN_HZ, MAX_HZ = 100, 1, 1000
+_CHOICES = {"mode": ("cpu", "wall", "tracing"), "clock": ("cpu", "wall")}
 
 
 def _context(info: ValidationInfo) -> tuple[ProfileSpec, Settings]:
@@ -30,7 +33,26 @@ class ProfileQuery(BaseModel):
 
     debug: int | None = Field(default=None, description="0 pprof, 1 text, 2 full dump")
     format: str | None = Field(default=None, description="output format; wins over debug")
-    seconds: int | None = Field(default=None, description="report the change over N seconds")
+    seconds: int | None = Field(default=None, description="a delta over, or a profile of, N s")
+    mode: Literal["cpu", "wall", "tracing"] = Field(default="cpu", description="profile kind")
+    hz: int = Field(default=DEFAULT_HZ, description="samples per second (cpu and wall)")
+    clock: Literal["cpu", "wall"] = Field(default="wall", description="tracing clock")
+
+    @field_validator("mode", "clock", mode="before")
+    @classmethod
+    def _choice(cls, value: Any, info: ValidationInfo) -> str:
+        choices = _CHOICES[str(info.field_name)]
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    @field_validator("hz", mode="before")
+    @classmethod
+    def _hz(cls, value: Any) -> int:
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()
+                and MIN_HZ <= int(value) <= MAX_HZ):
+            raise ValueError(f"must be a whole number from {MIN_HZ} to {MAX_HZ}")
+        return int(value)
 
     @field_validator("debug", mode="before")
     @classmethod
@@ -55,13 +77,19 @@ class ProfileQuery(BaseModel):
     @classmethod
     def _seconds(cls, value: Any, info: ValidationInfo) -> int:
         spec, settings = _context(info)
-        if not spec.delta:
+        if not spec.delta and spec.duration is None:
             raise ValueError(f"not supported by {spec.name}")
         limit = settings.max_profile_seconds
         if not (isinstance(value, str) and value.isascii() and value.isdigit()
                 and 1 <= int(value) <= limit):
             raise ValueError(f"must be a whole number of seconds from 1 to {limit}")
         return int(value)
+
+    def duration(self, spec: ProfileSpec, settings: Settings) -> int:
+        """How long a duration profile runs: ``seconds``, else Go's 30 s within the limit."""
+        if self.seconds is not None:
+            return self.seconds
+        return min(spec.duration or 0, settings.max_profile_seconds)
 
     def resolved_format(self, spec: ProfileSpec) -> str:
         """``format`` wins over ``debug``; neither means the profile's default (pprof)."""
@@ -75,16 +103,30 @@ class ProfileQuery(BaseModel):
 def parse_query(query: QueryParams, spec: ProfileSpec, settings: Settings) -> ProfileQuery:
     """Validate ``query`` for ``spec``; raise :class:`BadRequest` with a one-line reason."""
     _reject_repeats(query)
-    if spec.raw is not None and query:
-        raise BadRequest(f"{spec.name} takes no parameters (got {', '.join(sorted(query))})")
+    if spec.raw is not None:
+        if query:
+            raise BadRequest(f"{spec.name} takes no parameters (got {', '.join(sorted(query))})")
+        return ProfileQuery()
+    for key in query:
+        if key not in spec.params and key in ProfileQuery.model_fields:
+            raise BadRequest(f'parameter "{key}" is not supported by {spec.name}; allowed: '
+                             f"{', '.join(sorted(spec.params))}")
     try:
         parsed = ProfileQuery.model_validate(
             dict(query), context={"spec": spec, "settings": settings}
         )
     except ValidationError as exc:
-        raise BadRequest(_one_line(exc, sorted(ProfileQuery.model_fields))) from None
+        raise BadRequest(_one_line(exc, sorted(spec.params))) from None
     chosen = parsed.resolved_format(spec)
-    if parsed.seconds is not None and not spec.formats[chosen].delta:
+    modes = spec.formats[chosen].modes
+    if modes is not None and parsed.mode not in modes:
+        raise BadRequest(f"format {chosen} is for mode {' or '.join(sorted(modes))}, "
+                         f"not mode={parsed.mode}")
+    if "clock" in query and parsed.mode != "tracing":
+        raise BadRequest('"clock" applies to mode=tracing only')
+    if "hz" in query and parsed.mode == "tracing":
+        raise BadRequest('"hz" applies to mode=cpu and mode=wall only: tracing sees every call')
+    if parsed.seconds is not None and spec.delta and not spec.formats[chosen].delta:
         raise BadRequest(f'"seconds" cannot be combined with format {chosen}: a delta has no '
                          "per-task detail; use the pprof, text or flamegraph format")
     return parsed

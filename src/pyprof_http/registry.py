@@ -8,21 +8,31 @@ but unprotected). This is Go's ``profileDescriptions`` + ``profileSupportsDelta`
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .collectors import stacks
+from .collectors import cpu, stacks
+from .collectors.session import SESSIONS
+from .collectors.tracing import Tracer
 from .config import Settings
 from .model import Profile
 from .pprof.encode import render_pprof
-from .render import Rendered
+from .render import Rendered, utf8
+from .render.callgrind import render_callgrind
 from .render.dump import render_dump
 from .render.flamegraph import render_flamegraph
 from .render.folded import render_folded
 from .render.profile_json import render_json
+from .render.pstats_out import render_pstats
+from .render.pyinstrument_html import render_pyinstrument
 from .render.speedscope import render_speedscope
 from .render.text import TEXT_PLAIN, render_text
+from .render.top import render_top
+
+if TYPE_CHECKING:
+    from .params import ProfileQuery
 
 
 class Capture(Protocol):
@@ -46,9 +56,21 @@ class Format:
     render: Callable[[Capture, str], Rendered]
     delta: bool = True
     """Whether it can show a delta (``seconds=N``), which is a bare profile."""
+    modes: frozenset[str] | None = None
+    """The ``mode`` values it applies to (None: all)."""
 
 
-Collector = Callable[[Settings], Awaitable[Capture]]
+@dataclass(frozen=True, slots=True)
+class CollectContext:
+    """What a collector may use: the settings, the validated query, and a wait that ends early
+    when the client disconnects or the app shuts down."""
+
+    settings: Settings
+    query: ProfileQuery
+    wait: Callable[[float, threading.Event | None], Awaitable[None]]
+
+
+Collector = Callable[[CollectContext], Awaitable[Capture]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +84,10 @@ class ProfileSpec:
     debug_formats: tuple[str, ...] = ("pprof", "text")
     count: Callable[[], int] | None = None
     delta: bool = False
+    """``seconds=N`` means: the difference between two snapshots N seconds apart."""
+    duration: int | None = None
+    """``seconds=N`` means: record for N seconds; this is the default N (Go's 30)."""
+    params: frozenset[str] = frozenset({"debug", "format", "seconds"})
     raw: Callable[[], Rendered] | None = None
     """For pseudo profiles such as cmdline: the whole answer, taking no parameters."""
 
@@ -88,12 +114,40 @@ def _render_goroutine_dump(capture: Capture, name: str) -> Rendered:
     return render_dump(capture)
 
 
-async def _collect_stacks(settings: Settings) -> Capture:
-    return await stacks.collect(settings.max_stack_depth)
+async def _collect_stacks(context: CollectContext) -> Capture:
+    delta = context.query.seconds is not None
+    return await stacks.collect(context.settings.max_stack_depth, skip_self=delta)
+
+
+async def _collect_cpu(context: CollectContext) -> Capture:
+    query, settings = context.query, context.settings
+    seconds = query.duration(BY_NAME["profile"], settings)
+    what = f"{query.mode} ({query.clock} clock)" if query.mode == "tracing" else query.mode
+    with SESSIONS.claim("cpu", what, seconds) as stop:
+        if query.mode == "tracing":
+            tracer = Tracer(query.clock)
+            tracer.start()
+            try:
+                await context.wait(seconds, stop)
+            except BaseException:  # disconnect, cancellation: stop without reading
+                tracer.cancel()
+                raise
+            capture: Capture = tracer.stop()
+            return capture
+        return await cpu.record(query.mode, query.hz, seconds, settings.max_stack_depth,
+                                lambda s: context.wait(s, stop))
+
+
+def _tracing_only(render: Callable[[Any, str], Rendered]) -> Format:
+    return Format(render, modes=frozenset({"tracing"}))
+
+
+def _sampling_only(render: Callable[[Capture, str], Rendered]) -> Format:
+    return Format(render, modes=frozenset({"cpu", "wall"}))
 
 
 def _cmdline() -> Rendered:
-    return Rendered("\0".join(sys.argv).encode(), TEXT_PLAIN)
+    return Rendered(utf8("\0".join(sys.argv)), TEXT_PLAIN)
 
 
 PROFILES: tuple[ProfileSpec, ...] = (
@@ -106,6 +160,24 @@ PROFILES: tuple[ProfileSpec, ...] = (
         debug_formats=("pprof", "text", "dump"),
         count=stacks.count,
         delta=True,
+    ),
+    ProfileSpec(
+        name="profile",
+        description="CPU profile of every thread for seconds=N (default 30): mode=cpu weights "
+        "each sample by the CPU its thread used, mode=wall counts time, mode=tracing records "
+        "every call with yappi (slow: x5 wall, x20 cpu clock). Samples carry thread, task and "
+        "route labels. One at a time; ~1-3% overhead at the default 100 Hz.",
+        collect=_collect_cpu,
+        formats={
+            **_profile_formats(),
+            "text": Format(lambda c, name: render_top(c.profile, name)),
+            "pyinstrument": _sampling_only(
+                lambda c, name: render_pyinstrument(c.profile, f"{name} profile")),
+            "callgrind": _tracing_only(render_callgrind),
+            "pstats": _tracing_only(render_pstats),
+        },
+        duration=30,
+        params=frozenset({"debug", "format", "seconds", "mode", "hz", "clock"}),
     ),
     ProfileSpec(
         name="cmdline",

@@ -20,7 +20,9 @@ from pyprof_http.registry import PROFILES
 
 TOKEN = "integration-token-7f3a9c2e5b1d"
 ROUTES = {"": 301, "/": 200, "/no-such-profile": 404}
-ROUTES.update({f"/{spec.name}": 200 for spec in PROFILES})
+# a duration profile records for real: one second of wall time keeps the matrix fast
+ROUTES.update({f"/{spec.name}" + ("?seconds=1&mode=wall" if spec.duration else ""): 200
+               for spec in PROFILES})
 
 
 def _basic(password: str) -> dict[str, str]:

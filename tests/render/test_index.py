@@ -74,7 +74,11 @@ def test_media_type_and_csp() -> None:
     assert rendered.filename is None
     assert rendered.content_security_policy == CSP
     assert "default-src 'none'" in CSP
-    assert "script-src" not in CSP  # no script at all on the index
+    # the one inline script (the record form's countdown) is allowed by its hash, nothing else
+    script = rendered.body.decode().split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in CSP
+    assert "unsafe-inline" not in CSP
     assert "frame-ancestors 'none'" in CSP
 
 
@@ -112,7 +116,7 @@ def test_other_formats_link_with_format_parameter() -> None:
     page = _parse(render_index("/x/", rows).body)
     links = dict((text, href) for href, text in page.links)
     assert links == {"heap": "heap", "speedscope": "heap?format=speedscope",
-                     "folded": "heap?format=folded", "dump": "heap?debug=2"}
+                     "folded": "heap?format=folded", "dump": "heap?format=dump"}
 
 
 def test_title() -> None:
@@ -128,10 +132,10 @@ def test_hostile_names_and_descriptions_are_escaped() -> None:
     rows = [IndexRow(name, f"desc {evil}", 1, ["text", fmt])]
     body = render_index(f"/t{evil}/", rows).body.decode()
     page = _parse(body.encode())
-    assert "<script" not in body
+    assert body.count("<script") == 1  # only the page's own (hash-allowed) countdown script
     assert "<img" not in body and "<b>" not in body
     assert page.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "p", "table",
-                         "thead", "tbody", "tr", "th", "td", "a", "code"}
+                         "thead", "tbody", "tr", "th", "td", "a", "code", "script"}
     # the text survives, as text
     assert page.rows[1][3] == f"desc {evil}"
     assert page.rows[1][1] == name
@@ -152,3 +156,17 @@ def test_style_hash_in_csp_matches_the_inline_style() -> None:
 def test_no_rows() -> None:
     page = _parse(render_index("/debug/pprof/", []).body)
     assert [r for r in page.rows if r] == []
+
+
+def test_record_form_for_duration_profiles() -> None:
+    from pyprof_http.render.index import RecordForm
+
+    evil = "'><img src=x>"
+    form = RecordForm(10, 60, ["cpu", "wall", evil], ["flamegraph", "text", evil])
+    rows = [IndexRow("profile", "CPU profile.", None, [], record=form)]
+    body = render_index("/debug/pprof/", rows).body.decode()
+    assert "<form class=record method=get action='profile'>" in body
+    assert "name=seconds type=number min=1 max=60 value=10" in body
+    assert "<option>cpu</option><option>wall</option>" in body
+    assert "<img" not in body
+    assert "<span id=countdown></span>" in body

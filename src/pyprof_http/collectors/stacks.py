@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
-import os
 import re
 import sys
 import threading
@@ -25,16 +24,17 @@ from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, Genera
 from typing import Any, NamedTuple
 
 from .._gc import paused_gc
-from ..loops import LOOPS, ORIGINS, LoopInfo, code_name
+from ..loops import ASYNCIO_DIR, LOOPS, ORIGINS, LoopInfo, code_name
 from ..model import Frame, Profile, Sample, ValueType
 from .frames import FRAME_CACHE, frame_stack, to_frame
 from .thread_state import thread_state
 
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 OTHER_LOOP_TIMEOUT_S = 0.25
 """How long another loop gets to walk its own tasks before we read them from this thread."""
 
 COUNT = ValueType("goroutine", "count")
+OWN_PREFIX = "pyprof_http-"
+"""Every thread and task the library starts is named so (DESIGN §3)."""
 _GatheringFuture: type = getattr(asyncio.tasks, "_GatheringFuture", asyncio.Future)
 _TASKGROUP_EXIT: frozenset[CodeType] = frozenset(
     getattr(getattr(asyncio, "TaskGroup", None), name).__code__
@@ -134,13 +134,12 @@ def count() -> int:
     )
 
 
-async def collect(max_depth: int = 128) -> StackSnapshot:
-    """Snapshot all threads and all tasks of every registered loop."""
-    with paused_gc():
-        return await _collect(max_depth)
+async def collect(max_depth: int = 128, skip_self: bool = False) -> StackSnapshot:
+    """Snapshot all threads and all tasks of every registered loop.
 
-
-async def _collect(max_depth: int) -> StackSnapshot:
+    ``skip_self`` leaves out the calling task and thread: in a ``seconds=N`` delta their stacks
+    differ between the two snapshots only because they are taking them.
+    """
     here = LOOPS.register_running()
     time_ns = time.time_ns()
     comments: list[str] = []
@@ -156,6 +155,12 @@ async def _collect(max_depth: int) -> StackSnapshot:
             found = walk_loop_tasks(info, max_depth)
         tasks.extend(found)
     threads = walk_threads(max_depth)
+    if skip_self:
+        current = asyncio.current_task()
+        own_id = ORIGINS.lookup(current)[0] if current is not None else None
+        me = threading.get_ident()
+        tasks = [t for t in tasks if t.id != own_id and not t.name.startswith(OWN_PREFIX)]
+        threads = [t for t in threads if t.ident != me and not t.name.startswith(OWN_PREFIX)]
     return StackSnapshot(tuple(threads), tuple(tasks), time_ns, tuple(comments))
 
 
@@ -340,7 +345,7 @@ _ASYNCIO_NAMES: dict[CodeType, str | None] = {}
 def _asyncio_name(f: FrameType) -> str | None:
     if len(_ASYNCIO_NAMES) > 10_000:
         _ASYNCIO_NAMES.clear()
-    return code_name(f) if f.f_code.co_filename.startswith(_ASYNCIO_DIR) else None
+    return code_name(f) if f.f_code.co_filename.startswith(ASYNCIO_DIR) else None
 
 
 def _describe_wait(frames: list[FrameType], fut: Any, loop: asyncio.AbstractEventLoop) -> str:

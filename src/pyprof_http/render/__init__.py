@@ -19,3 +19,12 @@ class Rendered:
     """When set, the response is a download (``Content-Disposition: attachment``)."""
     content_security_policy: str | None = None
     """For HTML: the policy that allows exactly this page's inline script and style."""
+
+
+def utf8(text: str) -> bytes:
+    """Encode text that may hold undecodable file names or task names (lone surrogates).
+
+    Paths from the OS and names from the app are not guaranteed to be valid Unicode; a strict
+    encode would turn one odd file name into a failed request.
+    """
+    return text.encode("utf-8", "backslashreplace")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..collectors.stacks import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
-from . import Rendered
+from . import Rendered, utf8
 from .text import TEXT_PLAIN
 
 
@@ -27,11 +27,26 @@ def render_dump(snapshot: StackSnapshot) -> Rendered:
     for task in snapshot.tasks:
         out.extend(_task_block(task, names))
         out.append("")
-    return Rendered("\n".join(out).encode(), TEXT_PLAIN)
+    return Rendered(utf8("\n".join(out)), TEXT_PLAIN)
+
+
+_FRAME_LINES: dict[Frame, str] = {}
+_FRAME_LINES_MAX = 50_000
 
 
 def _frames(stack: tuple[Frame, ...]) -> list[str]:
-    return [f'  File "{f.filename}", line {f.line}, in {f.function}' for f in stack]
+    """Formatted frame lines; cached per frame, since 10,000 tasks share a few hundred."""
+    lines = []
+    for f in stack:
+        line = _FRAME_LINES.get(f)
+        if line is None:
+            if len(_FRAME_LINES) >= _FRAME_LINES_MAX:
+                _FRAME_LINES.clear()
+            line = _FRAME_LINES[f] = (
+                f'  File "{_quote(f.filename)}", line {f.line}, in {_quote(f.function)}'
+            )
+        lines.append(line)
+    return lines
 
 
 def _thread_block(thread: ThreadStack) -> list[str]:
@@ -42,7 +57,7 @@ def _thread_block(thread: ThreadStack) -> list[str]:
 
 
 def _task_block(task: TaskStack, names: dict[int, str]) -> list[str]:
-    state = task.state if task.waiting_on is None else f"{task.state} {task.waiting_on}"
+    state = task.state if task.waiting_on is None else f"{task.state} {_oneline(task.waiting_on)}"
     if task.age_s is not None and task.age_s >= 60:
         state += f", {int(task.age_s // 60)} minutes"
     lines = [f'task {task.id} "{_quote(task.name)}" [{state}]:', *_frames(task.stack)]
@@ -51,13 +66,24 @@ def _task_block(task: TaskStack, names: dict[int, str]) -> list[str]:
         site = task.created_by
         age = f", {task.age_s:.1f} s ago" if task.age_s is not None else ""
         parent = f' in task "{_quote(task.parent)}"' if task.parent else ""
-        lines.append(f"created by {site.function} at {site.filename}:{site.line}{parent}{age}")
+        lines.append(f"created by {_quote(site.function)} at {_quote(site.filename)}:{site.line}"
+                     f"{parent}{age}")
     else:
         lines.append("created by unknown (task created before pyprof_http's task factory)")
     lines.append(f"on thread \"{_quote(task.thread)}\"")
     return lines
 
 
+_SPECIAL = frozenset('\\"\n\r')
+
+
+def _oneline(text: str) -> str:
+    """For text that quotes a name itself (``Task "x"``): only line breaks must not survive."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _quote(name: str) -> str:
     """Names are user-controlled: keep each record on its own lines whatever they contain."""
+    if _SPECIAL.isdisjoint(name):
+        return name
     return name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

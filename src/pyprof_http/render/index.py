@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from . import Rendered
+from . import Rendered, utf8
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222}
@@ -24,11 +24,39 @@ a{color:#0645ad}
 .links a{margin-right:.6rem}
 .desc{color:#555;max-width:40rem}
 code{background:#f4f4f4;padding:0 .2rem}
+form.record{display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
+form.record input{width:4rem}
+#countdown{color:#a15c00;font-weight:600}
 """
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+# While a profile records, the browser waits on the form's navigation: say how long is left.
+_SCRIPT = """
+document.querySelectorAll("form.record").forEach(function (form) {
+  form.addEventListener("submit", function () {
+    var left = parseInt(form.elements.seconds.value, 10) || 0;
+    var out = document.getElementById("countdown");
+    var button = form.querySelector("button");
+    button.disabled = true;
+    function show() {
+      out.textContent = left > 0 ? "recording\u2026 " + left + " s left" : "rendering\u2026";
+      left -= 1;
+    }
+    show();
+    var timer = setInterval(function () { if (left < 0) { clearInterval(timer); } show(); }, 1000);
+    window.addEventListener("pageshow", function () { clearInterval(timer); button.disabled = false;
+      out.textContent = ""; });
+  });
+});
+"""
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
 CSP = (
     "default-src 'none'; "
-    f"style-src 'sha256-{_STYLE_HASH}'; "
+    f"style-src 'sha256-{_sha256(_STYLE)}'; "
+    f"script-src 'sha256-{_sha256(_SCRIPT)}'; "
     "img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
@@ -42,10 +70,21 @@ class IndexRow:
     count: int | None
     formats: Sequence[str]
     """Formats to link to, in the order shown; empty for a pseudo profile linked as is."""
+    record: RecordForm | None = None
+    """For a profile that records for a duration: a form instead of links."""
 
 
-_LINK_QUERY = {"text": "?debug=1", "pprof": "?debug=0", "flamegraph": "?format=flamegraph",
-              "dump": "?debug=2", "speedscope": "?format=speedscope"}
+@dataclass(frozen=True, slots=True)
+class RecordForm:
+    """The "record N seconds" form of a duration profile (``/profile``)."""
+
+    default_seconds: int
+    max_seconds: int
+    modes: Sequence[str]
+    formats: Sequence[str]
+
+
+_LINK_QUERY = {"text": "?debug=1", "pprof": "?debug=0", "flamegraph": "?format=flamegraph"}
 
 
 def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
@@ -61,6 +100,9 @@ def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
         "</tr></thead><tbody>",
     ]
     for row in rows:
+        if row.record is not None:
+            body.append(_record_row(row, row.record))
+            continue
         name = escape(row.name, quote=True)
         links = " ".join(
             f"<a href='{name}{_LINK_QUERY.get(f, '?format=' + escape(f, quote=True))}'>"
@@ -79,7 +121,24 @@ def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
                     "(every thread and task, with await chains)</p>")
     body.append(
         "<p>Read any profile with <code>go tool pprof -top URL</code>; "
-        "add <code>?seconds=N</code> for the change over N seconds.</p></body></html>"
+        "add <code>?seconds=N</code> for the change over N seconds.</p>",
     )
-    return Rendered("\n".join(body).encode(), "text/html; charset=utf-8",
+    body.append(f"<script>{_SCRIPT}</script></body></html>")
+    return Rendered(utf8("\n".join(body)), "text/html; charset=utf-8",
                     content_security_policy=CSP)
+
+
+def _record_row(row: IndexRow, form: RecordForm) -> str:
+    name = escape(row.name, quote=True)
+    modes = "".join(f"<option>{escape(m)}</option>" for m in form.modes)
+    formats = "".join(f"<option>{escape(f)}</option>" for f in form.formats)
+    return (
+        f"<tr id=record><td class=count></td><td><a href='#record'>{escape(row.name)}</a></td>"
+        f"<td><form class=record method=get action='{name}'>"
+        f"<label>seconds <input name=seconds type=number min=1 max={form.max_seconds} "
+        f"value={form.default_seconds} required></label>"
+        f"<label>mode <select name=mode>{modes}</select></label>"
+        f"<label>format <select name=format>{formats}</select></label>"
+        f"<button type=submit>record</button> <span id=countdown></span></form></td>"
+        f"<td class=desc>{escape(row.description)}</td></tr>"
+    )

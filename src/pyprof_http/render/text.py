@@ -11,15 +11,15 @@ import json
 import zlib
 from collections.abc import Iterable, Sequence
 
-from ..model import Frame, Labels, LabelValue, Profile, Sample
-from . import Rendered
+from ..model import Frame, Labels, LabelValue, Profile, Sample, sum_values
+from . import Rendered, utf8
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 
 
 def frame_id(f: Frame) -> str:
     """A stable pseudo address for a frame, shown where Go shows a PC."""
-    key = "\0".join((f.function, f.filename, str(f.line))).encode()
+    key = utf8("\0".join((f.function, f.filename, str(f.line))))
     return f"0x{zlib.crc32(key):08x}"
 
 
@@ -30,7 +30,7 @@ def render_text(profile: Profile, name: str) -> Rendered:
         groups.setdefault(sample.stack, []).append(sample)
     width = len(profile.sample_types)
     records = sorted(
-        ((_sum(samples, width), stack, samples) for stack, samples in groups.items()),
+        ((sum_values(samples, width), stack, samples) for stack, samples in groups.items()),
         key=lambda r: (tuple(-v for v in r[0]), [(f.function, f.filename, f.line) for f in r[1]]),
     )
     totals = profile.totals()
@@ -43,7 +43,7 @@ def render_text(profile: Profile, name: str) -> Rendered:
             out.append("# labels: " + json.dumps(shared, separators=(", ", ":")))
         out.extend(_frame_lines(stack))
         out.append("")
-    return Rendered(("\n".join(out) + "\n").encode(), TEXT_PLAIN)
+    return Rendered(utf8("\n".join(out) + "\n"), TEXT_PLAIN)
 
 
 def _header(profile: Profile, name: str, totals: Sequence[int]) -> str:
@@ -53,14 +53,6 @@ def _header(profile: Profile, name: str, totals: Sequence[int]) -> str:
         f"{t.type}/{t.unit} {v}" for t, v in zip(profile.sample_types, totals, strict=True)
     )
     return f"{name} profile: {described}"
-
-
-def _sum(samples: Sequence[Sample], width: int) -> tuple[int, ...]:
-    sums = [0] * width
-    for sample in samples:
-        for i, value in enumerate(sample.values):
-            sums[i] += value
-    return tuple(sums)
 
 
 def _shared_labels(label_sets: Iterable[Labels]) -> dict[str, LabelValue]:

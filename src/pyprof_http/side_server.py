@@ -1,0 +1,74 @@
+"""``serve_in_background``: the endpoints on a side port, from a thread of their own.
+
+For processes whose main app cannot mount a sub-app (WSGI, workers, scripts), or to keep the
+profiler off the public port. The thread's own event loop answers even while the main loop is
+blocked, which is when a stack dump is most wanted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import uvicorn
+
+from .app import PprofApp, PrefixRouter, not_found
+from .config import Settings
+
+
+class BackgroundServer:
+    """A pprof server running on its own thread and event loop; ``stop()`` ends both."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, prefix: str) -> None:
+        self._server, self.thread, self.prefix = server, thread, prefix
+
+    @property
+    def port(self) -> int:
+        sockets = [s for srv in getattr(self._server, "servers", []) for s in srv.sockets]
+        return int(sockets[0].getsockname()[1]) if sockets else 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._server.config.host}:{self.port}{self.prefix}/"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_background(
+    port: int = 6060,
+    host: str = "127.0.0.1",
+    settings: Settings | None = None,
+    prefix: str = "/debug/pprof",
+    startup_timeout: float = 10.0,
+) -> BackgroundServer:
+    """Serve the endpoints on a side port from a daemon thread (``pyprof_http-server``).
+
+    For processes whose main app cannot mount a sub-app (WSGI, workers, scripts), or to keep the
+    profiler off the public port. The thread's own event loop answers even while the main loop
+    is blocked, which is when a stack dump is most wanted. Raises ``OSError`` if the port cannot
+    be bound; ``port=0`` picks a free one (see ``.port``).
+    """
+    prefix = "/" + prefix.strip("/")
+    app = PrefixRouter(not_found, prefix, PprofApp(settings))
+    # log_config=None and log_level=None: uvicorn must not reconfigure the host's logging
+    config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None,
+                            log_level=None)
+    server = uvicorn.Server(config)
+
+    def run() -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits on a bind failure; we raise below
+            server.run()
+
+    thread = threading.Thread(target=run, name="pyprof_http-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        server.should_exit = True
+        thread.join(startup_timeout)
+        raise OSError(f"pyprof_http could not serve on {host}:{port} (see the log above)")
+    return BackgroundServer(server, thread, prefix)
