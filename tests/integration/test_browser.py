@@ -2,7 +2,8 @@
 
 Every page must load without a console error, a page error or a CSP violation, and the hostile
 task and function names of ``sample_service`` must show up as text, never run as markup (a
-``dialog`` would mean an ``alert`` ran).
+``dialog`` would mean an ``alert`` ran). The task name reaches the flame graph through its
+"group by" control (``#group=task``), one synthetic frame per task.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
 
 import pytest
 from live_server import Server
@@ -18,9 +20,15 @@ from sample_service import HOSTILE_FUNCTION_NAME, HOSTILE_TASK_NAME
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path("/tmp/integration_flamegraph.png")
+GROUPED_SCREENSHOT = Path("/tmp/flame_grouped.png")
+TIMED_PROFILES = ("/profile",)  # their links would take the default 30 s: follow with seconds=1
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
 ]
 RECORD_CSP_VIOLATIONS = """
 window.__cspViolations = [];
@@ -37,8 +45,9 @@ def browser() -> Iterator[Browser]:
         "(Debian package chromium); never download a browser"
     )
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield launched
         finally:
@@ -74,8 +83,7 @@ def watched(browser: Browser) -> Iterator[Watched]:
 
     def on_console(message: ConsoleMessage) -> None:
         # Chromium asks the host app for /favicon.ico on plain-text pages: not ours to serve.
-        if message.type == "error" and not message.location.get("url", "").endswith(
-                "/favicon.ico"):
+        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
             result.console_errors.append(f"{page.url}: {message.text} {message.location}")
 
     def on_dialog(dialog: Dialog) -> None:
@@ -102,8 +110,10 @@ def test_index_loads_cleanly_and_every_link_answers(watched: Watched, ops_server
     table_links = page.eval_on_selector_all("table a[href]", "els => els.map(e => e.href)")
     all_links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
     assert len(table_links) >= 5, table_links  # cmdline x2, goroutine text/pprof/flamegraph
-    for url in sorted(set(all_links)):
+    for url in sorted({urldefrag(link).url for link in all_links}):  # "#record": the index
         assert url.startswith(ops_server.url("/")), f"link leaves the mount prefix: {url}"
+        if urlsplit(url).path in {ops_server.prefix + p for p in TIMED_PROFILES}:
+            url += "&seconds=1" if "?" in url else "?seconds=1"
         answer = page.request.get(url, max_redirects=0)
         assert answer.status == 200, f"{url} -> {answer.status} {answer.text()[:200]}"
         if answer.headers["content-type"].startswith(("text/html", "text/plain")):
@@ -137,8 +147,12 @@ def test_flamegraph_renders_zooms_and_searches(watched: Watched, ops_server: Ser
     def frame(name: str):
         return page.locator("#chart .frame").filter(has_text=name)
 
-    for name in ("integration_nested_helper", "integration_waiter_coroutine",
-                 "integration_worker_thread", "Event.wait"):
+    for name in (
+        "integration_nested_helper",
+        "integration_waiter_coroutine",
+        "integration_worker_thread",
+        "Event.wait",
+    ):
         assert frame(name).count() >= 1, name
 
     # The hostile function name is a frame label, as text: nothing was parsed out of it.
@@ -181,4 +195,80 @@ def test_flamegraph_renders_zooms_and_searches(watched: Watched, ops_server: Ser
     page.fill("#search", "integration_")
     assert page.locator("#chart .frame.match").count() >= 4
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+    watched.assert_clean()
+
+
+def test_flamegraph_grouped_by_task_shows_hostile_task_name_as_text(
+    watched: Watched, ops_server: Server
+) -> None:
+    page = watched.page
+    response = page.goto(ops_server.url("/goroutine?format=flamegraph#group=task"))
+    assert response is not None and response.status == 200
+    page.wait_for_selector("#chart .frame.group")
+    assert page.locator("#group-label").is_visible()
+    assert page.locator("#group-by").input_value() == "task"
+    keys = page.eval_on_selector_all("#group-by option", "els => els.map(e => e.value)")
+    assert keys[0] == "" and {"task", "thread"} <= set(keys[1:]), keys
+
+    groups = page.locator("#chart .frame.group")
+    names = groups.all_text_contents()
+    for expected in (
+        f"task: {HOSTILE_TASK_NAME}",
+        "task: integration-waiter",
+        "task: (none)",
+    ):  # threads and tasks with asyncio's Task-N names
+        assert expected in names, names
+    # Grouped frames sit on the row below "all", every stack one row lower.
+    assert {g.evaluate("e => e.style.top") for g in groups.all()} == {"18px"}
+
+    # The hostile task name is a frame label as text, and its hover text too: no markup.
+    hostile = groups.filter(has_text=HOSTILE_TASK_NAME)
+    assert hostile.count() == 1
+    assert hostile.text_content() == f"task: {HOSTILE_TASK_NAME}"
+    assert hostile.evaluate("e => e.children.length") == 0
+    assert (hostile.get_attribute("title") or "").startswith(f"task: {HOSTILE_TASK_NAME} ")
+    hostile.hover()
+    status = page.locator("#status")
+    assert (status.text_content() or "").startswith(f"task: {HOSTILE_TASK_NAME} \u2014 1 ")
+    assert status.evaluate("e => e.children.length") == 0
+    assert page.locator("img").count() == 0
+    assert page.evaluate("document.scripts.length") == 2
+
+    # The hostile task's own stack is drawn inside its group's span.
+    function = page.locator("#chart .frame").filter(has_text=HOSTILE_FUNCTION_NAME)
+    assert function.count() == 1
+    group_box, function_box = hostile.bounding_box(), function.bounding_box()
+    assert group_box is not None and function_box is not None
+    assert group_box["x"] - 1 <= function_box["x"]
+    assert function_box["x"] + function_box["width"] <= group_box["x"] + group_box["width"] + 1
+    page.screenshot(path=str(GROUPED_SCREENSHOT), full_page=True)
+
+    # Zooming into the group keeps only that task's stacks.
+    hostile.click()
+    page.mouse.move(1, 1)
+    assert (status.text_content() or "").startswith(f"Zoomed: task: {HOSTILE_TASK_NAME} ")
+    others = page.locator("#chart .frame").filter(has_text="integration_waiter_coroutine")
+    assert others.count() == 0
+    page.click("#reset")
+
+    # Searching a task name highlights its group.
+    page.fill("#search", "integration-waiter")
+    assert page.locator("#chart .frame.match").all_text_contents() == ["task: integration-waiter"]
+    page.locator("#search").press("Escape")
+
+    # The control and the fragment share one state.
+    page.select_option("#group-by", "thread")
+    assert page.evaluate("location.hash") == "#group=thread"
+    assert all(n.startswith("thread: ") for n in groups.all_text_contents())
+    assert "thread: integration-worker" in groups.all_text_contents()
+    page.select_option("#group-by", "")
+    assert page.evaluate("location.hash") == ""
+    assert groups.count() == 0
+    page.evaluate("location.hash = '#group=task'")
+    page.wait_for_selector("#chart .frame.group")
+    assert page.locator("#group-by").input_value() == "task"
+    page.evaluate("location.hash = '#group=%3Cimg%3E'")  # not a key: ungrouped, nothing breaks
+    page.wait_for_function("document.querySelectorAll('#chart .frame.group').length === 0")
+    assert page.locator("#group-by").input_value() == ""
+    assert page.locator("img").count() == 0
     watched.assert_clean()

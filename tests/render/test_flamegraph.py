@@ -8,13 +8,20 @@ import pytest
 
 from pyprof_http.model import Profile, Sample, ValueType, frame
 from pyprof_http.render import flamegraph
-from pyprof_http.render.flamegraph import flame_data, render_flamegraph, script_json
+from pyprof_http.render.flamegraph import (
+    MAX_GROUPS,
+    flame_data,
+    group_keys,
+    render_flamegraph,
+    script_json,
+)
 
 MAIN = frame("main", "/app/main.py", 3)
 SERVE = frame("serve", "/app/server.py", 20)
 HANDLE = frame("handle", "/app/server.py", 41)
 HOSTILE = frame("</script><img src=x onerror=alert(1)>", "<!--/evil&.py", 6)
 TITLE = "cpu </title><img src=x onerror=alert(2)>"
+HOSTILE_TASK = "<img src=x onerror=alert(3)>"
 
 
 class _Page(HTMLParser):
@@ -51,7 +58,7 @@ def _profile() -> Profile:
         samples=(
             Sample((HANDLE, SERVE, MAIN), (2, 20), {"thread": "a"}),
             Sample((HANDLE, SERVE, MAIN), (3, 30), {"thread": "b"}),
-            Sample((HOSTILE, SERVE, MAIN), (1, 10)),
+            Sample((HOSTILE, SERVE, MAIN), (1, 10), {"task": HOSTILE_TASK}),
             Sample((SERVE, MAIN), (0, 0)),
             Sample((MAIN,), (4, 0)),
         ),
@@ -99,9 +106,18 @@ def test_data_block_parses_back_to_the_same_data() -> None:
         ("handle", "/app/server.py", 41),
         (HOSTILE.function, HOSTILE.filename, 6),
     ]
-    # root first, equal stacks merged (labels ignored), all-zero stacks dropped
+    # distinct stacks root first, all-zero entries dropped (with a stack only they used)
     assert data["stacks"] == [[0, 1, 2], [0, 1, 3], [0]]
-    assert data["values"] == [[5, 50], [1, 10], [4, 0]]
+    # [stack, values, label value index per key (-1: absent)]: kept apart by their labels
+    assert data["samples"] == [
+        [0, [2, 20], [-1, 0]],
+        [0, [3, 30], [-1, 1]],
+        [1, [1, 10], [0, -1]],
+        [2, [4, 0], [-1, -1]],
+    ]
+    assert data["label_keys"] == ["task", "thread"]
+    assert data["label_values"] == [[HOSTILE_TASK], ["a", "b"]]
+    assert data["group_by"] is None
     assert data["sample_types"] == [
         {"type": "samples", "unit": "count"},
         {"type": "cpu", "unit": "nanoseconds"},
@@ -120,12 +136,14 @@ def test_sample_type_choice() -> None:
 
 
 def test_hostile_names_and_title_are_escaped() -> None:
-    html = render_flamegraph(_profile(), TITLE).body.decode()
+    html = render_flamegraph(_profile(), TITLE, group_by="task").body.decode()
     assert "<img" not in html
     block = _data_block(html)
     assert "</script" not in block.lower()
     assert "<" not in block and ">" not in block and "&" not in block
     assert "\\u003c/script\\u003e\\u003cimg" in block
+    assert '"label_values":[["\\u003cimg src=x onerror=alert(3)\\u003e"]' in block
+    assert json.loads(block)["label_values"][0] == [HOSTILE_TASK]
     assert "<title>cpu &lt;/title&gt;&lt;img src=x onerror=alert(2)&gt;</title>" in html
     assert '<h1 id="title">cpu &lt;/title&gt;&lt;img' in html
     page = _parse(html)
@@ -199,7 +217,8 @@ def test_script_only_uses_text_content() -> None:
 def test_empty_profile_renders() -> None:
     html = render_flamegraph(Profile((ValueType("goroutine", "count"),), ()), "empty").body
     data = json.loads(_data_block(html.decode()))
-    assert data["stacks"] == [] and data["values"] == []
+    assert data["stacks"] == [] and data["samples"] == []
+    assert data["label_keys"] == [] and data["label_values"] == []
     assert b'id="empty"' in html
     no_types = render_flamegraph(Profile((), ()), "nothing").body.decode()
     assert json.loads(_data_block(no_types))["default_index"] == 0
@@ -211,5 +230,48 @@ def test_payload_grows_with_distinct_stacks_not_samples() -> None:
     profile = Profile((ValueType("samples", "count"), ValueType("cpu", "nanoseconds")), samples)
     data = flame_data(profile)
     assert len(data["stacks"]) == 10
-    assert data["values"] == [[2000, 14000]] * 10
+    assert data["label_keys"] == []  # 20,000 distinct values: not a grouping, merged away
+    assert [s[1] for s in data["samples"]] == [[2000, 14000]] * 10
     assert len(render_flamegraph(profile, "big").body) < 20_000
+
+
+def test_labels_keep_samples_apart_only_by_the_values_that_can_group() -> None:
+    stacks = [(frame(f"f{i}", "/a.py", i), SERVE, MAIN) for i in range(10)]
+    samples = tuple(
+        Sample(stacks[i % 10], (1,), {"request_id": str(i), "thread": f"t{i % 3}", "pid": 7})
+        for i in range(6000)
+    )
+    data = flame_data(Profile((ValueType("samples", "count"),), samples))
+    assert data["label_keys"] == ["pid", "thread"]  # request_id: > MAX_GROUPS values
+    assert data["label_values"] == [["7"], ["t0", "t1", "t2"]]  # ints shown as text
+    assert len(data["stacks"]) == 10
+    assert len(data["samples"]) == 30  # (stack, thread) pairs, each of 200 samples
+    assert {s[1][0] for s in data["samples"]} == {200}
+    assert sum(s[1][0] for s in data["samples"]) == 6000
+
+
+def test_group_keys_cap() -> None:
+    def profile(n: int) -> Profile:
+        return Profile(
+            (ValueType("n", "count"),),
+            tuple(Sample((MAIN,), (1,), {"route": f"/r{i}"}) for i in range(n)),
+        )
+
+    assert group_keys(profile(MAX_GROUPS)) == ["route"]
+    assert group_keys(profile(MAX_GROUPS + 1)) == []
+    assert group_keys(_profile()) == ["task", "thread"]
+
+
+def test_group_by_opens_grouped_when_the_key_exists() -> None:
+    assert flame_data(_profile(), group_by="thread")["group_by"] == "thread"
+    for absent in ("route", "", "__proto__"):  # no sample carries it: ungrouped, no error
+        assert flame_data(_profile(), group_by=absent)["group_by"] is None
+    html = render_flamegraph(_profile(), "t", group_by="task").body.decode()
+    assert json.loads(_data_block(html))["group_by"] == "task"
+
+
+def test_page_has_the_grouping_control() -> None:
+    page = _parse(render_flamegraph(_profile(), "t").body.decode())
+    selects = [a.get("id") for t, a in page.tags if t == "select"]
+    assert selects == ["sample-type", "group-by"]
+    assert "location.hash" in flamegraph.SCRIPT and "group" in flamegraph.SCRIPT

@@ -9,38 +9,53 @@
   var data = JSON.parse(document.getElementById("profile-data").textContent);
   // data: {title, comments, sample_types: [{type, unit}], default_index,
   //        frames: [[function, filename, line]], stacks: [[frame index, root first]],
-  //        values: [[value per sample type]]}  (one entry per distinct stack)
+  //        samples: [[stack index, [value per sample type], [label value index per key, -1]]],
+  //        label_keys: [key], label_values: [[value] per key], group_by: key or null}
   var el = function (id) { return document.getElementById(id); };
   var chart = el("chart"), statusLine = el("status"), select = el("sample-type");
+  var groupSelect = el("group-by");
   var search = el("search"), matchInfo = el("match"), reset = el("reset"), empty = el("empty");
   var defaultStatus = statusLine.textContent;
 
   var typeIndex = data.default_index, unit = "";
+  var groupIndex = data.label_keys.indexOf(data.group_by); // -1: not grouped
   var root = null, focus = null, query = "";
   var nodeOf = new WeakMap(); // drawn element -> tree node
 
-  // ---- the tree for one sample type ---------------------------------------------------------
-  function newNode(frame, parent) {
-    return { frame: frame, value: 0, parent: parent, depth: parent ? parent.depth + 1 : 0,
-             children: new Map() };
+  // ---- the tree for one sample type, optionally grouped by one label ------------------------
+  // A node is a frame (frame >= 0), the root (frame -1, no parent) or, when grouped, a
+  // synthetic group below the root (frame -1, group = "key: value").
+  function newNode(frame, parent, group) {
+    return { frame: frame, group: group, value: 0, parent: parent,
+             depth: parent ? parent.depth + 1 : 0, children: new Map() };
   }
 
-  function build(t) {
-    var top = newNode(-1, null);
-    for (var i = 0; i < data.stacks.length; i++) {
-      var value = data.values[i][t];
+  function descend(node, key, value, frame, group) {
+    var child = node.children.get(key);
+    if (!child) {
+      child = newNode(frame, node, group);
+      node.children.set(key, child);
+    }
+    child.value += value;
+    return child;
+  }
+
+  function groupName(g, v) {
+    return data.label_keys[g] + ": " + (v < 0 ? "(none)" : String(data.label_values[g][v]));
+  }
+
+  function build(t, g) {
+    var top = newNode(-1, null, null);
+    for (var i = 0; i < data.samples.length; i++) {
+      var sample = data.samples[i], value = sample[1][t];
       if (!(value > 0)) continue; // zero and negative values (deltas) cannot be drawn
-      var node = top, stack = data.stacks[i];
+      var node = top, stack = data.stacks[sample[0]];
       node.value += value;
-      for (var j = 0; j < stack.length; j++) {
-        var child = node.children.get(stack[j]);
-        if (!child) {
-          child = newNode(stack[j], node);
-          node.children.set(stack[j], child);
-        }
-        child.value += value;
-        node = child;
+      if (g >= 0) {
+        var v = sample[2][g];
+        node = descend(node, "group " + v, value, -1, groupName(g, v));
       }
+      for (var j = 0; j < stack.length; j++) node = descend(node, stack[j], value, stack[j], null);
     }
     // children as arrays, heaviest first (ties by name) so the layout is stable
     var todo = [top];
@@ -54,7 +69,10 @@
     return top;
   }
 
-  function name(node) { return node.frame < 0 ? "all" : String(data.frames[node.frame][0]); }
+  function name(node) {
+    if (node.group) return node.group;
+    return node.frame < 0 ? "all" : String(data.frames[node.frame][0]);
+  }
   function where(node) {
     if (node.frame < 0) return "";
     var f = data.frames[node.frame];
@@ -89,7 +107,8 @@
 
   // ---- search -------------------------------------------------------------------------------
   function matches(node) {
-    if (!query || node.frame < 0) return false;
+    if (!query || !node.parent) return false;
+    if (node.group) return node.group.toLowerCase().indexOf(query) >= 0;
     var f = data.frames[node.frame];
     return String(f[0]).toLowerCase().indexOf(query) >= 0 ||
       String(f[1]).toLowerCase().indexOf(query) >= 0;
@@ -119,7 +138,8 @@
   // ---- drawing ------------------------------------------------------------------------------
   function box(node, x, share, extra) {
     var d = document.createElement("div");
-    d.className = "frame" + extra + (matches(node) ? " match" : "");
+    d.className = "frame" + extra + (node.group ? " group" : "") +
+      (matches(node) ? " match" : "");
     d.style.left = (100 * x) + "%";
     d.style.width = (100 * share) + "%";
     d.style.top = (node.depth * ROW) + "px";
@@ -135,7 +155,7 @@
   function render() {
     var out = document.createDocumentFragment(), deepest = focus.depth;
     for (var a = focus.parent; a; a = a.parent) {
-      out.appendChild(box(a, 0, 1, (a.frame < 0 ? " root" : "") + " ancestor"));
+      out.appendChild(box(a, 0, 1, (a.parent ? "" : " root") + " ancestor"));
     }
     // depth-first with an explicit stack: deep recursion in Python makes deep stacks here
     var todo = [[focus, 0]];
@@ -143,7 +163,7 @@
       var item = todo.pop(), node = item[0], x = item[1];
       var share = node.value / focus.value;
       if (share < MIN_SHARE) continue;
-      out.appendChild(box(node, x, share, node.frame < 0 ? " root" : ""));
+      out.appendChild(box(node, x, share, node.parent ? "" : " root"));
       if (node.depth > deepest) deepest = node.depth;
       for (var i = node.children.length - 1, cx = x + share; i >= 0; i--) {
         cx -= node.children[i].value / focus.value;
@@ -174,7 +194,7 @@
   function selectType(t) {
     typeIndex = t;
     unit = data.sample_types[t] ? data.sample_types[t].unit : "";
-    root = build(t);
+    root = build(t, groupIndex);
     var nothing = root.value === 0;
     empty.hidden = !nothing;
     chart.hidden = nothing;
@@ -227,6 +247,27 @@
   });
   select.addEventListener("change", function () { selectType(Number(select.value)); });
 
+  // ---- grouping: the <select> and the URL fragment (#group=task) share one state -----------
+  function groupFromHash(otherwise) {
+    var wanted = new URLSearchParams(location.hash.slice(1)).get("group");
+    return wanted === null ? otherwise : data.label_keys.indexOf(wanted); // unknown: ungrouped
+  }
+  function selectGroup(g) {
+    groupIndex = g;
+    groupSelect.value = g < 0 ? "" : data.label_keys[g];
+    selectType(typeIndex);
+  }
+  groupSelect.addEventListener("change", function () {
+    var key = groupSelect.value;
+    // replaceState fires no hashchange; the address can be shared to open the same grouping
+    history.replaceState(null, "", key ? "#group=" + encodeURIComponent(key) :
+      location.pathname + location.search);
+    selectGroup(data.label_keys.indexOf(key));
+  });
+  window.addEventListener("hashchange", function () {
+    selectGroup(groupFromHash(-1));
+  });
+
   if (data.comments && data.comments.length) el("comments").textContent = data.comments.join(" \u00b7 ");
   if (data.sample_types.length > 1) {
     data.sample_types.forEach(function (st, i) {
@@ -238,5 +279,15 @@
     select.value = String(typeIndex);
     el("sample-type-label").hidden = false;
   }
-  selectType(typeIndex);
+  if (data.label_keys.length) {
+    data.label_keys.forEach(function (key) {
+      var option = document.createElement("option");
+      option.value = key;
+      option.textContent = key;
+      groupSelect.appendChild(option);
+    });
+    el("group-label").hidden = false;
+    groupIndex = groupFromHash(groupIndex);
+  }
+  selectGroup(groupIndex);
 })();
