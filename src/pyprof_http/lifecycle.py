@@ -9,6 +9,10 @@ without lifespan support), and at shutdown puts the loop's task factory back.
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
+from types import FrameType
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +26,7 @@ class LifecycleMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._signals = _ShutdownSignals()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -40,9 +45,11 @@ class LifecycleMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._attach(LOOPS.register_running())
+                self._signals.chain()
             elif message["type"] == "lifespan.shutdown":
                 ORIGINS.uninstall_factory(asyncio.get_running_loop())
                 SESSIONS.stop_all()
+                self._signals.restore()
             return message
 
         await self.app(scope, receive_lifespan, send)
@@ -50,3 +57,40 @@ class LifecycleMiddleware:
     @staticmethod
     def _attach(loop: asyncio.AbstractEventLoop) -> None:
         ORIGINS.install_factory(loop)
+
+
+class _ShutdownSignals:
+    """Stop running profilers as soon as the server is told to stop.
+
+    Servers wait for open requests before they run the lifespan shutdown (uvicorn: "Waiting for
+    connections to close"), so a 60-second profile would hold the process for its full length.
+    Chaining in front of the server's own SIGINT/SIGTERM handlers ends the profile first; the
+    server's handler then runs as before. Only Python handlers are chained (a default handler
+    terminates the process anyway), only from the main thread, and ours are put back at shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def chain(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous:
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if not callable(previous) or previous is signal.default_int_handler:
+                continue
+
+            def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
+                SESSIONS.stop_all()
+                previous(number, frame)
+
+            signal.signal(signum, handler)
+            self._previous[signum] = (previous, handler)
+
+    def restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, (previous, ours) in self._previous.items():
+            if signal.getsignal(signum) is ours:  # someone else's since: leave theirs
+                signal.signal(signum, previous)
+        self._previous.clear()
