@@ -241,3 +241,30 @@ def test_lifespan_messages_reach_the_app_unchanged() -> None:
 
     asyncio.run(main())
     assert received == [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+
+def test_shutdown_signals_stop_profiles_then_call_the_servers_handler() -> None:
+    import signal as signal_module
+
+    from pyprof_http.collectors.session import SESSIONS
+    from pyprof_http.lifecycle import _ShutdownSignals
+
+    calls: list[int] = []
+
+    def server_handler(number: int, frame: object) -> None:
+        calls.append(number)
+
+    original = signal_module.signal(signal_module.SIGTERM, server_handler)
+    try:
+        chained = _ShutdownSignals()
+        chained.chain()
+        ours = signal_module.getsignal(signal_module.SIGTERM)
+        assert ours is not server_handler
+        with SESSIONS.claim("cpu", "cpu", 30) as stop:
+            ours(signal_module.SIGTERM, None)  # as the interpreter would call it
+            assert stop.is_set()
+        assert calls == [signal_module.SIGTERM]
+        chained.restore()
+        assert signal_module.getsignal(signal_module.SIGTERM) is server_handler
+    finally:
+        signal_module.signal(signal_module.SIGTERM, original)
