@@ -26,6 +26,18 @@ def _context(info: ValidationInfo) -> tuple[ProfileSpec, Settings]:
     return context["spec"], context["settings"]
 
 
+def _whole(value: Any, low: int, high: int) -> int | None:
+    """``value`` as a plain ASCII whole number within [low, high], else None.
+
+    Stricter than int(): no sign, space, underscore, decimal point or non-ASCII digit.
+    """
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+        if low <= number <= high:
+            return number
+    return None
+
+
 class ProfileQuery(BaseModel):
     """Parameters of a named profile (``/goroutine`` and its kin)."""
 
@@ -49,21 +61,20 @@ class ProfileQuery(BaseModel):
     @field_validator("hz", mode="before")
     @classmethod
     def _hz(cls, value: Any) -> int:
-        if not (isinstance(value, str) and value.isascii() and value.isdigit()
-                and MIN_HZ <= int(value) <= MAX_HZ):
+        number = _whole(value, MIN_HZ, MAX_HZ)
+        if number is None:
             raise ValueError(f"must be a whole number from {MIN_HZ} to {MAX_HZ}")
-        return int(value)
+        return number
 
     @field_validator("debug", mode="before")
     @classmethod
     def _debug(cls, value: Any, info: ValidationInfo) -> int:
         spec, _ = _context(info)
-        allowed = range(len(spec.debug_formats))
-        if not (isinstance(value, str) and value.isascii() and value.isdigit()
-                and int(value) in allowed):
+        number = _whole(value, 0, len(spec.debug_formats) - 1)
+        if number is None:
             choices = ", ".join(f"{i} ({f})" for i, f in enumerate(spec.debug_formats))
             raise ValueError(f"must be one of {choices}")
-        return int(value)
+        return number
 
     @field_validator("format", mode="before")
     @classmethod
@@ -80,10 +91,10 @@ class ProfileQuery(BaseModel):
         if not spec.delta and spec.duration is None:
             raise ValueError(f"not supported by {spec.name}")
         limit = settings.max_profile_seconds
-        if not (isinstance(value, str) and value.isascii() and value.isdigit()
-                and 1 <= int(value) <= limit):
+        number = _whole(value, 1, limit)
+        if number is None:
             raise ValueError(f"must be a whole number of seconds from 1 to {limit}")
-        return int(value)
+        return number
 
     def duration(self, spec: ProfileSpec, settings: Settings) -> int:
         """How long a duration profile runs: ``seconds``, else Go's 30 s within the limit."""
