@@ -189,11 +189,12 @@ def code_name(f: FrameType) -> str:
     collectors interpret (``Event.wait``, ``Queue.get``) a table recovers it.
     """
     code = f.f_code
-    return getattr(code, "co_qualname", None) or _qualnames().get(code, code.co_name)
+    return getattr(code, "co_qualname", None) or _qualnames().get(id(code), code.co_name)
 
 
 @functools.cache
-def _qualnames() -> dict[CodeType, str]:
+def _qualnames() -> dict[int, str]:
+    """id(code) -> qualified name for stdlib code (module-level, so ids are stable)."""
     import asyncio.base_events
     import asyncio.locks
     import asyncio.queues
@@ -204,7 +205,7 @@ def _qualnames() -> dict[CodeType, str]:
     import selectors
     import socket
 
-    table: dict[CodeType, str] = {}
+    table: dict[int, str] = {}
     modules = (asyncio.base_events, asyncio.locks, asyncio.queues, asyncio.streams, asyncio.tasks,
                concurrent.futures.thread, queue, selectors, socket, threading)
     for module in modules:
@@ -214,7 +215,7 @@ def _qualnames() -> dict[CodeType, str]:
                 function = getattr(member, "__func__", member)
                 code = getattr(function, "__code__", None)
                 if isinstance(code, CodeType):
-                    table.setdefault(code, function.__qualname__)
+                    table.setdefault(id(code), function.__qualname__)
     return table
 
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from .._gc import paused_gc
 from ..loops import ASYNCIO_DIR, LOOPS, ORIGINS, LoopInfo, code_name
 from ..model import Frame, Profile, Sample, ValueType
-from .frames import FRAME_CACHE, frame_stack, to_frame
+from .frames import frame_stack, to_frame
 from .thread_state import thread_state
 
 OTHER_LOOP_TIMEOUT_S = 0.25
@@ -36,12 +36,13 @@ COUNT = ValueType("goroutine", "count")
 OWN_PREFIX = "pyprof_http-"
 """Every thread and task the library starts is named so (DESIGN §3)."""
 _GatheringFuture: type = getattr(asyncio.tasks, "_GatheringFuture", asyncio.Future)
-_TASKGROUP_EXIT: frozenset[CodeType] = frozenset(
-    getattr(getattr(asyncio, "TaskGroup", None), name).__code__
+_TASKGROUP_EXIT: frozenset[int] = frozenset(
+    id(getattr(getattr(asyncio, "TaskGroup", None), name).__code__)
     for name in ("__aexit__", "_aexit")
     if hasattr(getattr(asyncio, "TaskGroup", None), name)
 )
-"""Code of the TaskGroup methods a parent task waits in (3.11+), to link it to its children."""
+"""ids of the code of the TaskGroup methods a parent task waits in (3.11+), to link it to its
+children. Module-level stdlib code lives as long as the process, so its id is stable."""
 _MAX_CHAIN = 100_000
 """Objects walked per task at most: a guard against a pathological (or cyclic) chain."""
 
@@ -219,7 +220,6 @@ def _walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
     current = asyncio.current_task(loop) if _on_thread(info) else _running_task(loop)
     now = time.monotonic()
     lookup = ORIGINS.lookup
-    cached = FRAME_CACHE.get
     thread_name = info.thread_name
     awaited_by: dict[int, list[int]] = {}
     tasks = list(asyncio.all_tasks(loop))
@@ -240,8 +240,7 @@ def _walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
                 waiting_on = _describe_wait(frames, fut_waiter, loop)
                 for child in _children(fut_waiter, frames):
                     awaited_by.setdefault(id(child), []).append(task_id)
-        stack = tuple([cached((f.f_code, f.f_lasti)) or to_frame(f)
-                       for f in frames[:-max_depth - 1:-1]])
+        stack = tuple([to_frame(f) for f in frames[:-max_depth - 1:-1]])
         if origin is None:
             out.append(TaskStack(task_id, task.get_name(), state, waiting_on, stack, thread_name))
         else:
@@ -333,13 +332,14 @@ def _children(fut: Any, frames: list[FrameType]) -> list[Any]:
         return [fut]
     if isinstance(fut, _GatheringFuture):
         return list(fut._children)  # type: ignore[attr-defined]
-    if frames and frames[-1].f_code in _TASKGROUP_EXIT:
+    if frames and id(frames[-1].f_code) in _TASKGROUP_EXIT:
         return list(getattr(frames[-1].f_locals.get("self"), "_tasks", ()))
     return []
 
 
-_ASYNCIO_NAMES: dict[CodeType, str | None] = {}
-"""Code object -> its name if it is asyncio's own code, else None (cached: code is long-lived)."""
+_ASYNCIO_NAMES: dict[int, tuple[CodeType, str | None]] = {}
+"""id(code) -> (code, its name if it is asyncio's own code, else None). Keyed by id: hashing a
+code object is slow (see frames.py); the entry keeps the code alive so the id stays its own."""
 
 
 def _asyncio_name(f: FrameType) -> str | None:
@@ -359,9 +359,11 @@ def _describe_wait(frames: list[FrameType], fut: Any, loop: asyncio.AbstractEven
     outermost_asyncio: FrameType | None = None
     outer_name = ""
     for f in reversed(frames):  # innermost first; stop at the first frame that is not asyncio
-        name = _ASYNCIO_NAMES.get(f.f_code, "")
-        if name == "":
-            name = _ASYNCIO_NAMES[f.f_code] = _asyncio_name(f)
+        code = f.f_code
+        entry = _ASYNCIO_NAMES.get(id(code))
+        if entry is None or entry[0] is not code:
+            entry = _ASYNCIO_NAMES[id(code)] = (code, _asyncio_name(f))
+        name = entry[1]
         if name is None:
             break
         outermost_asyncio, outer_name = f, name

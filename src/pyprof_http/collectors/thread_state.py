@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import linecache
 import re
-from types import CodeType, FrameType
+from types import FrameType
 
 
-def _codes() -> dict[CodeType, str]:
+def _codes() -> dict[int, str]:
     """Code objects of the stdlib functions threads block in; identity is exact on every version."""
     import concurrent.futures.thread
     import queue
@@ -38,7 +38,8 @@ def _codes() -> dict[CodeType, str]:
         selector = getattr(selectors, name, None)
         if selector is not None:
             known[selector.select] = "IO wait"
-    return {fn.__code__: state for fn, state in known.items()}  # type: ignore[attr-defined]
+    # keyed by id: hashing a code object is slow (see frames.py); stdlib code lives forever
+    return {id(fn.__code__): state for fn, state in known.items()}  # type: ignore[attr-defined]
 
 
 # Checked on the top few frames, outermost match wins, so Queue.get beats the Condition.wait
@@ -61,7 +62,7 @@ def thread_state(top: FrameType) -> str:
     for _ in range(_TOP_FRAMES_CHECKED):
         if f is None:
             break
-        state = _KNOWN_CODES.get(f.f_code, state)
+        state = _KNOWN_CODES.get(id(f.f_code), state)
         f = f.f_back
     if state is not None:
         return state

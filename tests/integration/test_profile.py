@@ -1,0 +1,336 @@
+"""``/profile`` under a real uvicorn: go tool pprof, sample rate under load, 409, disconnect,
+shutdown, and the downloads.
+
+The served app is ``cpu_service`` (an ``async def`` route that burns CPU on the event loop). A
+bounded loopback load loop in this process keeps that loop busy while profiles run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import marshal
+import os
+import pstats
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import HERE, STARTUP_TIMEOUT_S, Server, _answers, _free_port, _stop
+
+GO_TIMEOUT_S = 30
+BURN_FUNCTIONS = ("cpu_service_burn", "cpu_service_hot_loop")
+ERROR_MARKERS = ("Traceback", "ERROR", "Exception")
+
+
+# --------------------------------------------------------------------------------------------
+# The server and the load
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    server: Server
+    proc: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def serve_cpu_service(workdir: Path, *uvicorn_args: str) -> Iterator[Running]:
+    """``cpu_service:app`` under uvicorn on a free loopback port; always stopped."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for _attempt in range(3):
+        port = _free_port()
+        log = workdir / f"uvicorn-cpu-{port}.log"
+        command = [sys.executable, "-m", "uvicorn", "cpu_service:app", "--app-dir", str(HERE),
+                   "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on",
+                   "--no-access-log", "--log-level", "warning", *uvicorn_args]
+        with log.open("wb") as log_file:
+            proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                    cwd=workdir)
+        try:
+            server = Server(f"http://127.0.0.1:{port}", "/debug/pprof", "127.0.0.1", port, log)
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                if _answers(server.base_url + "/healthz"):
+                    yield Running(server, proc)
+                    return
+                time.sleep(0.05)
+            if "address already in use" not in server.log_text().lower():
+                raise AssertionError(f"uvicorn did not start:\n{server.log_text()}")
+        finally:
+            _stop(proc)
+    raise AssertionError("could not bind a free loopback port in 3 attempts")
+
+
+@pytest.fixture(scope="module")
+def cpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with serve_cpu_service(tmp_path_factory.mktemp("cpu-server")) as running:
+        yield running
+
+
+def client(server: Server, timeout: float = 30) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, timeout=timeout, trust_env=False)
+
+
+@contextlib.contextmanager
+def load(server: Server, workers: int = 3, burn_ms: int = 5,
+         max_seconds: float = 15) -> Iterator[list[int]]:
+    """Keep ``/burn`` busy from ``workers`` threads (keep-alive) until the block ends (bounded
+    by ``max_seconds``); yields the per-worker request counts."""
+    stop = threading.Event()
+    counts = [0] * workers
+    deadline = time.monotonic() + max_seconds
+
+    def worker(index: int) -> None:
+        with client(server, timeout=10) as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                http.get("/burn", params={"ms": burn_ms}).raise_for_status()
+                counts[index] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"load-{i}", daemon=True)
+               for i in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)  # the loop is busy before the profile starts
+        yield counts
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert sum(counts) > 0, "the load generator made no request"
+
+
+def sampler_header(response: httpx.Response) -> dict[str, str]:
+    """``X-Pyprof-Sampler: driver=signal; requested_hz=100; achieved_hz=99.1`` as a dict."""
+    parts = (item.strip().split("=", 1) for item in response.headers["X-Pyprof-Sampler"].split(";"))
+    return {key: value for key, value in parts}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def assert_clean_log(server: Server) -> None:
+    text = server.log_text()
+    assert not any(marker in text for marker in ERROR_MARKERS), text
+
+
+# --------------------------------------------------------------------------------------------
+# go tool pprof
+# --------------------------------------------------------------------------------------------
+
+
+def go_pprof(go: str, home: Path, *args: str) -> str:
+    env = {**os.environ, "HOME": str(home), "PPROF_TMPDIR": str(home / "saved"),
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env.pop("PPROF_BINARY_PATH", None)
+    result = subprocess.run([go, "tool", "pprof", *args], capture_output=True, text=True,
+                            env=env, timeout=GO_TIMEOUT_S, check=False)
+    assert result.returncode == 0, (
+        f"go tool pprof exited {result.returncode}\nstdout:\n{result.stdout}\n"
+        f"stderr:\n{result.stderr}")
+    return result.stdout
+
+
+@pytest.mark.parametrize(("mode", "type_line"),
+                         [("cpu", "Type: cpu"), ("wall", "Type: wall"), ("tracing", "Type: wall")])
+def test_go_pprof_top_reads_each_mode(go_binary: str, tmp_path: Path, cpu_server: Running,
+                                      mode: str, type_line: str) -> None:
+    server = cpu_server.server
+    with load(server):
+        out = go_pprof(go_binary, tmp_path, "-top",
+                       server.url(f"/profile?seconds=2&mode={mode}"))
+    assert type_line in out, out
+    assert "Duration: 2" in out, out
+    for name in BURN_FUNCTIONS:
+        assert re.search(rf"\s{name}$", out, re.MULTILINE), (name, out)
+    assert_clean_log(server)
+
+
+def test_go_pprof_seconds_flag(go_binary: str, tmp_path: Path, cpu_server: Running) -> None:
+    server = cpu_server.server
+    env_home = tmp_path
+    with load(server):
+        started = time.monotonic()
+        out = go_pprof(go_binary, env_home, "-seconds=2", "-top", server.url("/profile"))
+        elapsed = time.monotonic() - started
+    assert 2 <= elapsed < 15, elapsed
+    assert "Type: cpu" in out and "Duration: 2" in out, out
+    assert re.search(r"\scpu_service_hot_loop$", out, re.MULTILINE), out
+
+
+# --------------------------------------------------------------------------------------------
+# Sample rate under a busy event loop
+# --------------------------------------------------------------------------------------------
+
+
+def test_busy_event_loop_keeps_the_requested_rate(cpu_server: Running) -> None:
+    """The reason for the signal driver: a sampler thread gets 0.5-3.5 ticks/s here."""
+    server, pid = cpu_server.server, cpu_server.proc.pid
+    with load(server) as counts, client(server) as http:
+        wall = http.get(server.url("/profile"), params={"seconds": "2", "mode": "wall"})
+        cpu_before = process_cpu_seconds(pid)
+        cpu = http.get(server.url("/profile"), params={"seconds": "2", "mode": "cpu"})
+        server_cpu = process_cpu_seconds(pid) - cpu_before
+    assert wall.status_code == cpu.status_code == 200
+    assert sum(counts) > 100, counts
+    wall_rate, cpu_rate = sampler_header(wall), sampler_header(cpu)
+    assert wall_rate["driver"] == cpu_rate["driver"] == "signal"
+    assert float(wall_rate["achieved_hz"]) >= 80, wall_rate
+    # ITIMER_PROF counts the process's CPU time: ticks per CPU second is the rate it keeps
+    ticks = float(cpu_rate["achieved_hz"]) * 2
+    per_cpu_second = ticks / server_cpu
+    print(f"wall mode {wall_rate['achieved_hz']} Hz; cpu mode {cpu_rate['achieved_hz']} Hz "
+          f"over wall time, {per_cpu_second:.0f} per second of server CPU ({server_cpu:.2f} s)")
+    assert server_cpu > 1.0, f"the load did not keep the server busy: {server_cpu:.2f} s CPU"
+    assert per_cpu_second >= 80, (per_cpu_second, cpu_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Guards: one at a time, disconnect, shutdown
+# --------------------------------------------------------------------------------------------
+
+
+def test_second_concurrent_profile_is_409_at_once(cpu_server: Running) -> None:
+    server = cpu_server.server
+    first: list[httpx.Response] = []
+
+    def run_first() -> None:
+        with client(server) as http:
+            first.append(http.get(server.url("/profile"), params={"seconds": "2",
+                                                                 "mode": "wall"}))
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    time.sleep(0.4)
+    with client(server) as http:
+        started = time.monotonic()
+        second = http.get(server.url("/profile"), params={"seconds": "1", "mode": "tracing"})
+        elapsed = time.monotonic() - started
+    thread.join(10)
+    assert second.status_code == 409, second.text
+    assert elapsed < 0.5, elapsed
+    assert second.headers["X-Go-Pprof"] == "1"
+    assert second.headers["content-type"].startswith("text/plain")
+    assert second.text.startswith("a wall profile is already running"), second.text
+    assert first and first[0].status_code == 200, first
+
+
+def test_disconnect_mid_profile_frees_the_slot_within_1s(cpu_server: Running) -> None:
+    server = cpu_server.server
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(f"GET {server.prefix}/profile?seconds=30 HTTP/1.1\r\n"
+                     f"Host: {server.host}\r\n\r\n".encode())
+        time.sleep(0.5)  # profiling
+    time.sleep(1.0)
+    with client(server) as http:
+        after = http.get(server.url("/profile"), params={"seconds": "1", "mode": "wall"})
+    assert after.status_code == 200, after.text
+    assert_clean_log(server)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_shutdown_mid_profile_exits_within_a_few_seconds(tmp_path: Path,
+                                                         signum: signal.Signals) -> None:
+    """No ``--timeout-graceful-shutdown``: uvicorn would wait for the 30 s profile to end."""
+    with serve_cpu_service(tmp_path) as running:
+        server, proc = running.server, running.proc
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(f"GET {server.prefix}/profile?seconds=30 HTTP/1.1\r\n"
+                         f"Host: {server.host}\r\n\r\n".encode())
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signum)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running 10 s after {signum.name}:\n{server.log_text()}")
+            exit_seconds = time.monotonic() - started
+            received = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    received += chunk
+    assert exit_seconds < 3, f"{exit_seconds:.1f} s to exit after {signum.name}"
+    # uvicorn re-raises the signal it stopped on after a graceful shutdown: SIGTERM gives -15
+    assert proc.returncode in (0, -signum), (proc.returncode, server.log_text())
+    # the profile ended early and was still delivered
+    assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+    assert_clean_log(server)
+
+
+# --------------------------------------------------------------------------------------------
+# Other formats over HTTP
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def one_burn(server: Server, ms: int = 700) -> Iterator[None]:
+    thread = threading.Thread(target=lambda: client(server).get("/burn", params={"ms": ms}))
+    time_to_start = 0.2
+    timer = threading.Timer(time_to_start, thread.start)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+        thread.join(10)
+
+
+def test_pyinstrument_html(cpu_server: Running) -> None:
+    server = cpu_server.server
+    with one_burn(server), client(server) as http:
+        response = http.get(server.url("/profile"),
+                            params={"seconds": "1", "format": "pyinstrument"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Content-Security-Policy" in response.headers
+    assert "pyinstrument" in response.text.lower()
+    assert "cpu_service_burn" in response.text
+
+
+def test_tracing_callgrind_download(cpu_server: Running) -> None:
+    server = cpu_server.server
+    with one_burn(server, 300), client(server) as http:
+        response = http.get(server.url("/profile"),
+                            params={"seconds": "1", "mode": "tracing", "format": "callgrind"})
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Disposition"].startswith("attachment; filename=")
+    assert "callgrind" in response.headers["Content-Disposition"]
+    text = response.content.decode()
+    assert "events:" in text and "fn=" in text
+    assert "cpu_service_hot_loop" in text
+
+
+def test_tracing_pstats_download_loads(cpu_server: Running, tmp_path: Path) -> None:
+    server = cpu_server.server
+    with one_burn(server, 300), client(server) as http:
+        response = http.get(server.url("/profile"), params={"seconds": "1", "mode": "tracing",
+                                                            "clock": "cpu", "format": "pstats"})
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Disposition"].startswith("attachment; filename=")
+    path = tmp_path / "profile.pstats"
+    path.write_bytes(response.content)
+    assert isinstance(marshal.loads(response.content), dict)
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("tottime").print_stats(5)
+    assert "cpu_service_hot_loop" in out.getvalue(), out.getvalue()
+
+
+@pytest.mark.parametrize("query", ["format=callgrind", "mode=wall&format=pstats"])
+def test_tracing_only_formats_refuse_sampling_modes(cpu_server: Running, query: str) -> None:
+    with client(cpu_server.server) as http:
+        response = http.get(cpu_server.server.url(f"/profile?seconds=1&{query}"))
+    assert response.status_code == 400
+    assert "mode=tracing" in response.text or "tracing" in response.text

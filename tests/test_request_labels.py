@@ -1,0 +1,163 @@
+"""Route and X-Request-ID reach the CPU samples taken while a request runs.
+
+A real request goes through ``pyprof_http.install``'s middleware in-process (httpx's
+ASGITransport) while ``/debug/pprof/profile`` samples the same loop. Before Python 3.12 a task's
+context cannot be read from outside, so only the task the request runs in is labelled there; from
+3.12 the tasks it spawns carry the request too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+import pyprof_http
+from pyprof_http import request_labels
+from pyprof_http.request_labels import enter, leave, route_of, task_request
+
+BURN_SECONDS = 1.0
+CONTEXT_READABLE = sys.version_info >= (3, 12)
+
+
+def labels_burn_cpu(seconds: float) -> int:
+    """Holds the loop (an ``async def`` route doing CPU work): the sampler interrupts it."""
+    end = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < end:
+        total += sum(range(200))
+    return total
+
+
+async def labels_child_task(seconds: float) -> int:
+    return labels_burn_cpu(seconds)
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, int]:
+        labels_burn_cpu(BURN_SECONDS)
+        return {"item_id": item_id}
+
+    @app.get("/spawn/{n}")
+    async def spawn(n: int) -> dict[str, int]:
+        child = asyncio.create_task(labels_child_task(BURN_SECONDS / 2), name="labels-child")
+        return {"n": await child}
+
+    pyprof_http.install(app)  # a FastAPI app is changed in place
+    return app
+
+
+def profile_during(path: str, request_id: str) -> tuple[dict[str, Any], httpx.Response]:
+    """Run ``GET path`` (task ``labels-request``) inside a 1 s wall profile; return both."""
+    app = make_app()
+
+    async def main() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            profile = asyncio.create_task(client.get(
+                "/debug/pprof/profile",
+                params={"seconds": "1", "mode": "wall", "format": "json"}))
+            await asyncio.sleep(0.05)  # the sampler is running
+            request = asyncio.create_task(
+                client.get(path, headers={"X-Request-ID": request_id}), name="labels-request")
+            return await profile, await request
+
+    profile, response = asyncio.run(main())
+    assert profile.status_code == 200, profile.text
+    assert response.status_code == 200, response.text
+    assert "driver=signal" in profile.headers["X-Pyprof-Sampler"]
+    return profile.json(), response
+
+
+def labels_of_burning_samples(data: dict[str, Any]) -> Counter[tuple[tuple[str, Any], ...]]:
+    found: Counter[tuple[tuple[str, Any], ...]] = Counter()
+    for sample in data["samples"]:
+        if any(frame["function"] == "labels_burn_cpu" for frame in sample["stack"]):
+            found[tuple(sorted(sample["labels"].items()))] += sample["values"][0]
+    return found
+
+
+def test_route_template_and_request_id_label_samples_of_the_request() -> None:
+    data, _ = profile_during("/items/42", "req-7f3a")
+    found = labels_of_burning_samples(data)
+    assert sum(found.values()) >= 50, f"expected ~100 samples of the 1 s burn: {found}"
+    assert found == {
+        (("request_id", "req-7f3a"), ("route", "/items/{item_id}"),
+         ("task", "labels-request"), ("thread", "MainThread")): sum(found.values()),
+    }, found
+    # samples outside the request have no request labels
+    other = [s["labels"] for s in data["samples"]
+             if not any(f["function"] == "labels_burn_cpu" for f in s["stack"])]
+    assert other and all("request_id" not in labels for labels in other
+                         if labels.get("task") != "labels-request")
+
+
+def test_tasks_spawned_by_a_request_are_labelled_from_3_12() -> None:
+    data, response = profile_during("/spawn/1", "req-child")
+    assert response.json()["n"] > 0
+    found = labels_of_burning_samples(data)
+    assert sum(found.values()) >= 20, found
+    labels = [dict(key) for key in found]
+    assert all(item["task"] == "labels-child" and item["thread"] == "MainThread"
+               for item in labels), labels
+    if CONTEXT_READABLE:
+        assert all(item.get("route") == "/spawn/{n}" and item.get("request_id") == "req-child"
+                   for item in labels), labels
+    else:  # only the request's own task is known there
+        assert all("route" not in item and "request_id" not in item for item in labels), labels
+
+
+def test_enter_and_leave_mark_the_current_task() -> None:
+    scope = {"type": "http", "path": "/raw/path", "headers": [(b"x-request-id", b"abc")]}
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        assert task_request(task) is None
+        entered = enter(scope)
+        assert task_request(task) == ("/raw/path", "abc")
+        leave(entered)
+        assert task_request(task) is None
+        assert request_labels.CURRENT_REQUEST.get() is None
+        assert request_labels._BY_TASK == {}
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(b"plain-id", "plain-id"), (b"a\x1b[31mb\x00c", "a[31mbc"), (b"x" * 500, "x" * 128),
+     (b"caf\xe9", "caf\xe9")],
+)
+def test_request_id_is_bounded_and_printable(header: bytes, expected: str) -> None:
+    scope = {"type": "http", "path": "/", "headers": [(b"x-request-id", header)]}
+
+    async def main() -> tuple[str, str] | None:
+        entered = enter(scope)
+        try:
+            task = asyncio.current_task()
+            assert task is not None
+            return task_request(task)
+        finally:
+            leave(entered)
+
+    assert asyncio.run(main()) == ("/", expected)
+
+
+def test_route_of_prefers_the_template_and_falls_back_to_the_path() -> None:
+    class FakeRoute:
+        path = "/orders/{order_id}"
+
+    assert route_of({"path": "/orders/9", "route": FakeRoute()}) == "/orders/{order_id}"
+    assert route_of({"path": "/orders/9"}) == "/orders/9"
+    assert route_of({"path": "/x", "route": object()}) == "/x"
+    assert route_of({}) == ""
