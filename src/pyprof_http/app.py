@@ -126,6 +126,9 @@ class PprofApp:
                 await wait(query.seconds)
                 after = await spec.collect(context)
             capture = ProfileCapture(subtract(after.profile, before.profile))
+        elif query.seconds is not None and spec.window:
+            with self._window(spec.name):
+                capture = await spec.collect(context)
         else:
             capture = await spec.collect(context)
         rendered = await render_in_thread(spec.formats[fmt].render, capture, spec.name)

@@ -88,7 +88,7 @@ class ProfileQuery(BaseModel):
     @classmethod
     def _seconds(cls, value: Any, info: ValidationInfo) -> int:
         spec, settings = _context(info)
-        if not spec.delta and spec.duration is None:
+        if not spec.delta and spec.duration is None and not spec.window:
             raise ValueError(f"not supported by {spec.name}")
         limit = settings.max_profile_seconds
         number = _whole(value, 1, limit)

@@ -67,7 +67,7 @@ class IndexRow:
 
     name: str
     description: str
-    count: int | None
+    count: int | str | None
     formats: Sequence[str]
     """Formats to link to, in the order shown; empty for a pseudo profile linked as is."""
     record: RecordForm | None = None
@@ -109,7 +109,7 @@ def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
             f"{escape(f)}</a>"
             for f in row.formats
         ) or f"<a href='{name}'>view</a>"
-        count = "" if row.count is None else str(row.count)
+        count = "" if row.count is None else escape(str(row.count))
         main_link = f"{name}?debug=1" if "text" in row.formats else name
         body.append(
             f"<tr><td class=count>{count}</td><td><a href='{main_link}'>{escape(row.name)}</a></td>"
