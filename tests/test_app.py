@@ -89,7 +89,8 @@ def _matrix() -> list[tuple[str, str, int, str, str | None]]:
             continue
         # a duration profile records for real: one second, in wall mode unless the format
         # needs another (an idle test process has no CPU samples to show)
-        base = "seconds=1&" if spec.duration is not None else ""
+        # heap without tracing on answers 412 (tested below): ask it for a one-second window
+        base = "seconds=1&" if spec.duration is not None or spec.name == "heap" else ""
         default_mode = "mode=wall&" if "mode" in spec.params else ""
         valid = {default_mode: spec.default_format}
         for name, fmt in spec.formats.items():
@@ -110,6 +111,7 @@ def _matrix() -> list[tuple[str, str, int, str, str | None]]:
                     "mode=tracing&format=pyinstrument"]
         else:
             bad += ["mode=cpu", "hz=100"]
+        bad += ["gc=2", "gc=x"] if "gc" in spec.params else ["gc=1"]
         for query in bad:
             rows.append((path, query, 400, TEXT, None))
     rows += [("/nope", "", 404, TEXT, None), ("/goroutine/", "", 404, TEXT, None),
@@ -477,3 +479,25 @@ def test_starlette_install_bare_prefix_under_a_root_path() -> None:
     status, headers, _ = asyncio.run(_asgi(app, "/svc/debug/pprof", root_path="/svc"))
     assert status in (301, 307, 308)
     assert urlsplit(headers["location"]).path == "/svc/debug/pprof/"
+
+
+def test_heap_without_tracing_is_412_with_how_to() -> None:
+    import tracemalloc
+
+    assert not tracemalloc.is_tracing()
+    response = get(APP, "/debug/pprof/heap?debug=1")
+    assert response.status_code == 412
+    assert response.headers["x-go-pprof"] == "1"
+    assert "?seconds=N" in response.text and "PYPROF_HEAP_TRACE_AT_START" in response.text
+    assert response.text.count("\n") == 1
+
+
+def test_heap_window_then_tracing_is_off_again() -> None:
+    import tracemalloc
+
+    response = get(APP, "/debug/pprof/heap?seconds=1&gc=1&debug=1")
+    assert response.status_code == 200, response.text
+    assert response.text.startswith("heap profile: ")
+    assert not tracemalloc.is_tracing()
+    again = get(APP, "/debug/pprof/heap?seconds=1")  # the window's slot was released
+    assert again.status_code == 200

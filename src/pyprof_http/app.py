@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
+from .collectors import heap
 from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
 from .lifecycle import LifecycleMiddleware
@@ -45,6 +46,8 @@ class PprofApp:
         if unknown:
             raise ConfigError(f"profiles lists unknown names: {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(BY_NAME))}")
+        if self.settings.heap_trace_at_start:
+            heap.start_at_startup(self.settings.heap_frames)
         self._guarded = AuthMiddleware(self._serve_http, self.settings)
         self._windows: Counter[str] = Counter()
 

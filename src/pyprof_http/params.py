@@ -49,6 +49,15 @@ class ProfileQuery(BaseModel):
     mode: Literal["cpu", "wall", "tracing"] = Field(default="cpu", description="profile kind")
     hz: int = Field(default=DEFAULT_HZ, description="samples per second (cpu and wall)")
     clock: Literal["cpu", "wall"] = Field(default="wall", description="tracing clock")
+    gc: int | None = Field(default=None, description="1: run the garbage collector first")
+
+    @field_validator("gc", mode="before")
+    @classmethod
+    def _gc(cls, value: Any) -> int:
+        number = _whole(value, 0, 1)
+        if number is None:
+            raise ValueError("must be 0 or 1")
+        return number
 
     @field_validator("mode", "clock", mode="before")
     @classmethod

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._waiting import render_in_thread
-from .collectors import cpu, objects, stacks
+from .collectors import cpu, heap, objects, stacks
 from .collectors.session import SESSIONS
 from .collectors.tracing import Tracer
 from .config import Settings
+from .errors import PreconditionFailed
 from .model import Profile
 from .pprof.encode import render_pprof
 from .render import Rendered, utf8
@@ -25,6 +26,7 @@ from .render.callgrind import render_callgrind
 from .render.dump import render_dump
 from .render.flamegraph import render_flamegraph
 from .render.folded import render_folded
+from .render.heap_text import render_heap_text
 from .render.objects_text import render_objects_text
 from .render.profile_json import render_json
 from .render.pstats_out import render_pstats
@@ -142,6 +144,33 @@ async def _collect_cpu(context: CollectContext) -> Capture:
                                 lambda s: context.wait(s, stop))
 
 
+def _heap_count() -> str:
+    """The index shows what tracing costs in memory, since it is the reason it is off."""
+    if not heap.is_tracing():
+        return "off"
+    state = heap.read_state()
+    return (f"{state.traced_current / 2**20:.1f} MiB traced "
+            f"(+{state.tracemalloc_memory / 2**20:.1f} MiB)")
+
+
+async def _collect_heap(context: CollectContext) -> Capture:
+    query, settings = context.query, context.settings
+    gc_first = query.gc == 1
+    if query.seconds is None:
+        if not heap.is_tracing():
+            raise PreconditionFailed(heap.NOT_TRACING_REASON)
+        return await render_in_thread(heap.snapshot_profile, "", gc_first)
+    with SESSIONS.claim("heap", "heap window", query.seconds) as stop:
+        return await heap.trace_window(query.seconds, settings.heap_frames,
+                                       lambda s: context.wait(s, stop), gc_first=gc_first)
+
+
+def _render_heap_text(capture: Capture, name: str) -> Rendered:
+    if not isinstance(capture, heap.HeapCapture):  # the footer needs tracemalloc's figures
+        raise TypeError("the heap text needs a heap capture")
+    return render_heap_text(capture, name)
+
+
 def _render_objects_text(capture: Capture, name: str) -> Rendered:
     if not isinstance(capture, objects.ObjectsCapture):  # the table needs the per-type rows
         raise TypeError("the objects table needs an objects capture")
@@ -196,6 +225,18 @@ PROFILES: tuple[ProfileSpec, ...] = (
         },
         duration=30,
         params=frozenset({"debug", "format", "seconds", "mode", "hz", "clock"}),
+    ),
+    ProfileSpec(
+        name="heap",
+        description="Live memory by allocation site (tracemalloc): what was allocated and is "
+        "still live. Tracing slows allocation x3-x30 (1-32 frames), so it is off unless "
+        "started at startup (PYPROF_HEAP_TRACE_AT_START=1); seconds=N traces a window and "
+        "stops. gc=1 collects first. The count column shows tracemalloc's memory.",
+        collect=_collect_heap,
+        formats={**_profile_formats(), "text": Format(_render_heap_text)},
+        count=_heap_count,
+        window=True,
+        params=frozenset({"debug", "format", "seconds", "gc"}),
     ),
     ProfileSpec(
         name="objects",

@@ -110,3 +110,19 @@ def test_module_frames_keep_their_name(go_binary: str, home: Path, server: Serve
     out = ok(go_pprof(go_binary, home, "-top", server.url("/goroutine")))
     assert "<unknown>" not in out
     assert any(line.split()[-1:] == ["<module>"] for line in out.splitlines()), out
+
+
+def test_heap_window_and_objects_read_by_pprof(go_binary: str, home: Path,
+                                               server: Server) -> None:
+    # a window traces what the service allocates while it runs; /heap/... stays off after it
+    out = ok(go_pprof(go_binary, home, "-top", "-sample_index=inuse_space",
+                      server.url("/heap?seconds=1")))
+    assert "Type: inuse_space" in out
+    assert "pyprof_http heap window" in out  # our comment, printed first by pprof
+    objects = ok(go_pprof(go_binary, home, "-top", "-sample_index=space",
+                          server.url("/objects")))
+    assert "Type: space" in objects
+    assert "dict" in objects  # every Python heap has dicts
+    not_tracing = go_pprof(go_binary, home, "-top", server.url("/heap"))
+    assert not_tracing.returncode != 0
+    assert "412" in not_tracing.stderr and "seconds=N" in not_tracing.stderr

@@ -1,0 +1,249 @@
+"""Live heap by allocation traceback, from tracemalloc: the ``heap`` endpoint.
+
+tracemalloc is the stdlib's only source of allocation sites and slows allocation-heavy code x3
+to x30 while on (benchmarks/heap.py), so it is never left on behind anyone's back: either it
+already traces (the app started it, or ``PYPROF_HEAP_TRACE_AT_START``) and a request takes a
+snapshot, or a request traces a window of N seconds and stops. Tracing someone else started is
+never stopped, reset or cleared. tracemalloc is process-global, so any thread may call it;
+``take_snapshot`` is one C call holding the GIL (~0.5 s per million blocks: the loop stalls that
+long wherever it runs); grouping yields the GIL: run it off the loop (:func:`trace_window` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import gc
+import importlib.util
+import marshal
+import os
+import time
+import tokenize
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from inspect import CO_OPTIMIZED
+from types import CodeType
+from typing import Final, Literal
+
+from .._waiting import render_in_thread
+from ..errors import PreconditionFailed
+from ..model import Frame, Profile, Sample, ValueType, frame
+
+Mode = Literal["snapshot", "window"]
+RawTraceback = tuple[tuple[str, int], ...]
+"""tracemalloc's raw traceback: (filename, line) pairs, innermost (most recent call) first."""
+Sites = dict[RawTraceback, tuple[int, int]]
+"""Live blocks grouped by traceback: (bytes, count)."""
+
+NOT_TRACING_REASON: Final = ("heap tracing is off: ask for a window with ?seconds=N (tracemalloc "
+                              "slows allocation x10-x30 while on), or start it at startup with "
+                              "PYPROF_HEAP_TRACE_AT_START=1")
+COST_NOTE: Final = "tracing slows allocating code x3-x10 with 1 frame, x18-x30 with 25-32 frames"
+INUSE_OBJECTS: Final = ValueType("inuse_objects", "count")
+INUSE_SPACE: Final = ValueType("inuse_space", "bytes")
+SPACE: Final = ValueType("space", "bytes")
+_PACKAGE: Final = os.path.dirname(os.path.dirname(__file__))
+FILTERS: Final = (tracemalloc.Filter(False, tracemalloc.__file__),
+                  tracemalloc.Filter(False, os.path.join(_PACKAGE, "*")))
+"""Blocks that tracemalloc (its snapshots) or this library allocated are not the app's. Only the
+innermost frame is matched: the app's handlers run under our middleware, so hold our frames."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceState:
+    """tracemalloc's own figures, read when the snapshot was taken (before a window stops)."""
+
+    frames_limit: int
+    traced_current: int
+    traced_peak: int
+    tracemalloc_memory: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeapCapture:
+    """A heap profile and how it was taken; the text view shows ``state`` as Go's MemStats."""
+
+    profile: Profile
+    mode: Mode
+    state: TraceState
+
+
+def is_tracing() -> bool:
+    """Whether ``/heap`` without ``seconds`` can answer (else 412)."""
+    return tracemalloc.is_tracing()
+
+
+def start_at_startup(frames: int) -> None:
+    """``PYPROF_HEAP_TRACE_AT_START``: trace from now on. Tracing that is on is left as it is."""
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(frames)
+
+
+def read_state() -> TraceState:
+    """tracemalloc's own figures now (its memory use is shown with every heap profile)."""
+    current, peak = tracemalloc.get_traced_memory()
+    return TraceState(tracemalloc.get_traceback_limit(), current, peak,
+                      tracemalloc.get_tracemalloc_memory())
+
+
+def take_snapshot(gc_first: bool = False) -> tuple[tracemalloc.Snapshot, TraceState]:
+    """Live traced blocks (after ``gc.collect()`` when asked) and tracemalloc's figures, read
+    first so the snapshot's own memory is not in them."""
+    if not tracemalloc.is_tracing():
+        raise PreconditionFailed(NOT_TRACING_REASON)
+    if gc_first:
+        gc.collect()
+    state = read_state()
+    try:
+        return tracemalloc.take_snapshot(), state
+    except RuntimeError as error:  # stopped by the app meanwhile
+        raise PreconditionFailed("heap tracing was stopped while the profile was taken") from error
+
+
+def group_sites(snapshot: tracemalloc.Snapshot) -> Sites:
+    """Bytes and blocks per traceback, less :data:`FILTERS`' blocks. ``statistics()`` takes 3 s
+    per million blocks and ``filter_traces`` 5 s, allocating while traced; this appends sizes to
+    lists (no object per block), sums in C, and filters distinct tracebacks, not blocks."""
+    raw = getattr(snapshot.traces, "_traces", None) or [  # else public, oldest frame first
+        (0, t.size, tuple((f.filename, f.lineno) for f in reversed(t.traceback)))
+        for t in snapshot.traces]
+    groups: dict[RawTraceback, list[int]] = {}
+    get = groups.get
+    for trace in raw:
+        stack = trace[2]
+        sizes = get(stack)
+        if sizes is None:
+            groups[stack] = sizes = []
+        sizes.append(trace[1])
+    return {stack: (sum(sizes), len(sizes)) for stack, sizes in groups.items()
+            if not stack or not _excluded(stack[0][0])}
+
+
+def growth(after: Sites, before: Sites) -> Sites:
+    """Per traceback, what ``after`` holds beyond ``before`` (net: blocks freed and allocated
+    again at one site cancel out); sites that did not grow are left out."""
+    old = {stack: before.get(stack, (0, 0)) for stack in after}
+    return {stack: (size - old[stack][0], max(0, count - old[stack][1]))
+            for stack, (size, count) in after.items() if size > old[stack][0]}
+
+
+def build_profile(sites: Sites, state: TraceState, *, mode: Mode, note: str,
+                  time_ns: int, duration_ns: int = 0) -> Profile:
+    """Sites as a pprof heap profile, stacks innermost first (pypprof writes tracemalloc's
+    oldest-first order, so ``go tool pprof`` blames ``_bootstrap`` for everything)."""
+    frames: dict[tuple[str, int], Frame] = {}
+    samples = []
+    for stack, (size, count) in sites.items():
+        model: list[Frame] = []
+        for i, site in enumerate(stack):
+            if i and site == stack[i - 1]:  # 3.11's comprehension frame: its function's line
+                continue
+            found = frames.get(site)
+            if found is None:
+                found = frames[site] = frame(function_at(*site), *site)
+            model.append(found)
+        samples.append(Sample(tuple(model), (count, size)))
+    samples.sort(key=lambda s: -s.values[1])
+    comments = (f"pyprof_http heap {mode}: live blocks by allocation traceback, "
+                f"{state.frames_limit} frames deep; {note}", COST_NOTE,
+                f"tracemalloc's own memory: {state.tracemalloc_memory} bytes; traced now "
+                f"{state.traced_current} bytes, peak {state.traced_peak} bytes")
+    return Profile((INUSE_OBJECTS, INUSE_SPACE), tuple(samples), SPACE, 1, time_ns, duration_ns,
+                   comments, default_sample_type=INUSE_SPACE.type)
+
+
+def snapshot_profile(frames_note: str, gc_first: bool) -> HeapCapture:
+    """Everything live now, while tracing is on (else 412). Sync: run it off the event loop."""
+    stamp = time.time_ns()
+    snapshot, state = take_snapshot(gc_first)
+    sites = group_sites(snapshot)
+    del snapshot  # a million traces are ~100 MB: free them before building the profile
+    profile = build_profile(sites, state, mode="snapshot", note=frames_note, time_ns=stamp)
+    return HeapCapture(profile, "snapshot", state)
+
+
+async def trace_window(seconds: float, frames: int, wait: Callable[[float], Awaitable[None]],
+                       gc_first: bool = False) -> HeapCapture:
+    """What was allocated during ``seconds`` and is still live at the end. Tracing off: trace
+    with ``frames`` frames for the window only, stopping whatever ends it (disconnect, shutdown,
+    cancellation). Tracing on: leave it be; report growth between snapshots at both ends."""
+    started_here = not tracemalloc.is_tracing()
+    before: Sites | None = None
+    stamp, started = time.time_ns(), time.monotonic_ns()
+    note = f"window of {seconds:g} s: " + (
+        f"tracing started for it with {frames} frames and stopped" if started_here
+        else "tracing was already on and is left untouched; net growth per traceback")
+    if started_here:
+        tracemalloc.start(frames)
+    try:
+        if not started_here:
+            before = await render_in_thread(lambda: group_sites(take_snapshot()[0]))
+        await wait(seconds)
+        snapshot, state = await render_in_thread(take_snapshot, gc_first)
+    finally:
+        if started_here:
+            tracemalloc.stop()
+    duration = time.monotonic_ns() - started
+    profile = await render_in_thread(lambda: build_profile(
+        group_sites(snapshot) if before is None else growth(group_sites(snapshot), before),
+        state, mode="window", note=note, time_ns=stamp, duration_ns=duration))
+    return HeapCapture(profile, "window", state)
+
+
+_SCOPES: dict[str, dict[int, str] | None] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _excluded(filename: str) -> bool:
+    return any(fnmatch.fnmatch(filename, f.filename_pattern) != f.inclusive for f in FILTERS)
+
+
+def function_at(filename: str, line: int) -> str:
+    """The function a line runs in, as ``co_qualname`` (``Cls.method``, ``f.<locals>.g``):
+    tracemalloc keeps only file and line, and pprof needs functions. Read once per file from
+    its code objects, so lines map exactly as Python's own frames do; lambdas and
+    comprehensions count as their function. The file's name when there is no code."""
+    if filename not in _SCOPES:
+        if len(_SCOPES) >= 1024:  # bounded in a long-lived process
+            _SCOPES.clear()
+        code = _module_code(filename)
+        _SCOPES[filename] = None if code is None else _line_names(code, "<module>", {})
+    names = _SCOPES[filename]
+    return filename if names is None else names.get(line, "<module>")
+
+
+def _line_names(code: CodeType, qualname: str, names: dict[int, str]) -> dict[int, str]:
+    for _, _, line in code.co_lines():  # the enclosing code claims a line first (def lines)
+        if line is not None:
+            names.setdefault(line, qualname)
+    inside = qualname + ("." if not code.co_flags & CO_OPTIMIZED else ".<locals>.")
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            anonymous = const.co_name.startswith("<")
+            child = qualname if anonymous else getattr(const, "co_qualname", None) or (
+                const.co_name if qualname == "<module>" else inside + const.co_name)
+            _line_names(const, child, names)
+    return names
+
+
+def _module_code(filename: str) -> CodeType | None:
+    """The file's code from its fresh ``.pyc``, else compiled: a snapshot runs while tracing is
+    on, where compiling a file allocates ~20x more than loading its bytecode."""
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError, NotImplementedError):
+        stat = os.stat(filename)
+        with open(importlib.util.cache_from_source(filename), "rb") as cached:
+            data = cached.read()
+        stamp = (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF)
+        fresh = data[4:8] != b"\0\0\0\0" or stamp == (  # hash-based .pyc: trusted as import does
+            int.from_bytes(data[8:12], "little"), int.from_bytes(data[12:16], "little"))
+        if data[:4] == importlib.util.MAGIC_NUMBER and fresh:
+            code = marshal.loads(data[16:])  # noqa: S302 -- the .pyc import itself trusts
+            if isinstance(code, CodeType):
+                return code
+    try:
+        with tokenize.open(filename) as source:
+            return compile(source.read(), filename, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,93 @@
+"""Go's ``heap?debug=1`` text for a tracemalloc capture, so "what holds memory?" needs only curl.
+
+Go writes ``heap profile: INUSE_OBJS: INUSE_BYTES [ALLOC_OBJS: ALLOC_BYTES] @ heap/RATE``, then
+one record per stack sorted by in-use bytes, then ``# runtime.MemStats`` as ``# Key = value``.
+tracemalloc only knows blocks that are still live, so the allocation pair is written ``[0: 0]``
+(a comment says why: the shape stays the one Go readers and parsers know) and the rate is 1,
+because every block is traced rather than sampled. Frames are innermost first, with the same
+stable frame ids as the other text views; the footer gives tracemalloc's own figures, since
+tracing itself costs memory. Only the heaviest records are written: a heap of a million blocks
+may have a hundred thousand distinct tracebacks, and nobody reads past the first screens.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Final
+
+from ..collectors.heap import HeapCapture
+from ..model import Frame
+from . import Rendered, utf8
+from .text import TEXT_PLAIN, frame_id
+
+MAX_RECORDS: Final = 1000
+_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
+def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
+    """The capture as Go's heap debug=1 text, the top :data:`MAX_RECORDS` records by bytes."""
+    profile = capture.profile
+    objects_at = profile.value_index("inuse_objects")
+    bytes_at = profile.value_index("inuse_space")
+    groups: dict[tuple[Frame, ...], list[int]] = {}
+    for sample in profile.samples:
+        group = groups.setdefault(sample.stack, [0, 0])
+        group[0] += sample.values[objects_at]
+        group[1] += sample.values[bytes_at]
+    total_objects = sum(g[0] for g in groups.values())
+    total_bytes = sum(g[1] for g in groups.values())
+    top = heapq.nsmallest(
+        MAX_RECORDS, groups.items(),
+        key=lambda item: (-item[1][1], -item[1][0], [tuple(f) for f in item[0]]),
+    )
+    out = [
+        f"{name} profile: {total_objects}: {total_bytes} [0: 0] @ heap/1",
+        "# tracemalloc sees only live blocks: counts are in-use objects and bytes; allocation "
+        "totals ([0: 0]) are not known. Every block is traced (rate 1).",
+        *(f"# {_clean(comment)}" for comment in profile.comments),
+    ]
+    for stack, (objects, size) in top:
+        out.append(f"{objects}: {size} [0: 0] @ {' '.join(frame_id(f) for f in stack)}")
+        out.extend(_frame_lines(stack))
+        out.append("")
+    left_out = len(groups) - len(top)
+    if left_out:
+        shown_objects = sum(g[0] for _, g in top)
+        shown_bytes = sum(g[1] for _, g in top)
+        out.append(
+            f"# {left_out} more records not shown ({total_objects - shown_objects} objects, "
+            f"{total_bytes - shown_bytes} bytes): only the top {MAX_RECORDS} by bytes are "
+            "written; format=pprof has them all"
+        )
+        out.append("")
+    state = capture.state
+    out += [
+        "# tracemalloc",
+        f"# Mode = {capture.mode}",
+        *((f"# WindowSeconds = {profile.duration_ns / 1e9:.2f}",)
+          if capture.mode == "window" else ()),
+        f"# TracebackLimit = {state.frames_limit}",
+        f"# TracedMemory = {state.traced_current}",
+        f"# TracedPeak = {state.traced_peak}",
+        f"# TracemallocMemory = {state.tracemalloc_memory}",
+    ]
+    return Rendered(utf8("\n".join(out) + "\n"), TEXT_PLAIN)
+
+
+def _clean(text: str) -> str:
+    """File and function names are not ours: a newline in one must not forge a record."""
+    return text.translate(_CONTROL)
+
+
+def _frame_lines(stack: Sequence[Frame]) -> list[str]:
+    """``#\\tID\\tfunction\\tfile:line``, the function column padded by tabs as Go's tabwriter."""
+    if not stack:
+        return ["#\t0x0"]
+    functions = [_clean(f.function) for f in stack]
+    stop = (max(len(function) for function in functions) // 8 + 1) * 8
+    return [
+        f"#\t{frame_id(f)}\t{function}{chr(9) * max(1, -(-(stop - len(function)) // 8))}"
+        f"{_clean(f.filename)}:{f.line}"
+        for f, function in zip(stack, functions, strict=True)
+    ]
