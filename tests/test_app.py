@@ -501,3 +501,18 @@ def test_heap_window_then_tracing_is_off_again() -> None:
     assert not tracemalloc.is_tracing()
     again = get(APP, "/debug/pprof/heap?seconds=1")  # the window's slot was released
     assert again.status_code == 200
+
+
+def test_heap_trace_at_start_starts_tracemalloc_and_heap_answers_at_once() -> None:
+    import tracemalloc
+
+    assert not tracemalloc.is_tracing()
+    try:
+        app = PprofApp(Settings(heap_trace_at_start=True, heap_frames=5))
+        assert tracemalloc.is_tracing() and tracemalloc.get_traceback_limit() == 5
+        response = get(app, "/heap?debug=1")
+        assert response.status_code == 200
+        assert "heap profile: " in response.text and "TracebackLimit" in response.text
+        assert tracemalloc.is_tracing()  # a snapshot never stops tracing
+    finally:
+        tracemalloc.stop()
