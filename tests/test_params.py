@@ -139,10 +139,18 @@ def test_repeated_unknown_parameter_is_reported_as_repeated() -> None:
     assert _reason("x=1&x=2") == 'parameter "x" given more than once'
 
 
-@pytest.mark.parametrize("name", ["foo", "Debug", "gc", "seconds "])
+@pytest.mark.parametrize("name", ["foo", "Debug", "GC", "seconds "])
 def test_unknown_parameter(name: str) -> None:
     assert _reason(f"{name}=1") == (
         f'unknown parameter "{name}"; allowed: debug, format, seconds'
+    )
+
+
+@pytest.mark.parametrize("name", ["gc", "mode", "hz", "clock"])
+def test_parameter_of_another_profile(name: str) -> None:
+    # known to some profile (heap, profile), but not offered by this one: say which are
+    assert _reason(f"{name}=1") == (
+        f'parameter "{name}" is not supported by goroutine; allowed: debug, format, seconds'
     )
 
 
