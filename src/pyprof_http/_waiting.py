@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from .collectors.session import SESSIONS
+
 _T = TypeVar("_T")
 _STOP_POLL_S = 0.1
 """How often a wait checks for shutdown (a threading.Event, as shutdown may come from any loop)."""
@@ -47,7 +49,8 @@ async def sleep_unless_disconnected(
         disconnected(), name="pyprof_http-disconnect-watch"
     )
     try:
-        while not watcher.done() and not (stop is not None and stop.is_set()):
+        while not watcher.done() and not (stop is not None and stop.is_set()) \
+                and not SESSIONS.shutting_down:
             left = deadline - time.monotonic()
             if left <= 0:
                 break

@@ -96,6 +96,7 @@ class PprofApp:
                 description=spec.description,
                 count=spec.count() if spec.count is not None else None,
                 formats=[f for f in ("text", "pprof", "flamegraph") if f in spec.formats],
+                link_query=spec.link_query() if spec.link_query is not None else "",
                 record=self._record_form(spec),
             )
             for spec in allowed(self.settings)

@@ -45,6 +45,7 @@ class LifecycleMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._attach(LOOPS.register_running())
+                SESSIONS.shutting_down = False
                 self._signals.chain()
             elif message["type"] == "lifespan.shutdown":
                 ORIGINS.uninstall_factory(asyncio.get_running_loop())
@@ -81,7 +82,9 @@ class _ShutdownSignals:
                 continue
 
             def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
-                SESSIONS.stop_all()
+                # a plain store: a handler that took a lock could deadlock with the code it
+                # interrupted; every wait polls this flag within 0.1 s
+                SESSIONS.shutting_down = True
                 previous(number, frame)
 
             signal.signal(signum, handler)

@@ -17,7 +17,7 @@ from .config import Settings
 from .errors import BadRequest
 from .registry import ProfileSpec
 
-DEFAULT_HZ, MIN_HZ, MAX_HZ = 100, 1, 1000
+DEFAULT_HZ, MIN_HZ, MAX_HZ = 100, 1, 250
 _CHOICES = {"mode": ("cpu", "wall", "tracing"), "clock": ("cpu", "wall")}
 
 

@@ -94,6 +94,8 @@ class ProfileSpec:
     window: bool = False
     """``seconds=N`` means: watch a window of N seconds (no default; the collector decides)."""
     params: frozenset[str] = frozenset({"debug", "format", "seconds"})
+    link_query: Callable[[], str] | None = None
+    """Extra query for the index's links (heap without tracing links to a 10 s window)."""
     raw: Callable[[], Rendered] | None = None
     """For pseudo profiles such as cmdline: the whole answer, taking no parameters."""
 
@@ -235,6 +237,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         collect=_collect_heap,
         formats={**_profile_formats(), "text": Format(_render_heap_text)},
         count=_heap_count,
+        link_query=lambda: "" if heap.is_tracing() else "seconds=10",
         window=True,
         params=frozenset({"debug", "format", "seconds", "gc"}),
     ),

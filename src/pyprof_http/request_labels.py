@@ -17,8 +17,15 @@ from typing import Any
 
 _MAX_REQUEST_ID = 128
 
-Request = tuple[Mapping[str, Any], str]
-"""The ASGI scope and the X-Request-ID of one request."""
+class Request:
+    """The ASGI scope and X-Request-ID of one request, and whether it is still being served:
+    tasks it spawned keep the context after it ends (pools, fire-and-forget), and must not
+    keep its labels."""
+
+    __slots__ = ("live", "request_id", "scope")
+
+    def __init__(self, scope: Mapping[str, Any], request_id: str) -> None:
+        self.scope, self.request_id, self.live = scope, request_id, True
 
 CURRENT_REQUEST: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
     "pyprof_http_request", default=None
@@ -31,7 +38,7 @@ _CONTEXT_READABLE = sys.version_info >= (3, 12)
 
 def enter(scope: Mapping[str, Any]) -> tuple[contextvars.Token[Request | None], int | None]:
     """Mark the current context (and task) as serving ``scope``; undo with :func:`leave`."""
-    request = (scope, _request_id(scope))
+    request = Request(scope, _request_id(scope))
     task = asyncio.current_task()
     key = None
     if not _CONTEXT_READABLE and task is not None:
@@ -42,6 +49,9 @@ def enter(scope: Mapping[str, Any]) -> tuple[contextvars.Token[Request | None], 
 
 def leave(entered: tuple[contextvars.Token[Request | None], int | None]) -> None:
     token, key = entered
+    request = CURRENT_REQUEST.get()
+    if request is not None:
+        request.live = False
     CURRENT_REQUEST.reset(token)
     if key is not None:
         _BY_TASK.pop(key, None)
@@ -54,10 +64,9 @@ def task_request(task: asyncio.Task[Any]) -> tuple[str, str] | None:
         if _CONTEXT_READABLE
         else _BY_TASK.get(id(task))
     )
-    if found is None:
+    if found is None or not found.live:
         return None
-    scope, request_id = found
-    return route_of(scope), request_id
+    return route_of(found.scope), found.request_id
 
 
 def route_of(scope: Mapping[str, Any]) -> str:

@@ -22,7 +22,8 @@ TOKEN = "integration-token-7f3a9c2e5b1d"
 ROUTES = {"": 301, "/": 200, "/no-such-profile": 404}
 # a duration profile records for real: one second of wall time keeps the matrix fast
 ROUTES.update({f"/{spec.name}" + ("?seconds=1&mode=wall" if spec.duration else ""): 200
-               for spec in PROFILES})
+               for spec in PROFILES if spec.name != "heap"})
+ROUTES["/heap?seconds=1"] = 200  # tracing is off in the test service: a window, not a 412
 
 
 def _basic(password: str) -> dict[str, str]:

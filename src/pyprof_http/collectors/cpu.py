@@ -41,6 +41,7 @@ TIME_TYPES: dict[str, ValueType] = {
     "cpu": ValueType("cpu", "nanoseconds"),
     "wall": ValueType("wall", "nanoseconds"),
 }
+_MAX_KEYS_WITH_REQUEST_ID = 5_000
 _LabelKey = tuple[str, str, str, str]
 """thread, task, route, request_id ("" when absent)."""
 
@@ -75,11 +76,11 @@ class Sampler:
 
     def baseline(self) -> None:
         """Read every thread's CPU clock so the first tick has something to subtract."""
-        for ident, thread in list(threading._active.items()):  # type: ignore[attr-defined]
-            native = getattr(thread, "native_id", None)
+        for thread in list(threading._active.values()):  # type: ignore[attr-defined]
+            native: int | None = getattr(thread, "native_id", None)
             cpu = thread_cpu_ns(native) if native is not None else None
-            if cpu is not None:
-                self._last_cpu[ident] = cpu
+            if native is not None and cpu is not None:
+                self._last_cpu[native] = cpu
         self._last_tick = time.monotonic_ns()
 
     def tick(self, interrupted: FrameType | None = None) -> None:
@@ -100,29 +101,45 @@ class Sampler:
         threads: dict[int, threading.Thread] = dict(threading._active)  # type: ignore[attr-defined]
         skip = self._skip()
         cpu_mode = self.mode == "cpu"
+        # past this many distinct (stack, labels), request ids are dropped from new samples:
+        # memory must follow distinct stacks, not the number of requests served
+        keep_request_id = len(self._counts) < _MAX_KEYS_WITH_REQUEST_ID
         for ident, top in frames.items():
             if ident in skip:
                 continue
             thread = threads.get(ident)
-            if cpu_mode:
-                native = getattr(thread, "native_id", None)
-                cpu = thread_cpu_ns(native) if native is not None else None
+            if cpu_mode:  # keyed by native id: pthread idents are reused as soon as one exits
+                native: int | None = getattr(thread, "native_id", None)
+                if native is None:
+                    continue
+                cpu = thread_cpu_ns(native)
                 if cpu is None:
                     continue
-                previous = self._last_cpu.get(ident)
-                self._last_cpu[ident] = cpu
+                previous = self._last_cpu.get(native)
+                self._last_cpu[native] = cpu
                 weight = 0 if previous is None else cpu - previous
                 if weight <= 0:
                     continue  # idle since the last tick: not in a CPU profile
             else:
                 weight = wall
-            key = (frame_stack(top, self.max_depth), self._labels(ident, thread))
+            labels = self._labels(ident, thread)
+            if not keep_request_id and labels[3]:
+                labels = (labels[0], labels[1], labels[2], "")
+            key = (frame_stack(top, self.max_depth), labels)
             entry = self._counts.get(key)
             if entry is None:
                 self._counts[key] = [1, weight]
             else:
                 entry[0] += 1
                 entry[1] += weight
+        if cpu_mode and interrupted is not None:
+            # the tick ran on the main thread: charge its cost to no one (re-read the clock)
+            main = threads.get(self._main) if self._main is not None else None
+            native = getattr(main, "native_id", None)
+            if native is not None and native in self._last_cpu:
+                cpu = thread_cpu_ns(native)
+                if cpu is not None:
+                    self._last_cpu[native] = cpu
 
     def _labels(self, ident: int, thread: threading.Thread | None) -> _LabelKey:
         name = thread.name if thread is not None else f"thread-{ident}"

@@ -18,6 +18,8 @@ from types import FrameType
 from typing import Any, Protocol
 
 Tick = Callable[[FrameType | None], None]
+_MAX_TICK_SHARE = 0.25
+"""A tick may take at most this share of the interval before the signal driver slows down."""
 
 
 class Driver(Protocol):
@@ -43,6 +45,7 @@ class SignalDriver:
         self._previous: Any = None
         self._previous_timer = (0.0, 0.0)
         self._wakeup: _LoopWakeup | None = None
+        self._stopped: Callable[[], None] = lambda: None
 
     @staticmethod
     def unavailable(mode: str) -> str | None:
@@ -52,27 +55,57 @@ class SignalDriver:
         if threading.current_thread() is not threading.main_thread():
             return "not on the main thread"
         driver = SignalDriver(mode)
-        if signal.getsignal(driver.signum) not in (signal.SIG_DFL, None):
+        if signal.getsignal(driver.signum) is not signal.SIG_DFL:  # None: a C-level handler
             return f"{driver.signum.name} already has a handler"
         if signal.getitimer(driver.which) != (0.0, 0.0):
             return "the interval timer is in use"
         return None
 
     def start(self, tick: Tick, interval: float) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            tick(frame)
+        # If a tick costs more than a quarter of the interval (thousands of threads, deep
+        # stacks, hz=250), the timer is slowed so ticks never take over the main thread: a
+        # periodic timer faster than its handler would leave the app, and the loop that must
+        # stop us, no time at all.
+        running = True
+        which = self.which
+        current = interval
 
+        def handler(signum: int, frame: FrameType | None) -> None:
+            nonlocal current
+            started = time.perf_counter()
+            tick(frame)
+            cost = time.perf_counter() - started
+            if running and cost > current * _MAX_TICK_SHARE:
+                current = cost / _MAX_TICK_SHARE
+                signal.setitimer(which, current, current)
+
+        def stopped() -> None:
+            nonlocal running
+            running = False
+
+        self._stopped = stopped
         self._wakeup = _LoopWakeup.install()
         self._previous = signal.signal(self.signum, handler)
-        signal.siginterrupt(self.signum, False)  # restart interrupted syscalls (C extensions)
+        signal.siginterrupt(self.signum, False)  # restart what syscalls can be restarted
         self._previous_timer = signal.setitimer(self.which, interval, interval)
 
     def stop(self) -> None:
-        signal.setitimer(self.which, *self._previous_timer)
-        signal.signal(self.signum, self._previous)
-        if self._wakeup is not None:
-            self._wakeup.remove()
-            self._wakeup = None
+        """Undo every step, each even if another fails, and drop a signal still in flight."""
+        self._stopped()
+        try:
+            signal.setitimer(self.which, 0.0, 0.0)
+            # a tick generated just before the timer stopped but delivered after the default
+            # action came back would kill the process ("Profiling timer expired"): ignore it
+            signal.signal(self.signum, signal.SIG_IGN)
+        finally:
+            try:
+                signal.signal(self.signum, self._previous)
+                if self._previous_timer != (0.0, 0.0):
+                    signal.setitimer(self.which, *self._previous_timer)
+            finally:
+                if self._wakeup is not None:
+                    self._wakeup.remove()
+                    self._wakeup = None
 
 
     def skipped_threads(self) -> set[int]:
@@ -181,7 +214,9 @@ class _LoopWakeup:
                 pass
 
     def remove(self) -> None:
-        signal.set_wakeup_fd(-1)
+        current = signal.set_wakeup_fd(-1)
+        if current != self.writer.fileno():  # someone (asyncio) took it over meanwhile: theirs
+            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
         self.loop.remove_reader(self.reader.fileno())
         self.reader.close()
         self.writer.close()

@@ -205,12 +205,13 @@ def function_at(filename: str, line: int) -> str:
     tracemalloc keeps only file and line, and pprof needs functions. Read once per file from
     its code objects, so lines map exactly as Python's own frames do; lambdas and
     comprehensions count as their function. The file's name when there is no code."""
-    if filename not in _SCOPES:
+    if filename in _SCOPES:
+        names = _SCOPES.get(filename)  # another render thread may clear it meanwhile
+    else:
         if len(_SCOPES) >= 1024:  # bounded in a long-lived process
             _SCOPES.clear()
         code = _module_code(filename)
-        _SCOPES[filename] = None if code is None else _line_names(code, "<module>", {})
-    names = _SCOPES[filename]
+        names = _SCOPES[filename] = None if code is None else _line_names(code, "<module>", {})
     return filename if names is None else names.get(line, "<module>")
 
 

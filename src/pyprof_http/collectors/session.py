@@ -30,6 +30,8 @@ class ProfilerSessions:
     def __init__(self) -> None:
         self._active: dict[str, ActiveSession] = {}
         self._lock = threading.Lock()
+        self.shutting_down = False
+        """Set by a signal handler, which must take no lock: every wait polls it."""
 
     @contextlib.contextmanager
     def claim(self, kind: str, what: str, seconds: float) -> Iterator[threading.Event]:

@@ -70,6 +70,8 @@ class IndexRow:
     count: int | str | None
     formats: Sequence[str]
     """Formats to link to, in the order shown; empty for a pseudo profile linked as is."""
+    link_query: str = ""
+    """Added to every link of the row, e.g. ``seconds=10``."""
     record: RecordForm | None = None
     """For a profile that records for a duration: a form instead of links."""
 
@@ -104,13 +106,14 @@ def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
             body.append(_record_row(row, row.record))
             continue
         name = escape(row.name, quote=True)
+        extra = f"&{escape(row.link_query, quote=True)}" if row.link_query else ""
         links = " ".join(
-            f"<a href='{name}{_LINK_QUERY.get(f, '?format=' + escape(f, quote=True))}'>"
+            f"<a href='{name}{_LINK_QUERY.get(f, '?format=' + escape(f, quote=True))}{extra}'>"
             f"{escape(f)}</a>"
             for f in row.formats
         ) or f"<a href='{name}'>view</a>"
         count = "" if row.count is None else escape(str(row.count))
-        main_link = f"{name}?debug=1" if "text" in row.formats else name
+        main_link = f"{name}?debug=1{extra}" if "text" in row.formats else name
         body.append(
             f"<tr><td class=count>{count}</td><td><a href='{main_link}'>{escape(row.name)}</a></td>"
             f"<td class=links>{links}</td><td class=desc>{escape(row.description)}</td></tr>"
