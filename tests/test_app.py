@@ -516,3 +516,10 @@ def test_heap_trace_at_start_starts_tracemalloc_and_heap_answers_at_once() -> No
         assert tracemalloc.is_tracing()  # a snapshot never stops tracing
     finally:
         tracemalloc.stop()
+
+
+def test_cpu_mode_off_linux_is_412_with_the_alternative(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    response = get(APP, "/debug/pprof/profile?seconds=1&mode=cpu")
+    assert response.status_code == 412
+    assert "mode=wall" in response.text

@@ -130,6 +130,9 @@ async def _collect_stacks(context: CollectContext) -> Capture:
 async def _collect_cpu(context: CollectContext) -> Capture:
     query, settings = context.query, context.settings
     seconds = query.duration(BY_NAME["profile"], settings)
+    if query.mode == "cpu" and not sys.platform.startswith("linux"):
+        raise PreconditionFailed("mode=cpu reads per-thread CPU clocks, which pyprof_http only "
+                                 "knows how to read safely on Linux; use mode=wall or tracing")
     what = f"{query.mode} ({query.clock} clock)" if query.mode == "tracing" else query.mode
     with SESSIONS.claim("cpu", what, seconds) as stop:
         if query.mode == "tracing":
