@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._waiting import render_in_thread
 from .collectors import cpu, heap, objects, stacks
@@ -104,6 +104,20 @@ class ProfileSpec:
         return self.debug_formats[0]
 
 
+_C = TypeVar("_C")
+
+
+def _needs(kind: type[_C], render: Callable[[_C, str], Rendered], why: str) -> Format:
+    """A format that needs its collector's own capture, not the bare profile of a delta."""
+
+    def checked(capture: Capture, name: str) -> Rendered:
+        if not isinstance(capture, kind):
+            raise TypeError(why)
+        return render(capture, name)
+
+    return Format(checked, delta=False)
+
+
 def _profile_formats() -> dict[str, Format]:
     """The formats every sample profile offers."""
     return {
@@ -116,10 +130,6 @@ def _profile_formats() -> dict[str, Format]:
     }
 
 
-def _render_goroutine_dump(capture: Capture, name: str) -> Rendered:
-    if not isinstance(capture, stacks.StackSnapshot):  # only a live snapshot has states
-        raise TypeError("the dump needs a stacks snapshot")
-    return render_dump(capture)
 
 
 async def _collect_stacks(context: CollectContext) -> Capture:
@@ -170,18 +180,6 @@ async def _collect_heap(context: CollectContext) -> Capture:
                                        lambda s: context.wait(s, stop), gc_first=gc_first)
 
 
-def _render_heap_text(capture: Capture, name: str) -> Rendered:
-    if not isinstance(capture, heap.HeapCapture):  # the footer needs tracemalloc's figures
-        raise TypeError("the heap text needs a heap capture")
-    return render_heap_text(capture, name)
-
-
-def _render_objects_text(capture: Capture, name: str) -> Rendered:
-    if not isinstance(capture, objects.ObjectsCapture):  # the table needs the per-type rows
-        raise TypeError("the objects table needs an objects capture")
-    return render_objects_text(capture, name)
-
-
 async def _collect_objects(context: CollectContext) -> Capture:
     first = await render_in_thread(objects.histogram)
     if context.query.seconds is None:
@@ -208,7 +206,9 @@ PROFILES: tuple[ProfileSpec, ...] = (
         description="Stack traces of all threads and all asyncio tasks, with what each task "
         "awaits, who awaits it and where it was created. Cheap: safe to take at any time.",
         collect=_collect_stacks,
-        formats={**_profile_formats(), "dump": Format(_render_goroutine_dump, delta=False)},
+        formats={**_profile_formats(), "dump": _needs(
+            stacks.StackSnapshot, lambda snapshot, name: render_dump(snapshot),
+            "the dump needs a stacks snapshot (only a live snapshot has states)")},
         debug_formats=("pprof", "text", "dump"),
         count=stacks.count,
         delta=True,
@@ -238,7 +238,9 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "started at startup (PYPROF_HEAP_TRACE_AT_START=1); seconds=N traces a window and "
         "stops. gc=1 collects first. The count column shows tracemalloc's memory.",
         collect=_collect_heap,
-        formats={**_profile_formats(), "text": Format(_render_heap_text)},
+        formats={**_profile_formats(), "text": _needs(
+            heap.HeapCapture, render_heap_text,
+            "the heap text needs a heap capture (its footer shows tracemalloc's figures)")},
         count=_heap_count,
         link_query=lambda: "" if heap.is_tracing() else "seconds=10",
         window=True,
@@ -253,7 +255,8 @@ PROFILES: tuple[ProfileSpec, ...] = (
         formats={
             name: fmt for name, fmt in _profile_formats().items()
             if name in ("pprof", "flamegraph", "json")
-        } | {"text": Format(_render_objects_text)},
+        } | {"text": _needs(objects.ObjectsCapture, render_objects_text,
+                            "the objects table needs an objects capture (its per-type rows)")},
         window=True,
     ),
     ProfileSpec(
