@@ -31,6 +31,8 @@ def test_defaults() -> None:
     assert settings.trusted_proxies == ()
     assert settings.token is None
     assert settings.authorize is None
+    assert settings.lock_profile_fraction == 0  # off: nothing patched
+    assert settings.loop_stall_ms == 100
     settings.check_secure()  # closed by default, and so safe
 
 
@@ -61,6 +63,11 @@ def test_profiles_accepts_any_iterable_of_names() -> None:
     ("max_concurrent_windows", 65),
     ("allow_clients", ["not-a-network"]),
     ("trusted_proxies", ["10.0.0.300/8"]),
+    ("lock_profile_fraction", -1),
+    ("lock_profile_fraction", 1_000_001),
+    ("lock_profile_fraction", 1.5),
+    ("loop_stall_ms", 4),
+    ("loop_stall_ms", 60_001),
 ])
 def test_bounds(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
@@ -70,6 +77,8 @@ def test_bounds(field: str, value: object) -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("max_profile_seconds", 1), ("max_profile_seconds", 3600),
     ("max_stack_depth", 1), ("max_stack_depth", 4096),
+    ("lock_profile_fraction", 0), ("lock_profile_fraction", 1_000_000),
+    ("loop_stall_ms", 5), ("loop_stall_ms", 60_000),
 ])
 def test_bounds_inclusive(field: str, value: int) -> None:
     assert getattr(Settings(**{field: value}), field) == value
@@ -95,6 +104,13 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.max_profile_seconds == 15
     assert settings.max_stack_depth == 7
     assert settings.profiles == frozenset({"cmdline", "goroutine"})
+
+
+def test_lock_and_loop_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYPROF_LOCK_PROFILE_FRACTION", "10")
+    monkeypatch.setenv("PYPROF_LOOP_STALL_MS", "250")
+    settings = Settings()
+    assert (settings.lock_profile_fraction, settings.loop_stall_ms) == (10, 250)
 
 
 def test_constructor_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:

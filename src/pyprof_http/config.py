@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     heap_frames: int = Field(
         default=32, ge=1, le=256, description="Frames tracemalloc keeps per allocation."
     )
+    lock_profile_fraction: int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Record 1 in N contended lock acquisitions for /mutex (Go's "
+        "SetMutexProfileFraction); 0 is off: nothing patched, no cost.",
+    )
+    loop_stall_ms: int = Field(
+        default=100, ge=5, le=60_000,
+        description="An event loop that does not come back for this long is a stall in /block.",
+    )
 
     _split = field_validator("allow_clients", "trusted_proxies", "profiles", mode="before")(
         _split_list

@@ -69,9 +69,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def run_server(
-    prefix: str, workdir: Path, extra_env: dict[str, str] | None = None
+    prefix: str, workdir: Path, extra_env: dict[str, str] | None = None,
+    app: str = "sample_service:app",
 ) -> Iterator[Server]:
-    """Start ``sample_service:app`` with pyprof_http at ``prefix``; yield once it answers.
+    """Start ``app`` (default ``sample_service:app``) with pyprof_http at ``prefix``; yield once
+    it answers ``/healthz``.
 
     ``extra_env`` passes settings (``PYPROF_TOKEN``, ``PYPROF_ALLOW_CLIENTS``, ...) to the server.
     """
@@ -80,7 +82,7 @@ def run_server(
         port = _free_port()
         log = workdir / f"uvicorn-{port}.log"
         command = [
-            sys.executable, "-m", "uvicorn", "sample_service:app",
+            sys.executable, "-m", "uvicorn", app,
             "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
             "--lifespan", "on", "--no-access-log", "--log-level", "warning",
             "--timeout-graceful-shutdown", "2",
