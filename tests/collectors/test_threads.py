@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import _thread
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 import pprof_schema
-from pyprof_http.collectors.threads import COUNT, ThreadOrigins, collect
+from pyprof_http.collectors.threads import (
+    COUNT,
+    FOREIGN_THREAD,
+    MAIN_THREAD,
+    ThreadOrigins,
+    collect,
+)
 from pyprof_http.pprof.encode import render_pprof
 from pyprof_http.render.text import render_text
 
@@ -103,10 +110,27 @@ def test_a_subclass_shows_its_run_method_and_its_own_start_is_skipped(
         late.join()
 
 
-def test_the_main_thread_has_an_empty_stack(origins: ThreadOrigins) -> None:
+def test_the_main_thread_and_foreign_threads_get_a_frame_saying_so(
+    origins: ThreadOrigins,
+) -> None:
+    """Not an empty stack: go tool pprof drops samples without a location."""
     sample = _sample_of(origins, threading.main_thread().name)
-    assert sample.stack == ()
+    assert sample.stack == (MAIN_THREAD,)
     assert sample.labels["origin"] == "unknown"
+    started, release = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def foreign() -> None:  # started with _thread: threading sees a _DummyThread
+        seen.append(threading.current_thread().name)
+        started.set()
+        release.wait(10)
+
+    _thread.start_new_thread(foreign, ())
+    try:
+        assert started.wait(10)
+        assert _sample_of(origins, seen[0]).stack == (FOREIGN_THREAD,)
+    finally:
+        release.set()
 
 
 def test_every_live_thread_is_counted_once_and_dead_ones_drop_out(

@@ -6,8 +6,10 @@ call stack of ``Thread.start``, which Python does not keep. So ``install()`` wra
 ``threading.Thread.start`` and remembers the starting stack of every thread started from then
 on, in a weak dictionary (a thread that ends drops out with it). A thread started before that
 shows where its code lives instead: the ``target`` function, or the ``run`` method of a
-``Thread`` subclass, as a one-frame stack labelled ``origin=target``. Threads Python did not
-start (the main thread, threads created in C) have an empty stack, as Go shows ``#\\t0x0``.
+``Thread`` subclass, as a one-frame stack labelled ``origin=target``. Threads no Python code
+started (the main thread, threads created in C) get one synthetic frame saying so
+(``origin=unknown``): Go prints an empty stack there, but ``go tool pprof`` drops samples
+without a location, and the main thread would vanish from its views.
 
 The hook costs one stack walk per ``Thread.start`` (a few µs, against ~100 µs to start a thread)
 and nothing else. It is put back at shutdown, and only if it is still ours.
@@ -27,6 +29,11 @@ from ..model import Frame, Profile, Sample, ValueType, frame
 from .frames import frame_stack
 
 COUNT: Final = ValueType("threadcreate", "count")
+FILENAME: Final = "<threads>"
+"""The file of the synthetic frames, for threads whose start nobody saw."""
+MAIN_THREAD: Final = frame("<main thread>", FILENAME, 0)
+FOREIGN_THREAD: Final = frame("<started outside the threading module>", FILENAME, 0)
+UNKNOWN_START: Final = frame("<start not recorded>", FILENAME, 0)
 
 
 class ThreadOrigins:
@@ -56,7 +63,7 @@ class ThreadOrigins:
             start.__wrapped__ = original  # type: ignore[attr-defined]
             start.__doc__ = original.__doc__
             start._pyprof_http = True  # type: ignore[attr-defined]
-            threading.Thread.start = start  # type: ignore[method-assign]
+            threading.Thread.start = start  # type: ignore[method-assign,assignment]
             self._original = original
 
     def uninstall(self) -> None:
@@ -66,7 +73,7 @@ class ThreadOrigins:
             if original is None:
                 return
             if getattr(threading.Thread.start, "_pyprof_http", False):
-                threading.Thread.start = original  # type: ignore[method-assign]
+                threading.Thread.start = original  # type: ignore[method-assign,assignment]
 
     @property
     def installed(self) -> bool:
@@ -81,7 +88,7 @@ class ThreadOrigins:
                 caller = caller.f_back
             self._stacks[thread] = frame_stack(caller, self.max_depth)
         except Exception:  # never let profiling stop a thread from starting
-            pass
+            return
 
     def stack_of(self, thread: threading.Thread) -> tuple[Frame, ...] | None:
         return self._stacks.get(thread)
@@ -111,6 +118,17 @@ def _where_it_runs(thread: threading.Thread) -> Frame | None:
     return None
 
 
+def _started_by_python(thread: threading.Thread) -> bool:
+    return thread is not threading.main_thread() and not isinstance(
+        thread, threading._DummyThread)
+
+
+def _unknown_frame(thread: threading.Thread) -> Frame:
+    if thread is threading.main_thread():
+        return MAIN_THREAD
+    return UNKNOWN_START if _started_by_python(thread) else FOREIGN_THREAD
+
+
 def collect(origins: ThreadOrigins) -> Profile:
     """One sample per live thread, labelled with its name and how its stack is known."""
     samples = []
@@ -120,12 +138,8 @@ def collect(origins: ThreadOrigins) -> Profile:
         if stack is not None:
             labels["origin"] = "start"
         else:
-            found = None
-            if thread is not threading.main_thread() and not isinstance(
-                thread, threading._DummyThread  # type: ignore[attr-defined]
-            ):
-                found = _where_it_runs(thread)
-            stack = (found,) if found is not None else ()
+            found = _where_it_runs(thread) if _started_by_python(thread) else None
+            stack = (found if found is not None else _unknown_frame(thread),)
             labels["origin"] = "target" if found is not None else "unknown"
         samples.append(Sample(stack, (1,), labels))
     return Profile(
