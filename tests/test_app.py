@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,8 @@ from starlette.routing import Mount, Route
 
 import pprof_schema
 from pyprof_http import PprofApp, Settings, install
+from pyprof_http.collectors import locks
+from pyprof_http.collectors.loop import WATCHDOGS
 from pyprof_http.lifecycle import LifecycleMiddleware
 from pyprof_http.registry import PROFILES
 
@@ -126,7 +129,13 @@ MATRIX = _matrix()
                          ids=[f"{p}?{q}" for p, q, *_ in MATRIX])
 def test_handler_matrix(path: str, query: str, status: int, media: str,
                         disposition: str | None) -> None:
-    response = get(APP, f"/debug/pprof{path}" + (f"?{query}" if query else ""))
+    # /mutex answers 412 while lock profiling is off (tested below): switch it on for the row
+    profiling_locks = path == "/mutex" and locks.set_fraction(1) == 0
+    try:
+        response = get(APP, f"/debug/pprof{path}" + (f"?{query}" if query else ""))
+    finally:
+        if profiling_locks:
+            locks.set_fraction(0)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == media
     assert response.headers.get("content-disposition") == disposition
@@ -148,7 +157,8 @@ def test_handler_matrix(path: str, query: str, status: int, media: str,
             assert body == "Unknown profile\n"
     else:
         assert "x-go-pprof" not in response.headers
-        assert response.content
+        # folded stacks of a profile with no samples (no contention yet) are rightly empty
+        assert response.content or query.endswith("format=folded")
 
 
 @pytest.mark.parametrize(("query", "reason"), [
@@ -479,6 +489,54 @@ def test_starlette_install_bare_prefix_under_a_root_path() -> None:
     status, headers, _ = asyncio.run(_asgi(app, "/svc/debug/pprof", root_path="/svc"))
     assert status in (301, 307, 308)
     assert urlsplit(headers["location"]).path == "/svc/debug/pprof/"
+
+
+def test_mutex_while_lock_profiling_is_off_is_412_with_how_to() -> None:
+    assert not locks.is_enabled()
+    response = get(APP, "/debug/pprof/mutex?debug=1")
+    assert response.status_code == 412
+    assert "PYPROF_LOCK_PROFILE_FRACTION=N" in response.text
+    assert response.text.count("\n") == 1
+    index = get(APP, "/debug/pprof/").text
+    assert "<tr><td class=count>off</td><td><a href='mutex?debug=1'>mutex</a>" in index
+
+
+def test_mutex_with_the_setting_on_counts_contention() -> None:
+    app = PprofApp(Settings(lock_profile_fraction=1))
+    try:
+        assert locks.fraction() == 1
+        lock = threading.Lock()
+        lock.acquire()
+        waiter = threading.Thread(target=lambda: lock.acquire() and lock.release(),
+                                  name="matrix-lock-waiter")
+        waiter.start()
+        time.sleep(0.1)
+        lock.release()
+        waiter.join()
+        text = get(app, "/mutex?debug=1").text
+        assert text.startswith("mutex profile: contentions/count ")
+        assert "threading.Lock.acquire" in text and '"thread":"matrix-lock-waiter"' in text
+    finally:
+        locks.set_fraction(0)
+        locks.reset()
+
+
+def test_block_and_threadcreate_answer_without_a_lifespan() -> None:
+    """Mount-only use: the first request starts the watchdog on the serving loop."""
+    app = PprofApp()
+
+    async def main() -> tuple[int, str, bool]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            block = await client.get("/block?debug=1")
+            watching = WATCHDOGS.is_watching(asyncio.get_running_loop())
+            threads = await client.get("/threadcreate?debug=1")
+        WATCHDOGS.stop_all()
+        return block.status_code, threads.text, watching
+
+    status, threads_text, watching = asyncio.run(main())
+    assert status == 200 and watching
+    assert threads_text.startswith("threadcreate profile: total ")
 
 
 def test_heap_without_tracing_is_412_with_how_to() -> None:

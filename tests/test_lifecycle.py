@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
 import warnings
 from typing import Any
 
@@ -13,9 +14,13 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from pyprof_http import PprofApp, install
+from pyprof_http import PprofApp, Settings, install
+from pyprof_http.collectors import locks, threads
+from pyprof_http.collectors.loop import WATCHDOGS
 from pyprof_http.lifecycle import LifecycleMiddleware
 from pyprof_http.loops import LOOPS, ORIGINS
+
+ORIGINAL_LOCK = threading.Lock
 
 
 def _ours(loop: asyncio.AbstractEventLoop) -> bool:
@@ -269,3 +274,82 @@ def test_shutdown_signals_stop_profiles_then_call_the_servers_handler() -> None:
     finally:
         SESSIONS.shutting_down = False
         signal_module.signal(signal_module.SIGTERM, original)
+
+
+def _watchdog_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "pyprof_http-watchdog")
+
+
+def test_startup_starts_the_watchdog_and_shutdown_joins_it() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        await driver.startup()
+        during = WATCHDOGS.is_watching(loop), _watchdog_threads()
+        await driver.shutdown()
+        return during, WATCHDOGS.is_watching(loop), _watchdog_threads()
+
+    during, watching_after, threads_after = asyncio.run(main())
+    assert during == (True, 1)
+    assert (watching_after, threads_after) == (False, 0)
+
+
+def test_block_off_the_allowlist_starts_no_watchdog() -> None:
+    async def main():
+        settings = Settings(profiles=frozenset({"goroutine"}))
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app, settings))
+        await driver.startup()
+        during = _watchdog_threads()
+        await driver.shutdown()
+        return during
+
+    assert asyncio.run(main()) == 0
+
+
+def test_lock_profiling_from_the_settings_is_switched_on_and_off_again() -> None:
+    assert locks.fraction() == 0
+
+    async def main():
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app,
+                                                     Settings(lock_profile_fraction=3)))
+        await driver.startup()
+        during = locks.fraction(), threading.Lock is not ORIGINAL_LOCK
+        await driver.shutdown()
+        return during
+
+    try:
+        during = asyncio.run(main())
+    finally:
+        locks.set_fraction(0)
+    assert during == (3, True)
+    assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK
+
+
+def test_lock_profiling_the_app_set_itself_is_left_alone_at_shutdown() -> None:
+    async def main():
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app,
+                                                     Settings(lock_profile_fraction=3)))
+        await driver.startup()
+        locks.set_fraction(7)  # the app changed it since: its decision, not ours to undo
+        await driver.shutdown()
+        return locks.fraction()
+
+    try:
+        assert asyncio.run(main()) == 7
+    finally:
+        locks.set_fraction(0)
+
+
+def test_thread_start_is_hooked_at_startup_and_put_back_at_shutdown() -> None:
+    threads.ORIGINS.uninstall()  # earlier tests built middlewares that were never shut down
+    original = threading.Thread.start
+
+    async def main():
+        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        await driver.startup()
+        during = threading.Thread.start is not original
+        await driver.shutdown()
+        return during
+
+    assert asyncio.run(main())
+    assert threading.Thread.start is original

@@ -20,6 +20,10 @@ From a terminal, while the service runs::
 
 In a browser, open ``http://127.0.0.1:8000/debug/pprof/`` for the index and flamegraphs.
 
+Lock contention (``/mutex``) is off until switched on, like Go's ``SetMutexProfileFraction``::
+
+    pyprof_http.set_lock_profile_fraction(10)   # or PYPROF_LOCK_PROFILE_FRACTION=10
+
 Formats: ``debug=0`` (pprof, gzip protobuf), ``debug=1`` (text), ``debug=2`` (full dump), or
 ``format=pprof|text|dump|flamegraph|folded|speedscope|json``. Bad parameters are a 400 with a
 one-line reason; nothing silently falls back to a default.
@@ -27,6 +31,7 @@ one-line reason; nothing silently falls back to a default.
 
 from .app import PprofApp, install
 from .auth import Decision
+from .collectors.locks import set_fraction as set_lock_profile_fraction
 from .config import ConfigError, Settings
 from .lifecycle import LifecycleMiddleware
 from .side_server import BackgroundServer, serve_in_background
@@ -40,5 +45,6 @@ __all__ = [
     "Settings",
     "install",
     "serve_in_background",
+    "set_lock_profile_fraction",
 ]
 __version__ = "0.1.0"

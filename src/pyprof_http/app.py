@@ -23,9 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
 from .collectors import heap
+from .collectors.loop import WATCHDOGS
 from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
-from .lifecycle import LifecycleMiddleware
+from .lifecycle import LifecycleMiddleware, apply_lock_fraction
 from .loops import LOOPS
 from .model import subtract
 from .params import parse_query
@@ -48,19 +49,25 @@ class PprofApp:
                               f"known: {', '.join(sorted(BY_NAME))}")
         if self.settings.heap_trace_at_start:
             heap.start_at_startup(self.settings.heap_frames)
+        apply_lock_fraction(self.settings)
+        self.watch_serving_loop = self.settings.allows("block")
+        """Start the stall watchdog on the loop of the first request (mount-only use has no
+        lifespan to start it); off for a side server, whose loop is not the app's."""
         self._guarded = AuthMiddleware(self._serve_http, self.settings)
         self._windows: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # mounted apps do not get it; served directly, they do
-            await LifecycleMiddleware(_lifespan_only)(scope, receive, send)
+            await LifecycleMiddleware(_lifespan_only, self.settings)(scope, receive, send)
         elif scope["type"] == "http":
             await self._guarded(scope, receive, send)
         elif scope["type"] == "websocket":  # nothing here speaks WebSocket: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        LOOPS.register_running()
+        loop = LOOPS.register_running()
+        if self.watch_serving_loop and not WATCHDOGS.is_watching(loop):
+            WATCHDOGS.start(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
         request = Request(scope, receive)
         try:
             response = await self._dispatch(request)
@@ -205,9 +212,9 @@ def install(
     """
     if prefix is None:
         if hasattr(app, "add_middleware"):
-            app.add_middleware(LifecycleMiddleware)
+            app.add_middleware(LifecycleMiddleware, settings=settings)
             return app
-        return LifecycleMiddleware(app)
+        return LifecycleMiddleware(app, settings)
     prefix = "/" + prefix.strip("/")
     pprof = PprofApp(settings)
     if hasattr(app, "mount") and hasattr(app, "add_middleware") and hasattr(app, "router"):
@@ -215,9 +222,9 @@ def install(
         # The bare prefix would otherwise get the host router's own slash redirect, which skips
         # our auth and headers: route it to the sub-app, which redirects like every response.
         app.router.routes.append(Route(prefix, PrefixRouter(not_found, prefix, pprof)))
-        app.add_middleware(LifecycleMiddleware)
+        app.add_middleware(LifecycleMiddleware, settings=pprof.settings)
         return app
-    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof))
+    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings)
 
 
 class PrefixRouter:

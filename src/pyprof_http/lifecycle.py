@@ -1,9 +1,12 @@
 """A pure-ASGI middleware that gives the profiler what a mounted sub-app cannot see.
 
 A mount only receives its own requests, never the app's lifespan. This middleware, added by
-``install()``, registers the serving event loop and chains the task factory at startup (so task
-creation sites are known from the first task on), registers loops again on each request (servers
-without lifespan support), and at shutdown puts the loop's task factory back.
+``install()``, does at startup what must happen before the first request: it registers the
+serving event loop and chains the task factory (so task creation sites are known from the first
+task on), hooks ``Thread.start`` (threadcreate), switches lock profiling on if the settings ask,
+and starts the loop-stall watchdog. It registers loops again on each request (servers without
+lifespan support). At shutdown it undoes all of it: every profiler stopped, the watchdog
+joined, the factory, the hook and the lock classes put back.
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import request_labels
+from .collectors import locks, threads
+from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
+from .config import Settings
 from .loops import LOOPS, ORIGINS
 
 
 class LifecycleMiddleware:
     """Wraps the whole app; costs one dictionary lookup per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
         self.app = app
+        self.settings = settings if settings is not None else Settings()
         self._signals = _ShutdownSignals()
+        threads.ORIGINS.install(self.settings.max_stack_depth)  # threads started from now on
+        apply_lock_fraction(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -44,13 +53,9 @@ class LifecycleMiddleware:
         async def receive_lifespan() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._attach(LOOPS.register_running())
-                SESSIONS.shutting_down = False
-                self._signals.chain()
+                self._startup(LOOPS.register_running())
             elif message["type"] == "lifespan.shutdown":
-                ORIGINS.uninstall_factory(asyncio.get_running_loop())
-                SESSIONS.stop_all()
-                self._signals.restore()
+                self._shutdown(asyncio.get_running_loop())
             return message
 
         await self.app(scope, receive_lifespan, send)
@@ -58,6 +63,31 @@ class LifecycleMiddleware:
     @staticmethod
     def _attach(loop: asyncio.AbstractEventLoop) -> None:
         ORIGINS.install_factory(loop)
+
+    def _startup(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._attach(loop)
+        SESSIONS.shutting_down = False
+        self._signals.chain()
+        threads.ORIGINS.install(self.settings.max_stack_depth)
+        apply_lock_fraction(self.settings)
+        if self.settings.allows("block"):
+            WATCHDOGS.start(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
+
+    def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        ORIGINS.uninstall_factory(loop)
+        SESSIONS.stop_all()
+        self._signals.restore()
+        WATCHDOGS.stop_all()
+        threads.ORIGINS.uninstall()
+        wanted = self.settings.lock_profile_fraction
+        if wanted and locks.fraction() == wanted:  # ours, not set since by the app itself
+            locks.set_fraction(0)
+
+
+def apply_lock_fraction(settings: Settings) -> None:
+    """Switch lock profiling on as configured; never off (the app may have set it itself)."""
+    if settings.lock_profile_fraction and locks.fraction() != settings.lock_profile_fraction:
+        locks.set_fraction(settings.lock_profile_fraction)
 
 
 class _ShutdownSignals:

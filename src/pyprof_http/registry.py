@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._waiting import render_in_thread
-from .collectors import cpu, heap, objects, stacks
+from .collectors import cpu, heap, locks, objects, stacks, threads
+from .collectors.loop import WATCHDOGS, StallCapture
 from .collectors.session import SESSIONS
 from .collectors.tracing import Tracer
 from .config import Settings
@@ -32,6 +34,7 @@ from .render.profile_json import render_json
 from .render.pstats_out import render_pstats
 from .render.pyinstrument_html import render_pyinstrument
 from .render.speedscope import render_speedscope
+from .render.stalls_text import render_stalls_text
 from .render.text import TEXT_PLAIN, render_text
 from .render.top import render_top
 
@@ -188,6 +191,28 @@ async def _collect_objects(context: CollectContext) -> Capture:
     return objects.growth(first, await render_in_thread(objects.histogram))
 
 
+def _mutex_count() -> int | str:
+    return locks.contentions() if locks.is_enabled() else "off"
+
+
+async def _collect_mutex(context: CollectContext) -> Capture:
+    if not locks.is_enabled():
+        raise PreconditionFailed(locks.NOT_ENABLED_REASON)
+    return ProfileCapture(locks.snapshot(context.settings.max_stack_depth))
+
+
+async def _collect_block(context: CollectContext) -> Capture:
+    since = None
+    if context.query.seconds is not None:  # stalls that end within the window
+        since = time.monotonic_ns()
+        await context.wait(context.query.seconds, None)
+    return WATCHDOGS.capture(since, context.settings.max_stack_depth)
+
+
+async def _collect_threadcreate(context: CollectContext) -> Capture:
+    return ProfileCapture(threads.collect(threads.ORIGINS))
+
+
 def _tracing_only(render: Callable[[Any, str], Rendered]) -> Format:
     return Format(render, modes=frozenset({"tracing"}))
 
@@ -258,6 +283,40 @@ PROFILES: tuple[ProfileSpec, ...] = (
         } | {"text": _needs(objects.ObjectsCapture, render_objects_text,
                             "the objects table needs an objects capture (its per-type rows)")},
         window=True,
+    ),
+    ProfileSpec(
+        name="mutex",
+        description="Contended lock acquisitions (threading Lock/RLock and what is built on "
+        "them: Condition, Queue, ...; asyncio Lock/Semaphore/Condition): who waited, how "
+        "long, on which lock. Off by default (PYPROF_LOCK_PROFILE_FRACTION=N records 1 in N; "
+        "~2x on an uncontended acquire). seconds=N shows a window.",
+        collect=_collect_mutex,
+        formats=_profile_formats(),
+        count=_mutex_count,
+        delta=True,
+    ),
+    ProfileSpec(
+        name="block",
+        description="Event-loop stalls: code that kept the loop from coming back for longer "
+        "than loop_stall_ms (default 100 ms), with its stack, duration, task and route. A "
+        "watchdog thread per loop; debug=1 lists the worst stalls first. seconds=N watches a "
+        "window.",
+        collect=_collect_block,
+        formats={**_profile_formats(), "text": _needs(
+            StallCapture, render_stalls_text,
+            "the stalls text needs a stalls capture (its per-stall records)")},
+        count=WATCHDOGS.stall_count,
+        window=True,
+    ),
+    ProfileSpec(
+        name="threadcreate",
+        description="Where each live thread was started (the stack that called Thread.start, "
+        "recorded from install() on; older threads show their target function).",
+        collect=_collect_threadcreate,
+        formats={name: fmt for name, fmt in _profile_formats().items()
+                 if name in ("pprof", "text", "folded", "json")},
+        count=threading.active_count,
+        delta=True,
     ),
     ProfileSpec(
         name="cmdline",

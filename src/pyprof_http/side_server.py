@@ -52,7 +52,9 @@ def serve_in_background(
     be bound; ``port=0`` picks a free one (see ``.port``).
     """
     prefix = "/" + prefix.strip("/")
-    app = PrefixRouter(not_found, prefix, PprofApp(settings))
+    pprof = PprofApp(settings)
+    pprof.watch_serving_loop = False  # this thread's loop is ours; install() watches the app's
+    app = PrefixRouter(not_found, prefix, pprof)
     # log_config=None and log_level=None: uvicorn must not reconfigure the host's logging
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None,
                             log_level=None)

@@ -24,6 +24,7 @@ ROUTES = {"": 301, "/": 200, "/no-such-profile": 404}
 ROUTES.update({f"/{spec.name}" + ("?seconds=1&mode=wall" if spec.duration else ""): 200
                for spec in PROFILES if spec.name != "heap"})
 ROUTES["/heap?seconds=1"] = 200  # tracing is off in the test service: a window, not a 412
+ROUTES["/mutex"] = 412  # lock profiling is off in the test service
 
 
 def _basic(password: str) -> dict[str, str]:
