@@ -3,7 +3,8 @@
 At startup it leaves the shapes that make a stack dump interesting: tasks parked on an Event,
 consumers on a Queue, a periodic sleeper, a nested await chain, a gather, a lock holder and its
 waiters, and worker threads waiting on a condition. Routes add more on demand (``/work`` runs
-nested awaits, ``/sync`` runs on the threadpool, ``/spawn?n=100`` parks more tasks).
+nested awaits, ``/sync`` runs on the threadpool, ``/spawn?n=100`` parks more tasks, ``/stall``
+blocks the event loop for ``/block``, ``/contend`` makes threads fight over a lock for ``/mutex``).
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ pyprof_http.install(app)
 
 @app.get("/")
 async def root() -> dict[str, str]:
-    return {"profiler": "/debug/pprof/", "try": "/work /sync /spawn?n=100 /order"}
+    return {"profiler": "/debug/pprof/",
+            "try": "/work /sync /spawn?n=100 /order /stall?ms=250 /contend?threads=4"}
 
 
 @app.get("/work")
@@ -151,3 +153,28 @@ async def order(n: int = Query(1, ge=1, le=1000)) -> dict[str, int]:
     for i in range(n):
         await orders.put(i)
     return {"queued": orders.qsize()}
+
+
+def parse_report(seconds: float) -> None:
+    time.sleep(seconds)  # stands for a sync driver call or a CPU-heavy parse
+
+
+@app.get("/stall")
+async def stall(ms: int = Query(250, ge=1, le=5000)) -> dict[str, int]:
+    """The classic asyncio mistake, a blocking call in ``async def``: see /debug/pprof/block."""
+    parse_report(ms / 1000)
+    return {"blocked_ms": ms}
+
+
+def update_cache(lock: threading.Lock, hold_s: float) -> None:
+    with lock:
+        time.sleep(hold_s)
+
+
+@app.get("/contend")
+async def contend(threads: int = Query(4, ge=2, le=32)) -> dict[str, int]:
+    """Threads fighting over one lock: see /debug/pprof/mutex (start the demo with
+    PYPROF_LOCK_PROFILE_FRACTION=1; locks are seen when created after it is on)."""
+    lock = threading.Lock()
+    await asyncio.gather(*(asyncio.to_thread(update_cache, lock, 0.02) for _ in range(threads)))
+    return {"threads": threads}
