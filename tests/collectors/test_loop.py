@@ -125,6 +125,21 @@ def test_short_block_is_no_stall() -> None:
     assert capture.stalls == () and capture.profile.samples == ()
 
 
+def test_blocks_of_exactly_the_threshold_are_all_caught() -> None:
+    """The lateness is a lower bound (short by up to a period), so the threshold is compared
+    with what the stall may have lasted: a block of exactly ``stall_ms`` is never missed."""
+
+    async def body() -> None:
+        for _ in range(6):
+            stall_sleep(STALL_MS / 1000)
+            await asyncio.sleep(0.037)  # different phases against the heartbeat
+
+    run_watched(body)
+    stalls = WATCHDOGS.capture().stalls
+    assert len(stalls) == 6, [s.duration_ns for s in stalls]
+    assert all(functions(s)[0] == "stall_sleep" for s in stalls)
+
+
 def test_cpu_bound_stall_is_caught() -> None:
     async def body() -> None:
         stall_spin(0.25)

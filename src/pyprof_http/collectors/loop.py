@@ -7,11 +7,13 @@ the loop, for how long, on which route?". Two halves answer it:
 
 - **A heartbeat on the loop**: a ``call_later`` callback that re-arms itself every period
   (``stall_ms / 4``, at most 10 ms) and remembers when it is due. When it runs, its lateness
-  (ran at - due at) is how long the loop did not come back; a lateness of at least ``stall_ms``
-  is a stall, recorded there and then, so no stall is missed for want of a stack. The duration
-  is a lower bound: the block may have begun up to one period before the beat was due; under
-  load, callbacks queued behind the block add to it (measured: -8..+7 ms, median -1 ms, for
-  110-150 ms blocks under load; a block of exactly the threshold is caught only sometimes).
+  (ran at - due at) is how long the loop did not come back, recorded there and then, so no
+  stall is missed for want of a stack. The lateness is a lower bound: the block may have begun
+  up to one period before the beat was due (under load, callbacks queued behind the block add
+  to it; measured -8..+7 ms, median -1 ms, for 110-150 ms blocks). So a stall is recorded when
+  it *may* have reached ``stall_ms`` (lateness + period >= threshold): a block of exactly the
+  threshold is then always caught (measured against the lateness alone, 65 % were), and one up
+  to a period shorter sometimes is; the duration shown stays the lateness.
 - **A watchdog thread** (``pyprof_http-watchdog``) that sleeps until the pending beat is half a
   threshold overdue, then reads the loop thread's stack with ``sys._current_frames()`` every
   ``stall_ms / 4`` (sparser as a stall goes on; at most 64 samples), with the task holding the
@@ -234,7 +236,7 @@ class _Watch:
         self._pending = (seq + 1, now + self.period_ns)
         if rearm:
             self._handle = self.loop.call_later(self.period_ns / 1e9, self._beat)
-        if now - due >= self.stall_ns:
+        if now - due + self.period_ns >= self.stall_ns:  # it may have lasted the threshold
             self._complete(seq, now - due, now)
 
     def _complete(self, seq: int, duration_ns: int, end_ns: int) -> None:
@@ -267,7 +269,7 @@ class _Watch:
     def _check(self, now: int) -> float:
         """Sample if the pending beat is half a threshold overdue; seconds until the next look."""
         seq, due = self._pending
-        sample_from = due + self.stall_ns // 2
+        sample_from = due + (self.stall_ns - self.period_ns) // 2
         if now < sample_from:
             return max(sample_from - now, 1_000_000) / 1e9
         taken = self._sample(seq)
