@@ -147,3 +147,18 @@ def test_every_record_ends_with_a_blank_line() -> None:
     blocks = body.split("\n\n")
     assert blocks[-1] == ""
     assert len(blocks) == 3  # two records, then the end
+
+
+def test_control_characters_in_names_cannot_forge_a_record() -> None:
+    forged = frame("f\n1 @ 0xdeadbeef\n#\tforged", "/app/x\r.py", 3)
+    profile = Profile(
+        sample_types=(ValueType("goroutine", "count"),),
+        samples=(Sample((forged,), (1,)),),
+        comments=("a comment\nwith a second line",),
+    )
+    text = render_text(profile, "goroutine").body.decode()
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("1 @")] == [f"1 @ {_id(forged)}"]
+    assert "f\\x0a1 @ 0xdeadbeef\\x0a#\\x09forged" in text
+    assert "/app/x\\x0d.py:3" in text
+    assert "# a comment\\x0awith a second line" in lines

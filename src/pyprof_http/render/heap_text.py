@@ -13,16 +13,14 @@ may have a hundred thousand distinct tracebacks, and nobody reads past the first
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from typing import Final
 
 from ..collectors.heap import HeapCapture
 from ..model import Frame
 from . import Rendered, utf8
-from .text import TEXT_PLAIN, frame_id
+from .text import TEXT_PLAIN, clean, frame_id, frame_lines
 
 MAX_RECORDS: Final = 1000
-_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
 def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
@@ -45,11 +43,11 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
         f"{name} profile: {total_objects}: {total_bytes} [0: 0] @ heap/1",
         "# tracemalloc sees only live blocks: counts are in-use objects and bytes; allocation "
         "totals ([0: 0]) are not known. Every block is traced (rate 1).",
-        *(f"# {_clean(comment)}" for comment in profile.comments),
+        *(f"# {clean(comment)}" for comment in profile.comments),
     ]
     for stack, (objects, size) in top:
         out.append(f"{objects}: {size} [0: 0] @ {' '.join(frame_id(f) for f in stack)}")
-        out.extend(_frame_lines(stack))
+        out.extend(frame_lines(stack))
         out.append("")
     left_out = len(groups) - len(top)
     if left_out:
@@ -73,21 +71,3 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
         f"# TracemallocMemory = {state.tracemalloc_memory}",
     ]
     return Rendered(utf8("\n".join(out) + "\n"), TEXT_PLAIN)
-
-
-def _clean(text: str) -> str:
-    """File and function names are not ours: a newline in one must not forge a record."""
-    return text.translate(_CONTROL)
-
-
-def _frame_lines(stack: Sequence[Frame]) -> list[str]:
-    """``#\\tID\\tfunction\\tfile:line``, the function column padded by tabs as Go's tabwriter."""
-    if not stack:
-        return ["#\t0x0"]
-    functions = [_clean(f.function) for f in stack]
-    stop = (max(len(function) for function in functions) // 8 + 1) * 8
-    return [
-        f"#\t{frame_id(f)}\t{function}{chr(9) * max(1, -(-(stop - len(function)) // 8))}"
-        f"{_clean(f.filename)}:{f.line}"
-        for f, function in zip(stack, functions, strict=True)
-    ]

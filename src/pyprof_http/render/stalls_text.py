@@ -20,8 +20,7 @@ from typing import Final
 
 from ..collectors.loop import Stall, StallCapture
 from . import Rendered, utf8
-from .heap_text import _clean, _frame_lines
-from .text import TEXT_PLAIN, frame_id
+from .text import TEXT_PLAIN, clean, frame_id, frame_lines
 
 MAX_STALLS_SHOWN: Final = 100
 
@@ -34,7 +33,7 @@ def render_stalls_text(capture: StallCapture, name: str) -> Rendered:
     out = [
         f"{name} profile: {totals[count_at]} stalls, total {_ms(totals[delay_at])}, "
         f"threshold {capture.threshold_ms} ms",
-        *(f"# {_clean(comment)}" for comment in profile.comments),
+        *(f"# {clean(comment)}" for comment in profile.comments),
     ]
     if not capture.stalls:
         out.append(f"# no stalls: no watched event loop stayed away for {capture.threshold_ms} "
@@ -68,13 +67,13 @@ def _record(rank: int, stall: Stall, taken_ns: int) -> list[str]:
         f"stall {rank}: {_ms(stall.duration_ns)}, {_age(taken_ns - stall.end_ns)} ago "
         f"(began {_utc(stall.start_wall_ns)}), {', '.join(who)}, "
         f"{sampled} samples @ {' '.join(frame_id(f) for f in stall.stack)}",
-        *_frame_lines(stall.stack),
+        *frame_lines(stall.stack),
     ]
     for stack, count in stall.stacks:
         if stack != stall.stack and stack:
             leaf = stack[0]
-            out.append(f"# also sampled {count} of {sampled}: {_clean(leaf.function)} "
-                       f"{_clean(leaf.filename)}:{leaf.line}")
+            out.append(f"# also sampled {count} of {sampled}: {clean(leaf.function)} "
+                       f"{clean(leaf.filename)}:{leaf.line}")
     return out
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from ..model import Frame, Labels, LabelValue, Profile, Sample, sum_values
 from . import Rendered, utf8
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
+_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
 def frame_id(f: Frame) -> str:
@@ -35,13 +37,13 @@ def render_text(profile: Profile, name: str) -> Rendered:
     )
     totals = profile.totals()
     out: list[str] = [_header(profile, name, totals)]
-    out.extend(f"# {comment}" for comment in profile.comments)
+    out.extend(f"# {clean(comment)}" for comment in profile.comments)
     for values, stack, samples in records:
         out.append(f"{' '.join(str(v) for v in values)} @ {' '.join(frame_id(f) for f in stack)}")
         shared = _shared_labels(s.labels for s in samples)
         if shared:
             out.append("# labels: " + json.dumps(shared, separators=(", ", ":")))
-        out.extend(_frame_lines(stack))
+        out.extend(frame_lines(stack))
         out.append("")
     return Rendered(utf8("\n".join(out) + "\n"), TEXT_PLAIN)
 
@@ -66,14 +68,19 @@ def _shared_labels(label_sets: Iterable[Labels]) -> dict[str, LabelValue]:
     return dict(sorted((shared or {}).items()))
 
 
-def _frame_lines(stack: Sequence[Frame]) -> list[str]:
-    """``#\\tID\\tfunction\\tfile:line`` with the function column padded by tabs, as tabwriter."""
+def clean(text: str) -> str:
+    """File, function and comment text is not ours: a newline in it must not forge a record."""
+    return text.translate(_CONTROL)
+
+
+def frame_lines(stack: Sequence[Frame]) -> list[str]:
+    """``#\\tID\\tfunction\\tfile:line``, the function column padded by tabs as Go's tabwriter."""
     if not stack:
         return ["#\t0x0"]
-    widest = max(len(f.function) for f in stack)
-    stop = (widest // 8 + 1) * 8
-    lines = []
-    for f in stack:
-        pad = "\t" * max(1, -(-(stop - len(f.function)) // 8))
-        lines.append(f"#\t{frame_id(f)}\t{f.function}{pad}{f.filename}:{f.line}")
-    return lines
+    functions = [clean(f.function) for f in stack]
+    stop = (max(len(function) for function in functions) // 8 + 1) * 8
+    return [
+        f"#\t{frame_id(f)}\t{function}{chr(9) * max(1, -(-(stop - len(function)) // 8))}"
+        f"{clean(f.filename)}:{f.line}"
+        for f, function in zip(stack, functions, strict=True)
+    ]
