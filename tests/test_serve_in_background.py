@@ -72,3 +72,29 @@ def test_install_without_prefix_only_adds_the_middleware():
     assert pyprof_http.install(app, prefix=None) is app
     assert [m.cls for m in app.user_middleware] == [pyprof_http.LifecycleMiddleware]
     assert app.routes == []
+
+
+def test_side_server_reports_stalls_of_the_app_loop_and_watches_not_its_own():
+    from pyprof_http.collectors.loop import WATCHDOGS
+
+    server = pyprof_http.serve_in_background(port=0)
+    try:
+        def side_blocking_call() -> None:
+            time.sleep(0.3)
+
+        async def main() -> None:  # what install()'s lifespan does on the app's loop
+            loop = asyncio.get_running_loop()
+            WATCHDOGS.start(loop, 100)
+            await asyncio.sleep(0.05)
+            side_blocking_call()
+            await asyncio.sleep(0.05)
+            WATCHDOGS.stop(loop)
+
+        asyncio.run(main())
+        status, text = _get(server.url + "block?debug=1")
+        assert status == 200
+        assert "side_blocking_call" in text
+        assert len(WATCHDOGS.watching()) == 0  # the side server's own loop is not watched
+    finally:
+        server.stop()
+        WATCHDOGS.stop_all()
