@@ -891,3 +891,116 @@ def test_threading_lock_contended_inside_a_task_carries_the_task():
 async def task_blocked_on_thread_lock(lock: Any) -> None:
     with lock:  # blocks the event loop: exactly what the profile should show
         pass
+
+
+# --- recording never waits for the aggregate's lock ------------------------------------------
+
+_REENTRANCY_SCRIPT = textwrap.dedent("""
+    import signal, sys, threading, time
+    from pyprof_http.collectors import locks
+    from pyprof_http.model import frame
+
+    FRACTION = int(sys.argv[1])
+    locks.set_fraction(FRACTION)
+    if FRACTION:  # a profile that has been collecting for a while
+        for i in range(3000):
+            locks._add(((frame(f"f{i}", "x.py", i),), None, "MainThread", "", ""), 1000, 1)
+
+    other = threading.Lock()      # created while on: profiled (think: a logging handler's lock)
+    stop = threading.Event()
+
+    def busy():                   # another thread uses it all the time
+        while not stop.is_set():
+            with other:
+                time.sleep(0.001)
+
+    threading.Thread(target=busy, daemon=True).start()
+
+    in_handler = False
+    def handler(signum, frame):   # e.g. a handler that logs; not re-entered
+        global in_handler
+        if in_handler:
+            return
+        in_handler = True
+        try:
+            with other:
+                pass
+        finally:
+            in_handler = False
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.003, 0.003)
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        locks.snapshot(64)        # what GET /debug/pprof/mutex does on the loop (main) thread
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    stop.set()
+    print("done")
+""")
+
+
+@pytest.mark.parametrize("fraction", [1, 5])
+def test_a_signal_handler_taking_a_contended_lock_during_a_snapshot_does_not_deadlock(
+    fraction: int,
+) -> None:
+    """The main thread holds the aggregate's lock in snapshot(); a signal handler there takes a
+    profiled lock another thread holds; that thread records its own wait after acquiring it.
+    If recording waited for the aggregate's lock, both threads would wait forever."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _REENTRANCY_SCRIPT, str(fraction)],
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"fraction={fraction}: the process deadlocked (no output within 30 s)")
+    assert done.returncode == 0, done.stderr
+    assert "done" in done.stdout
+
+
+# --- switching on again after someone wrapped ours ---------------------------------------------
+
+
+def test_on_again_after_another_wrapper_was_left_in_place_threading() -> None:
+    """Another library wraps our threading.Lock while on; off leaves its wrapper (it is not
+    ours to remove); on again must still call the real lock, not that wrapper (which calls
+    ours: endless recursion)."""
+    locks.set_fraction(1)
+    ours = threading.Lock
+
+    def theirs() -> object:
+        return ours()
+
+    threading.Lock = theirs  # type: ignore[misc,assignment]
+    try:
+        locks.set_fraction(0)
+        assert threading.Lock is theirs
+        locks.set_fraction(1)
+        lock = threading.Lock()
+        with lock:
+            assert lock.locked()
+        assert type(lock) is locks.ProfiledLock
+    finally:
+        locks.set_fraction(0)
+        threading.Lock = ORIGINAL_LOCK  # type: ignore[misc]
+
+
+def test_on_again_after_another_wrapper_was_left_in_place_asyncio() -> None:
+    locks.set_fraction(1)
+    ours = asyncio.Lock.acquire
+
+    def theirs(self: asyncio.Lock):  # type: ignore[no-untyped-def]
+        return ours(self)
+
+    asyncio.Lock.acquire = theirs  # type: ignore[method-assign]
+    try:
+        locks.set_fraction(0)
+        assert asyncio.Lock.__dict__["acquire"] is theirs
+        locks.set_fraction(1)
+
+        async def main() -> None:
+            lock = asyncio.Lock()
+            async with lock:
+                assert lock.locked()
+
+        asyncio.run(main())
+    finally:
+        locks.set_fraction(0)
+        asyncio.Lock.acquire = ASYNC_ORIGINALS[(asyncio.Lock, "acquire")]  # type: ignore[method-assign]

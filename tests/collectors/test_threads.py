@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import functools
 import threading
 from collections.abc import Iterator
 
@@ -192,3 +193,40 @@ def test_text_and_pprof_render(origins: ThreadOrigins) -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_uninstall_leaves_a_later_functools_wraps_wrapper_alone(origins: ThreadOrigins) -> None:
+    """functools.wraps copies attributes: only identity tells our hook from a wrapper over it
+    (Sentry's threading integration wraps Thread.start so)."""
+    origins.install(max_depth=8)
+    ours = threading.Thread.start
+
+    @functools.wraps(ours)
+    def someone_elses(self: threading.Thread) -> None:
+        ours(self)
+
+    threading.Thread.start = someone_elses  # type: ignore[method-assign]
+    origins.uninstall()
+    assert threading.Thread.start is someone_elses
+
+
+def _start_here(thread: threading.Thread) -> None:
+    thread.start()
+
+
+def _start_again_elsewhere(thread: threading.Thread) -> None:
+    thread.start()
+
+
+def test_a_failed_second_start_keeps_the_real_start_stack(origins: ThreadOrigins) -> None:
+    origins.install(max_depth=8)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, args=(10,), name="tc-twice", daemon=True)
+    try:
+        _start_here(thread)
+        with pytest.raises(RuntimeError):
+            _start_again_elsewhere(thread)
+        assert _sample_of(origins, "tc-twice").stack[0].function == "_start_here"
+    finally:
+        stop.set()
+        thread.join(5)

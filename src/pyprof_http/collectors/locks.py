@@ -83,7 +83,10 @@ version and for ``asyncio.to_thread`` workers). Samples are aggregated in a dict
 ``[truncated]`` stack per lock kind, and the profile says how many. Values are scaled by the
 fraction in force when each was recorded (Go scales by the current one at write time).
 
-Recording never takes a wrapped lock: its own lock is a raw ``_thread`` lock (replaced in a
+Recording never takes a wrapped lock and never waits for its own: a recorded contention is
+queued and folded into the aggregate by whoever finds the aggregate's lock free, so a thread
+that holds an application lock never waits behind a snapshot (whose thread may run a signal
+handler wanting that very lock). The aggregate's lock is a raw ``_thread`` lock (replaced in a
 forked child, where a parent's thread may have held it), the thread name is read from
 ``threading._active`` (``current_thread()`` can create a ``_DummyThread``, which takes
 ``_active_limbo_lock``, an ``RLock`` after a fork), and any error is swallowed.
@@ -93,6 +96,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
@@ -146,10 +150,10 @@ class _RawLock(Protocol):
 
 
 class _Counters:
-    __slots__ = ("folded", "recorded", "seen")
+    __slots__ = ("dropped", "folded", "recorded", "seen")
 
     def __init__(self) -> None:
-        self.seen = self.recorded = self.folded = 0
+        self.seen = self.recorded = self.folded = self.dropped = 0
 
 
 _fraction = 0
@@ -162,10 +166,18 @@ _counters = _Counters()
 _ASYNC_SITES: weakref.WeakKeyDictionary[object, Frame] = weakref.WeakKeyDictionary()
 
 
+_pending: collections.deque[tuple[_Key | None, int, int] | None] = collections.deque()
+"""Contentions not yet added to the aggregate: ``None`` for one seen but not sampled."""
+_PENDING_MAX: Final = 100_000
+_recording = _thread._local()
+"""``busy`` is set while this thread holds :data:`_data_lock`."""
+
+
 def _after_fork_in_child() -> None:
     """A thread of the parent may have held our locks at the fork: the child gets new ones."""
-    global _switch, _data_lock
+    global _switch, _data_lock, _recording
     _switch, _data_lock = _thread.allocate_lock(), _thread.allocate_lock()
+    _recording = _thread._local()
 
 
 if hasattr(os, "register_at_fork"):
@@ -173,6 +185,61 @@ if hasattr(os, "register_at_fork"):
 
 
 # --- recording -----------------------------------------------------------------------------
+#
+# Recording never waits for :data:`_data_lock`. A thread records *after* it got the lock it
+# waited for, so it holds an application lock; the thread holding ``_data_lock`` (a snapshot)
+# may meanwhile run a signal handler or a ``__del__`` that wants that application lock. Waiting
+# there would deadlock both. So a contention is appended to :data:`_pending` (atomic in
+# CPython) and folded into the aggregate by whoever gets ``_data_lock`` without waiting, and by
+# every snapshot.
+
+
+def _hold(wait: bool = True) -> bool:
+    """Take :data:`_data_lock` unless this thread already holds it (a handler that interrupted
+    our own code: the caller skips instead of deadlocking with itself)."""
+    recording = _recording
+    if getattr(recording, "busy", False):
+        return False
+    recording.busy = True
+    try:
+        if _data_lock.acquire(wait):
+            return True
+    except BaseException:
+        recording.busy = False
+        raise
+    recording.busy = False
+    return False
+
+
+def _release() -> None:
+    _data_lock.release()
+    _recording.busy = False
+
+
+def _record(item: tuple[_Key | None, int, int] | None) -> None:
+    """Queue one contention (``None``: seen, not sampled) and fold the queue in if free."""
+    if len(_pending) < _PENDING_MAX:
+        _pending.append(item)
+    else:
+        _counters.dropped += 1  # approximate: only while nobody could fold for a long time
+    if _hold(wait=False):
+        try:
+            _fold_pending()
+        finally:
+            _release()
+
+
+def _fold_pending() -> None:
+    """Add the queued contentions to the aggregate; :data:`_data_lock` is held."""
+    pop = _pending.popleft
+    while True:
+        try:
+            item = pop()
+        except IndexError:
+            return
+        _counters.seen += 1
+        if item is not None:
+            _add_held(*item)
 
 
 def _should_record() -> int:
@@ -182,8 +249,7 @@ def _should_record() -> int:
         return 0
     if fraction == 1 or _draw() * fraction < 1.0:
         return fraction
-    with _data_lock:
-        _counters.seen += 1
+    _record(None)
     return 0
 
 
@@ -225,21 +291,23 @@ def _capture(caller: FrameType | None, leaf: Frame, site: Frame | None) -> _Key 
 
 def _add(key: _Key | None, delay_ns: int, fraction: int) -> None:
     """Count one sampled contention, scaled by ``fraction``."""
-    with _data_lock:
-        _counters.seen += 1
-        if key is None:
-            return
-        entry = _samples.get(key)
+    _record((key, delay_ns, fraction))
+
+
+def _add_held(key: _Key | None, delay_ns: int, fraction: int) -> None:
+    if key is None:
+        return
+    entry = _samples.get(key)
+    if entry is None:
+        if len(_samples) >= MAX_KEYS:
+            key = ((key[0][0], TRUNCATED), None, "", "", "")
+            _counters.folded += 1
+            entry = _samples.get(key)
         if entry is None:
-            if len(_samples) >= MAX_KEYS:
-                key = ((key[0][0], TRUNCATED), None, "", "", "")
-                _counters.folded += 1
-                entry = _samples.get(key)
-            if entry is None:
-                entry = _samples[key] = [0, 0]
-        entry[0] += fraction
-        entry[1] += delay_ns * fraction
-        _counters.recorded += 1
+            entry = _samples[key] = [0, 0]
+    entry[0] += fraction
+    entry[1] += delay_ns * fraction
+    _counters.recorded += 1
 
 
 def _creation_site(caller: FrameType | None) -> Frame | None:
@@ -511,13 +579,33 @@ def _own_attribute(owner: object, name: str) -> object:
     return getattr(owner, name, _MISSING)
 
 
+_ORIGINALS: dict[tuple[object, str], Any] = {}
+"""What each patched attribute was the first time we patched it (or since changed by others)."""
+_LEFT: dict[tuple[object, str], object] = {}
+"""What each attribute was when we last switched off: ours replaced by the original, or a
+wrapper someone put over ours, left in place (it may call ours)."""
+
+
+def _original(owner: object, name: str) -> Any:
+    """The attribute our replacement must call. Not simply the current one: a wrapper another
+    library put over ours (left in place when we switched off) calls ours, and taking it as the
+    original would make ours call itself. Changed by someone else since: theirs is the new one."""
+    key = (owner, name)
+    current = _own_attribute(owner, name)
+    if key not in _ORIGINALS or _LEFT.get(key, _MISSING) is not current:
+        _ORIGINALS[key] = current
+    return _ORIGINALS[key]
+
+
 def _patch() -> None:
     global _lock_factory, _rlock_factory, _async_lock_acquire, _async_semaphore_acquire
     global _async_lock_init, _async_semaphore_init
     code_name(sys._getframe())  # warm its name table now (3.10 imports modules on first use)
-    _lock_factory, _rlock_factory = threading.Lock, threading.RLock
-    _async_lock_acquire, _async_semaphore_acquire = asyncio.Lock.acquire, asyncio.Semaphore.acquire
-    _async_lock_init, _async_semaphore_init = asyncio.Lock.__init__, asyncio.Semaphore.__init__
+    _lock_factory, _rlock_factory = _original(threading, "Lock"), _original(threading, "RLock")
+    _async_lock_acquire = _original(asyncio.Lock, "acquire")
+    _async_semaphore_acquire = _original(asyncio.Semaphore, "acquire")
+    _async_lock_init = _original(asyncio.Lock, "__init__")
+    _async_semaphore_init = _original(asyncio.Semaphore, "__init__")
     replacements: tuple[tuple[object, str, object], ...] = (
         (threading, "Lock", ProfiledLock),
         (threading, "RLock", ProfiledRLock),
@@ -536,12 +624,12 @@ def _unpatch() -> None:
     """Put back what was there, unless someone else has replaced our attribute since."""
     while _patched:
         owner, name, old, new = _patched.pop()
-        if _own_attribute(owner, name) is not new:
-            continue
-        if old is _MISSING:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, old)
+        if _own_attribute(owner, name) is new:
+            if old is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)
+        _LEFT[(owner, name)] = _own_attribute(owner, name)
 
 
 def set_fraction(n: int) -> int:
@@ -577,14 +665,18 @@ def is_enabled() -> bool:
 
 def contentions() -> int:
     """Contended acquisitions seen so far (sampled or not), for the index's count column."""
-    return _counters.seen
+    return _counters.seen + len(_pending)
 
 
 def reset() -> None:
     """Forget everything recorded (for tests)."""
-    with _data_lock:
-        _samples.clear()
-        _counters.seen = _counters.recorded = _counters.folded = 0
+    if _hold():
+        try:
+            _pending.clear()
+            _samples.clear()
+            _counters.seen = _counters.recorded = _counters.folded = _counters.dropped = 0
+        finally:
+            _release()
 
 
 # --- the profile -----------------------------------------------------------------------------
@@ -612,9 +704,16 @@ def snapshot(max_depth: int) -> Profile:
     of contentions and the nanoseconds waited, both scaled by the sampling fraction."""
     if max_depth < 1:
         raise ValueError(f"max_depth must be >= 1, got {max_depth}")
-    with _data_lock:
-        items = [(key, entry[0], entry[1]) for key, entry in _samples.items()]
-        seen, recorded, folded = _counters.seen, _counters.recorded, _counters.folded
+    items: list[tuple[_Key, int, int]] = []
+    seen = recorded = folded = dropped = 0
+    if _hold():  # (not held: called from a handler that interrupted recording: empty)
+        try:
+            _fold_pending()
+            items = [(key, entry[0], entry[1]) for key, entry in _samples.items()]
+            seen, recorded, folded = _counters.seen, _counters.recorded, _counters.folded
+            dropped = _counters.dropped
+        finally:
+            _release()
     merged: dict[tuple[tuple[Frame, ...], tuple[tuple[str, LabelValue], ...]], list[int]] = {}
     for key, count, delay in items:
         labels = tuple(sorted(_labels(key).items()))
@@ -632,12 +731,12 @@ def snapshot(max_depth: int) -> Profile:
         period_type=CONTENTIONS,
         period=1,
         time_ns=time.time_ns(),
-        comments=_comments(seen, recorded, folded),
+        comments=_comments(seen, recorded, folded, dropped),
         default_sample_type=DELAY.type,
     )
 
 
-def _comments(seen: int, recorded: int, folded: int) -> tuple[str, ...]:
+def _comments(seen: int, recorded: int, folded: int, dropped: int) -> tuple[str, ...]:
     comments = [
         f"sampling period={_fraction}",
         f"{seen} contended acquisitions seen, {recorded} recorded; values are scaled by the "
@@ -649,4 +748,7 @@ def _comments(seen: int, recorded: int, folded: int) -> tuple[str, ...]:
             f"{folded} recorded contentions had a new stack past {MAX_KEYS} distinct stacks "
             "and were folded into [truncated] samples without labels"
         )
+    if dropped:
+        comments.append(f"{dropped} contentions were dropped: more than {_PENDING_MAX} waited "
+                        "to be added while the profile was busy")
     return tuple(comments)

@@ -44,6 +44,9 @@ class ThreadOrigins:
             weakref.WeakKeyDictionary()
         )
         self._original: Callable[[threading.Thread], None] | None = None
+        self._installed: Callable[[threading.Thread], None] | None = None
+        """Ours, compared by identity: ``functools.wraps`` copies attributes, so a marker
+        would also be found on a wrapper someone else put over ours."""
         self._lock = threading.Lock()
         self.max_depth = 64
 
@@ -57,38 +60,41 @@ class ThreadOrigins:
             origins = self
 
             def start(thread: threading.Thread) -> None:
-                origins.remember(thread, sys._getframe(1))
-                original(thread)
+                stack = origins.stack_below(thread, sys._getframe(1))
+                original(thread)  # a second start raises here: the first one's stack stays
+                if stack is not None:
+                    origins.remember(thread, stack)
 
             start.__wrapped__ = original  # type: ignore[attr-defined]
             start.__doc__ = original.__doc__
-            start._pyprof_http = True  # type: ignore[attr-defined]
             threading.Thread.start = start  # type: ignore[method-assign,assignment]
-            self._original = original
+            self._original, self._installed = original, start
 
     def uninstall(self) -> None:
         """Put the original back, unless someone wrapped it after us (then leave theirs)."""
         with self._lock:
             original, self._original = self._original, None
-            if original is None:
-                return
-            if getattr(threading.Thread.start, "_pyprof_http", False):
+            installed, self._installed = self._installed, None
+            if original is not None and threading.Thread.start is installed:
                 threading.Thread.start = original  # type: ignore[method-assign,assignment]
 
     @property
     def installed(self) -> bool:
         return self._original is not None
 
-    def remember(self, thread: threading.Thread, caller: Any) -> None:
-        """Keep the stack below ``Thread.start`` (a subclass's own ``start`` frames skipped)."""
+    def stack_below(self, thread: threading.Thread, caller: Any) -> tuple[Frame, ...] | None:
+        """The stack below ``Thread.start`` (a subclass's own ``start`` frames skipped)."""
         try:
             while caller is not None and caller.f_code.co_name == "start" and (
                 caller.f_locals.get("self") is thread
             ):
                 caller = caller.f_back
-            self._stacks[thread] = frame_stack(caller, self.max_depth)
+            return frame_stack(caller, self.max_depth)
         except Exception:  # never let profiling stop a thread from starting
-            return
+            return None
+
+    def remember(self, thread: threading.Thread, stack: tuple[Frame, ...]) -> None:
+        self._stacks[thread] = stack
 
     def stack_of(self, thread: threading.Thread) -> tuple[Frame, ...] | None:
         return self._stacks.get(thread)
