@@ -98,7 +98,8 @@ def test_two_sleeps_are_two_stalls_with_stack_and_task() -> None:
         assert functions(stall)[0] == "stall_sleep"
         assert stall.task == "worker"
         assert stall.thread == threading.current_thread().name
-        assert 0.28e9 <= stall.duration_ns <= 0.32e9  # a lower bound, short by < 1 period
+        # a lower bound, short by < 1 period; a starved CI machine may oversleep, hence the top
+        assert 0.28e9 <= stall.duration_ns <= 0.5e9
         assert sum(count for _, count in stall.stacks) >= 5
     # the same stack twice: one sample, two contentions
     profile = capture.profile
