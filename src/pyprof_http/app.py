@@ -66,7 +66,7 @@ class PprofApp:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = LOOPS.register_running()
-        if self.watch_serving_loop and not WATCHDOGS.is_watching(loop):
+        if self.watch_serving_loop:  # a dict lookup once the loop is watched
             WATCHDOGS.start(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
         request = Request(scope, receive)
         try:

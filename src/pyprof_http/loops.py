@@ -12,6 +12,7 @@ import asyncio
 import functools
 import itertools
 import os
+import re
 import sys
 import threading
 import time
@@ -25,6 +26,22 @@ from .model import Frame, frame
 
 ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 _OWN_DIR = os.path.dirname(__file__)
+_CURRENT_TASKS: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
+"""asyncio's running task per loop (3.10-3.13), readable from any thread."""
+_AUTO_TASK_NAME = re.compile(r"Task-\d+")
+
+
+def running_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+    """The task running on ``loop`` right now, also when asked from another thread (where
+    ``asyncio.current_task`` cannot be used)."""
+    task = _CURRENT_TASKS.get(loop)
+    return task if isinstance(task, asyncio.Task) else None
+
+
+def is_auto_task_name(name: str) -> bool:
+    """Whether ``name`` is asyncio's automatic ``Task-<n>``: no meaning, one per task, so
+    profiles leave it out or fold it rather than grow a label value per task."""
+    return _AUTO_TASK_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,9 +121,9 @@ def _needs(kind: type[_C], render: Callable[[_C, str], Rendered], why: str) -> F
     return Format(checked, delta=False)
 
 
-def _profile_formats() -> dict[str, Format]:
-    """The formats every sample profile offers."""
-    return {
+def _profile_formats(*only: str) -> dict[str, Format]:
+    """The formats every sample profile can offer (``only`` these, if named)."""
+    formats = {
         "pprof": Format(lambda c, name: render_pprof(c.profile, name)),
         "text": Format(lambda c, name: render_text(c.profile, name)),
         "flamegraph": Format(lambda c, name: render_flamegraph(c.profile, f"{name} profile")),
@@ -131,6 +131,7 @@ def _profile_formats() -> dict[str, Format]:
         "speedscope": Format(lambda c, name: render_speedscope(c.profile, name)),
         "json": Format(lambda c, name: render_json(c.profile, name)),
     }
+    return {name: formats[name] for name in only} if only else formats
 
 
 
@@ -277,11 +278,9 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "and floats are mostly not gc-tracked, so absent); seconds=N shows the types whose "
         "count grew. No tracing needed: ~0.2 s per million objects, off the event loop.",
         collect=_collect_objects,
-        formats={
-            name: fmt for name, fmt in _profile_formats().items()
-            if name in ("pprof", "flamegraph", "json")
-        } | {"text": _needs(objects.ObjectsCapture, render_objects_text,
-                            "the objects table needs an objects capture (its per-type rows)")},
+        formats=_profile_formats("pprof", "flamegraph", "json") | {"text": _needs(
+            objects.ObjectsCapture, render_objects_text,
+            "the objects table needs an objects capture (its per-type rows)")},
         window=True,
     ),
     ProfileSpec(
@@ -313,8 +312,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         description="Where each live thread was started (the stack that called Thread.start, "
         "recorded from install() on; older threads show their target function).",
         collect=_collect_threadcreate,
-        formats={name: fmt for name, fmt in _profile_formats().items()
-                 if name in ("pprof", "text", "folded", "json")},
+        formats=_profile_formats("pprof", "text", "folded", "json"),
         count=threading.active_count,
         delta=True,
     ),

@@ -20,7 +20,6 @@ and never raises.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
-from ..loops import LOOPS
+from ..loops import LOOPS, running_task
 from ..model import Profile, Sample, ValueType
 from ..request_labels import task_request
 from .drivers import Driver, choose_driver
@@ -72,7 +71,6 @@ class Sampler:
         self._last_tick = time.monotonic_ns()
         self._main = threading.main_thread().ident
         self._loops = {info.thread_ident: info.loop for info in LOOPS.running()}
-        self._current_tasks: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
 
     def baseline(self) -> None:
         """Read every thread's CPU clock so the first tick has something to subtract."""
@@ -144,7 +142,7 @@ class Sampler:
     def _labels(self, ident: int, thread: threading.Thread | None) -> _LabelKey:
         name = thread.name if thread is not None else f"thread-{ident}"
         loop = self._loops.get(ident)
-        task = self._current_tasks.get(loop) if loop is not None else None
+        task = running_task(loop) if loop is not None else None
         if task is None:
             return name, "", "", ""
         request = task_request(task)

@@ -111,13 +111,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType
 from typing import Any, ClassVar, Final, Protocol, SupportsIndex
 
-from ..loops import code_name
+from ..loops import code_name, is_auto_task_name
 from ..model import Frame, LabelValue, Profile, Sample, ValueType, frame
 from ..request_labels import CURRENT_REQUEST, route_of
 from .frames import frame_stack, to_frame
 
 CONTENTIONS: Final = ValueType("contentions", "count")
 DELAY: Final = ValueType("delay", "nanoseconds")
+"""Go's mutex and block profile types; ``/block`` (collectors/loop.py) uses them too."""
 MAX_KEYS: Final = 10_000
 """Distinct (stack, labels) kept; further ones fold into a ``[truncated]`` stack."""
 MAX_RECORDED_DEPTH: Final = 512
@@ -266,9 +267,7 @@ def _task_name() -> str:
     if task is None:
         return ""
     name = task.get_name()
-    if name.startswith("Task-") and name[5:].isdigit():
-        return "Task-N"
-    return name
+    return "Task-N" if is_auto_task_name(name) else name
 
 
 def _route() -> str:

@@ -52,16 +52,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-from ..loops import LOOPS
-from ..model import Frame, Profile, Sample, ValueType, frame
+from ..loops import LOOPS, running_task
+from ..model import Frame, Profile, Sample, frame
 from ..request_labels import task_request
 from .frames import frame_stack
+from .locks import CONTENTIONS, DELAY
 
 THREAD_NAME: Final = "pyprof_http-watchdog"
-CONTENTIONS: Final = ValueType("contentions", "count")
-DELAY: Final = ValueType("delay", "nanoseconds")
 MAX_STALLS: Final = 10_000
 """Stalls kept individually (for windows and the text view); older ones live in the aggregate."""
 MAX_SAMPLES_PER_STALL: Final = 64
@@ -196,7 +195,6 @@ class _Watch:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._handle: asyncio.TimerHandle | None = None
-        self._current_tasks: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
         self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
     def start(self) -> None:
@@ -283,7 +281,7 @@ class _Watch:
         top = sys._current_frames().get(self.ident)
         if top is None or self._pending[0] != seq or top.f_code is _BEAT_CODE:
             return 0  # the loop came back meanwhile: this stack is not the block
-        task = self._current_tasks.get(self.loop)
+        task = running_task(self.loop)
         request = task_request(task) if task is not None else None
         route, request_id = request if request is not None else ("", "")
         key = (frame_stack(top, self.max_depth), task.get_name() if task is not None else "",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
-import re
 import sys
 import threading
 import time
@@ -24,7 +23,15 @@ from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, Genera
 from typing import Any, NamedTuple
 
 from .._gc import paused_gc
-from ..loops import ASYNCIO_DIR, LOOPS, ORIGINS, LoopInfo, code_name
+from ..loops import (
+    ASYNCIO_DIR,
+    LOOPS,
+    ORIGINS,
+    LoopInfo,
+    code_name,
+    is_auto_task_name,
+    running_task,
+)
 from ..model import Frame, Profile, Sample, ValueType
 from .frames import frame_stack, to_frame
 from .thread_state import thread_state
@@ -101,7 +108,7 @@ class StackSnapshot:
             key = (t.stack, "thread", t.name, t.state, "")
             counts[key] = counts.get(key, 0) + 1
         for task in self.tasks:
-            name = "" if _AUTO_TASK_NAME.fullmatch(task.name) else task.name
+            name = "" if is_auto_task_name(task.name) else task.name
             key = (task.stack, "task", task.thread, task.state, name)
             counts[key] = counts.get(key, 0) + 1
         samples = tuple(
@@ -116,9 +123,6 @@ class StackSnapshot:
             time_ns=self.time_ns,
             comments=self.comments,
         )
-
-
-_AUTO_TASK_NAME = re.compile(r"Task-\d+")
 
 
 def _labels(kind: str, thread: str, state: str, task: str) -> dict[str, str]:
@@ -217,7 +221,7 @@ def walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
 
 def _walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
     loop = info.loop
-    current = asyncio.current_task(loop) if _on_thread(info) else _running_task(loop)
+    current = asyncio.current_task(loop) if _on_thread(info) else running_task(loop)
     now = time.monotonic()
     lookup = ORIGINS.lookup
     thread_name = info.thread_name
@@ -257,13 +261,6 @@ def _walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
 
 def _on_thread(info: LoopInfo) -> bool:
     return threading.get_ident() == info.thread_ident
-
-
-def _running_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
-    """The task running on a loop in another thread (asyncio keeps this per loop)."""
-    running = getattr(asyncio.tasks, "_current_tasks", {})
-    task = running.get(loop)
-    return task if isinstance(task, asyncio.Task) else None
 
 
 def _await_chain(coro: Any, fut_waiter: Any = None) -> tuple[list[FrameType], Any]:
