@@ -31,14 +31,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from _server import ServerProcess, serve_on_free_port
 
 HZ = 100
 WORK_SIZE = 15_000
@@ -71,10 +71,6 @@ def bench_render(value: int) -> str:
 
 def serve() -> None:
     """Bind a free loopback port, print it, serve until SIGINT/SIGTERM."""
-    import contextlib
-    import socket
-
-    import uvicorn
     from fastapi import FastAPI
     from starlette.responses import PlainTextResponse, Response
 
@@ -107,17 +103,7 @@ def serve() -> None:
         return Response(bench_render(bench_compute(WORK_SIZE)), media_type="application/json")
 
     pyprof_http.install(app)
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP;
-    # without it keep-alive responses wait ~40 ms for a delayed ACK (see benchmarks/stacks.py).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    print(f"PORT {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            loop="asyncio", timeout_graceful_shutdown=2)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
+    serve_on_free_port(app)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,42 +111,10 @@ def serve() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class ServerProcess:
-    """The child uvicorn server; a context manager that always stops it."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    def __enter__(self) -> ServerProcess:
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.__exit__()
-            raise RuntimeError(f"server did not start (got {line!r})")
-        self.port = int(line.split()[1])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_GRACE_S)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def server_process() -> ServerProcess:
+    """This file's app in a child uvicorn server."""
+    return ServerProcess([sys.executable, os.path.abspath(__file__), "--serve"],
+                         stop_grace_s=STOP_GRACE_S)
 
 
 class Load:
@@ -283,7 +237,7 @@ def measure_throughput(rounds: int, seconds: int, clients: int) -> dict[str, Pha
     budget = rounds * len(phases) * (seconds + 3) + 30
     # Not pinned to CPUs: pinning the load threads to one CPU made them, not the server, the
     # bottleneck (the server idled ~20 % of the time and cpu-mode ticks fell to ~80/s).
-    with ServerProcess() as server:
+    with server_process() as server:
         base = f"http://127.0.0.1:{server.port}"
         _wait_ready(base)
         with Load(base, clients, budget) as load:

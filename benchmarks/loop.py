@@ -49,14 +49,14 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import cpu  # benchmarks/cpu.py: the same load generator, server wrapper and table
+import cpu  # benchmarks/cpu.py: the same load generator and table
+from _server import ServerProcess, serve_on_free_port
 from cpu import Load, print_table, verdict
 
 STALL_MS = 100
@@ -85,11 +85,7 @@ def bench_stall_spin(ms: float) -> None:
 def serve() -> None:
     """Bind a free loopback port, print it, serve until SIGINT/SIGTERM."""
     import asyncio
-    import contextlib
-    import socket
     from urllib.parse import parse_qs
-
-    import uvicorn
 
     from pyprof_http import request_labels
     from pyprof_http.collectors import loop as loop_mod
@@ -151,16 +147,7 @@ def serve() -> None:
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY only then (see benchmarks/stacks.py)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    print(f"PORT {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            loop="asyncio", timeout_graceful_shutdown=2)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
+    serve_on_free_port(app, lifespan="off")
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,23 +155,16 @@ def serve() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class Server(cpu.ServerProcess):
-    """cpu.py's child-server wrapper, serving this file's app."""
+class Server(ServerProcess):
+    """This file's app in a child uvicorn server, with the heartbeat period to use."""
 
     def __init__(self, period_ms: float) -> None:
-        super().__init__()
-        self.period_ms = period_ms
+        super().__init__([sys.executable, os.path.abspath(__file__), "--serve"],
+                         env={**os.environ, "BENCH_PERIOD_MS": str(period_ms)},
+                         stop_grace_s=cpu.STOP_GRACE_S)
 
     def __enter__(self) -> Server:
-        env = {**os.environ, "BENCH_PERIOD_MS": str(self.period_ms)}
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
-                                     stdout=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("PORT "):
-            self.__exit__()
-            raise RuntimeError(f"server did not start (got {line!r})")
-        self.port = int(line.split()[1])
+        super().__enter__()
         return self
 
     def get(self, path: str, **params: str | float) -> Any:

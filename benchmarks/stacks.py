@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+
+from _server import ServerProcess, serve_on_free_port
 
 ENDPOINTS = (
     ("/ping", "/ping"),
@@ -50,11 +50,9 @@ def serve(n_tasks: int, n_threads: int, loop_impl: str) -> None:
     """Build the app, bind a free loopback port, print it, serve until SIGINT/SIGTERM."""
     import asyncio
     import contextlib
-    import socket
     import threading
     from collections.abc import AsyncIterator
 
-    import uvicorn
     from fastapi import FastAPI
     from starlette.responses import JSONResponse, PlainTextResponse
 
@@ -122,18 +120,7 @@ def serve(n_tasks: int, n_threads: int, loop_impl: str) -> None:
         return JSONResponse({"max_gap_ms": gap * 1000.0})
 
     pyprof_http.install(app)
-
-    # proto must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose
-    # proto says TCP, and without it keep-alive responses wait ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    print(f"PORT {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            loop=loop_impl)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal it stopped on
-        uvicorn.Server(config).run(sockets=[sock])
+    serve_on_free_port(app, loop=loop_impl, backlog=128, graceful_s=None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,37 +147,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-class ServerProcess:
-    """The child uvicorn server; a context manager that always stops it."""
-
-    def __init__(self, n_tasks: int, n_threads: int, loop_impl: str) -> None:
-        self.args = [sys.executable, os.path.abspath(__file__), "--serve",
-                     str(n_tasks), str(n_threads), "--loop", loop_impl]
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    def __enter__(self) -> ServerProcess:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the child prints its port first, or dies
-        if not line.startswith("PORT "):
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"server did not start (got {line!r})")
-        self.port = int(line.split()[1])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
-            try:
-                self.proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_GRACE_S)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+def server_process(n_tasks: int, n_threads: int, loop_impl: str) -> ServerProcess:
+    """This file's app in a child uvicorn server, parking ``n_tasks`` and ``n_threads``."""
+    return ServerProcess([sys.executable, os.path.abspath(__file__), "--serve", str(n_tasks),
+                          str(n_threads), "--loop", loop_impl], stop_grace_s=STOP_GRACE_S)
 
 
 def wait_ready(client: object, n_tasks: int, n_threads: int) -> None:
@@ -214,7 +174,7 @@ def measure(n_tasks: int, n_threads: int, repeat: int, loop_impl: str) -> list[R
     import httpx
 
     rows: list[Row] = []
-    with ServerProcess(n_tasks, n_threads, loop_impl) as server, httpx.Client(
+    with server_process(n_tasks, n_threads, loop_impl) as server, httpx.Client(
         base_url=f"http://127.0.0.1:{server.port}", timeout=REQUEST_TIMEOUT_S, trust_env=False,
     ) as client:
         wait_ready(client, n_tasks, n_threads)
