@@ -12,8 +12,9 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +40,23 @@ def defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _get(url: str, **params: object) -> httpx.Response:
     return httpx.get(url, params=params, timeout=30)
+
+
+def _window(url: str, during: Callable[[], object], lead_s: float = 0.3,
+            **params: object) -> httpx.Response:
+    """GET ``url`` (a ``seconds=N`` window) with ``during`` run inside it, ``lead_s`` in."""
+    answer: dict[str, httpx.Response] = {}
+    window = threading.Thread(target=lambda: answer.setdefault("r", _get(url, **params)))
+    window.start()
+    time.sleep(lead_s)
+    during()
+    window.join(30)
+    return answer["r"]
+
+
+def _samples_in(profile: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    """The samples of a ``format=json`` profile with ``function`` in their stack."""
+    return [s for s in profile["samples"] if any(f["function"] == function for f in s["stack"])]
 
 
 def _records(text: str) -> list[tuple[list[int], str]]:
@@ -93,8 +111,8 @@ def test_contended_asyncio_lock_created_before_switching_on_counts(profiled: Ser
     assert blocks, text
     assert "asyncio.Lock.acquire" in blocks[0]
     profile = _get(profiled.url("/mutex"), format="json").json()
-    tasks = {s["labels"].get("task") for s in profile["samples"]
-             if any(f["function"] == "contention_service_task_waiter" for f in s["stack"])}
+    tasks = {s["labels"].get("task")
+             for s in _samples_in(profile, "contention_service_task_waiter")}
     assert {t for t in tasks if t and t.startswith("async-contender-")}, tasks
 
 
@@ -102,15 +120,12 @@ def test_mutex_window_shows_only_what_happened_in_it(profiled: Server) -> None:
     _get(profiled.base_url + "/contend/threading", threads=2, hold_ms=20, rounds=2)
     before_window = _get(profiled.url("/mutex"), debug=1).text
     assert "contention_service_thread_waiter" in before_window
-    answer: dict[str, httpx.Response] = {}
-    window = threading.Thread(
-        target=lambda: answer.setdefault("r", _get(profiled.url("/mutex"), seconds=2, debug=1)))
-    window.start()
-    time.sleep(0.5)
-    _get(profiled.base_url + "/contend/asyncio", tasks=3, hold_ms=20, rounds=2)
-    window.join(30)
-    text = answer["r"].text
-    assert answer["r"].status_code == 200, text
+    response = _window(
+        profiled.url("/mutex"), lambda: _get(profiled.base_url + "/contend/asyncio", tasks=3,
+                                             hold_ms=20, rounds=2),
+        lead_s=0.5, seconds=2, debug=1)
+    text = response.text
+    assert response.status_code == 200, text
     assert "contention_service_task_waiter" in text
     assert "contention_service_thread_waiter" not in text
 
@@ -131,22 +146,18 @@ def test_go_tool_pprof_reads_mutex(go_binary: str, tmp_path: Path, profiled: Ser
 
 
 def test_blocking_calls_in_async_handlers_show_up_with_their_function(profiled: Server) -> None:
-    answer: dict[str, httpx.Response] = {}
-    window = threading.Thread(
-        target=lambda: answer.setdefault("r", _get(profiled.url("/block"), seconds=3, debug=1)))
-    window.start()
-    time.sleep(0.3)
-    for _ in range(2):
-        assert _get(profiled.base_url + "/block", ms=300).status_code == 200
-    window.join(30)
-    text = answer["r"].text
-    assert answer["r"].status_code == 200, text
+    def block_twice() -> None:
+        for _ in range(2):
+            assert _get(profiled.base_url + "/block", ms=300).status_code == 200
+
+    response = _window(profiled.url("/block"), block_twice, seconds=3, debug=1)
+    text = response.text
+    assert response.status_code == 200, text
     assert "contention_service_blocking_call" in text
     assert "/block" in text  # the route that held the loop
 
     profile = _get(profiled.url("/block"), format="json").json()
-    ours = [s for s in profile["samples"]
-            if any(f["function"] == "contention_service_blocking_call" for f in s["stack"])]
+    ours = _samples_in(profile, "contention_service_blocking_call")
     assert ours, profile
     delay_ns = sum(s["values"][1] for s in ours)
     assert sum(s["values"][0] for s in ours) >= 2
@@ -155,18 +166,12 @@ def test_blocking_calls_in_async_handlers_show_up_with_their_function(profiled: 
 
 
 def test_a_short_block_under_the_threshold_is_not_a_stall(profiled: Server) -> None:
-    answer: dict[str, httpx.Response] = {}
-    window = threading.Thread(
-        target=lambda: answer.setdefault("r", _get(profiled.url("/block"), seconds=2,
-                                                   format="json")))
-    window.start()
-    time.sleep(0.3)
-    for _ in range(3):
-        assert _get(profiled.base_url + "/block", ms=50).status_code == 200
-    window.join(30)
-    profile = answer["r"].json()
-    assert not [s for s in profile["samples"]
-                if any(f["function"] == "contention_service_blocking_call" for f in s["stack"])]
+    def block_briefly() -> None:
+        for _ in range(3):
+            assert _get(profiled.base_url + "/block", ms=50).status_code == 200
+
+    profile = _window(profiled.url("/block"), block_briefly, seconds=2, format="json").json()
+    assert not _samples_in(profile, "contention_service_blocking_call")
 
 
 def test_go_tool_pprof_reads_block(go_binary: str, tmp_path: Path, profiled: Server) -> None:
