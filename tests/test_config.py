@@ -201,3 +201,57 @@ def test_trusted_proxies_need_a_token_or_an_authorizer() -> None:
 def test_unknown_profile_names_in_the_allowlist_refuse_to_start() -> None:
     with pytest.raises(ConfigError, match="unknown names: gorutine"):
         PprofApp(Settings(profiles=frozenset({"gorutine"})))
+
+
+@pytest.mark.parametrize(("token", "says"), [
+    (" " * MIN_TOKEN_LENGTH, "whitespace"),             # passed the length check before
+    (" " * 40, "whitespace"),
+    ("\t" * 20, "whitespace"),
+    (TOKEN + "\n", "whitespace"),                       # a stray newline from a secrets file
+    (" " + TOKEN, "whitespace"),
+    (TOKEN + "\u00a0", "whitespace"),                   # no-break space: Unicode whitespace
+    (TOKEN[:8] + "\x00" + TOKEN[8:], "position 8"),
+    (TOKEN[:3] + "\u2028" + TOKEN[3:], "position 3"),
+    (TOKEN[:5] + "\u00a0" + TOKEN[5:], "position 5"),
+    (TOKEN[:5] + "\x1b[2J" + TOKEN[5:], "position 5"),
+])
+def test_tokens_no_client_could_send_refuse_to_start(token: str, says: str) -> None:
+    settings = Settings(token=token)
+    with pytest.raises(ConfigError, match=says) as info:
+        settings.check_secure()
+    assert "secrets.token_urlsafe" in str(info.value)
+    assert not token.strip() or token.strip()[:8] not in str(info.value)  # never shown
+    with pytest.raises(ConfigError):
+        PprofApp(settings)
+
+
+def test_a_token_from_the_environment_with_a_trailing_newline_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYPROF_TOKEN", TOKEN + "\n")
+    with pytest.raises(ConfigError, match="whitespace"):
+        Settings().check_secure()
+
+
+@pytest.mark.parametrize("token", [
+    "correct horse battery staple",        # inner spaces reach the server as sent
+    "pässwört-ünïcødé-0123",
+    "a:b:c:d:e:f:g:h:i",                    # a colon: Basic splits at the first one only
+])
+def test_printable_tokens_are_accepted(token: str) -> None:
+    Settings(token=token).check_secure()
+
+
+def test_allowed_hosts_default_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().allowed_hosts == ()
+    monkeypatch.setenv("PYPROF_ALLOWED_HOSTS", "MyHost.Internal, dev-box")
+    assert Settings().allowed_hosts == ("myhost.internal", "dev-box")
+    monkeypatch.setenv("PYPROF_ALLOWED_HOSTS", "*")
+    assert Settings().allowed_hosts == ("*",)
+
+
+@pytest.mark.parametrize("name", [
+    "myhost:8000", "http://myhost", "myhost/x", "*.example.com", "", " ", "my host", "[::1]",
+])
+def test_allowed_hosts_takes_bare_names_only(name: str) -> None:
+    with pytest.raises(ValidationError, match="bare host names"):
+        Settings(allowed_hosts=[name])

@@ -9,6 +9,7 @@ default safe: reaching beyond loopback without a token or an authorizer refuses 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("::1/128"),
 )
 MIN_TOKEN_LENGTH = 16
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")
 
 Authorizer = Callable[[Any], Any | Awaitable[Any]]
 """Takes the Starlette ``Request``; returns a :class:`~pyprof_http.auth.Decision`, a bool, or a
@@ -52,7 +54,16 @@ class Settings(BaseSettings):
         default=LOOPBACK, description="CIDRs of clients let in; anyone else gets 403."
     )
     trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = Field(
-        default=(), description="Peers whose X-Forwarded-For is believed."
+        default=(),
+        description="Peers whose X-Forwarded-For is believed, and only when such a peer is the "
+        "one connected: the server must pass the real peer in scope['client'] (uvicorn "
+        "--forwarded-allow-ips '', no hypercorn ProxyFixMiddleware); a request whose client the "
+        "server already replaced from a forwarding header is refused.",
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Host names served without a token or an authorizer, besides IP literals "
+        "and localhost (protection against DNS rebinding); '*' serves any Host.",
     )
     token: SecretStr | None = Field(
         default=None, description="Required as Bearer token or Basic password when set."
@@ -91,9 +102,21 @@ class Settings(BaseSettings):
         description="An event loop that does not come back for this long is a stall in /block.",
     )
 
-    _split = field_validator("allow_clients", "trusted_proxies", "profiles", mode="before")(
-        _split_list
-    )
+    _split = field_validator(
+        "allow_clients", "trusted_proxies", "profiles", "allowed_hosts", mode="before"
+    )(_split_list)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Bare names, compared lower-case: a port or scheme here would silently never match."""
+        for name in names:
+            if name != "*" and not _HOST_NAME.fullmatch(name):
+                raise ValueError(
+                    f"allowed_hosts takes bare host names such as myhost.internal (no scheme, "
+                    f"port, path or wildcard other than '*'), not {name!r}"
+                )
+        return tuple(name.lower() for name in names)
 
     def allows(self, profile: str) -> bool:
         """Whether ``profile`` is on the allowlist."""
@@ -101,11 +124,8 @@ class Settings(BaseSettings):
 
     def check_secure(self) -> None:
         """Refuse settings that would expose profiles to the network without authentication."""
-        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_LENGTH:
-            raise ConfigError(
-                f"token is shorter than {MIN_TOKEN_LENGTH} characters; use a long random one, "
-                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-            )
+        if self.token is not None:
+            check_token(self.token.get_secret_value())
         if self.trusted_proxies and self.token is None and self.authorize is None:
             raise ConfigError(
                 "trusted_proxies is set but neither a token nor an authorizer is: addresses "
@@ -119,6 +139,27 @@ class Settings(BaseSettings):
                 "token nor an authorizer is set: set PYPROF_TOKEN / Settings(token=...), pass "
                 "Settings(authorize=...), or keep allow_clients to 127.0.0.0/8 and ::1"
             )
+
+
+def check_token(token: str) -> None:
+    """Refuse a token that is short, or that no client could send as it is.
+
+    Clients strip the spaces around a Bearer token and cannot put control characters in a
+    header, so a token with surrounding or non-printing whitespace (a stray newline from a
+    secrets file, 16 spaces) could never match as Bearer while it might as Basic: refuse it
+    rather than strip it, so the secret in use is exactly the one configured. The message never
+    shows the token.
+    """
+    how = "use a long random one, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    if token != token.strip():
+        raise ConfigError("token starts or ends with whitespace (a stray newline or space from "
+                          f"the file or variable it came from?), which Bearer clients strip; {how}")
+    if not token.isprintable():
+        position = next(i for i, char in enumerate(token) if not char.isprintable())
+        raise ConfigError(f"token has a control or non-printing character at position "
+                          f"{position}, which an HTTP header cannot carry reliably; {how}")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"token is shorter than {MIN_TOKEN_LENGTH} characters; {how}")
 
 
 def is_loopback(network: Network) -> bool:
