@@ -51,7 +51,7 @@ def request(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             response = await client.request(method, url, **kwargs)
             await response.aread()
             return response
@@ -255,7 +255,7 @@ def test_concurrent_windows_are_capped() -> None:
 
     async def go() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             first = asyncio.ensure_future(c.get("/debug/pprof/goroutine?seconds=1&debug=1"))
             await asyncio.sleep(0.2)  # the first window is open
             second = await c.get("/debug/pprof/goroutine?seconds=1&debug=1")
@@ -411,7 +411,7 @@ async def _asgi(app: Any, path: str, root_path: str = "") -> tuple[int, dict, by
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"debug=1",
-        "root_path": root_path, "headers": [(b"host", b"testserver")],
+        "root_path": root_path, "headers": [(b"host", b"127.0.0.1")],
         "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
     }
     sent: list[dict] = []
@@ -527,7 +527,7 @@ def test_block_and_threadcreate_answer_without_a_lifespan() -> None:
 
     async def main() -> tuple[int, str, bool]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             block = await client.get("/block?debug=1")
             watching = WATCHDOGS.is_watching(asyncio.get_running_loop())
             threads = await client.get("/threadcreate?debug=1")

@@ -62,7 +62,7 @@ def profile_during(path: str, request_id: str) -> tuple[dict[str, Any], httpx.Re
 
     async def main() -> tuple[httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             profile = asyncio.create_task(client.get(
                 "/debug/pprof/profile",
                 params={"seconds": "1", "mode": "wall", "format": "json"}))

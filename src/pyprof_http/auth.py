@@ -2,9 +2,11 @@
 
 It wraps the whole sub-app, so every route — present and future — is covered by construction;
 no handler can forget to check. Order: the client address first (403, before any credential is
-looked at), then credentials (a valid token allows; a wrong one is 401), then the authorizer.
-Tokens are compared in constant time and never logged, not even the Basic user name (people
-paste the token there).
+looked at; :mod:`~pyprof_http.origin` establishes it), a browser's cross-site request (403),
+then credentials (a valid token allows; a wrong or malformed one is 401), then the authorizer;
+with neither a token nor an authorizer, only a ``Host`` no rebinding page can send (403).
+Tokens are compared as bytes in constant time and never logged, not even the Basic user name
+(people paste the token there).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import binascii
 import enum
 import hmac
 import inspect
-import ipaddress
 import json
 import logging
 import time
@@ -24,12 +25,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Network, Settings
+from .config import Settings
 from .errors import Forbidden, PprofError, Unauthorized, error_response
+from .origin import Client, cross_site_refusal, host_refusal, see_client, shown_networks, within
 
 AUDIT = logging.getLogger("pyprof_http.audit")
 PRINCIPAL_KEY = "pyprof_http.principal"
 CHALLENGE = 'Basic realm="pprof", Bearer realm="pprof"'
+MAX_AUTHORIZATION_BYTES = 4096
+"""Longer is no credential of ours (a 32-byte token in Basic is ~60 bytes): refused unread."""
 _LOGGED_PARAMS = frozenset({"debug", "format", "seconds", "mode", "hz", "gc", "clock"})
 
 
@@ -47,21 +51,24 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        token = settings.token
+        self._token = token.get_secret_value().encode("utf-8") if token is not None else None
+        """The token as the bytes both schemes compare (a header carries bytes)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        status = 0
+        status = "disconnected"  # what the line says if no response ever starts
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status = str(int(message["status"]))
             await send(message)
 
-        client = client_address(scope, self.settings.trusted_proxies)
+        client = see_client(scope, self.settings.trusted_proxies)
         principal = "anonymous"
         try:
             principal = await self._admit(scope, client)
@@ -72,43 +79,55 @@ class AuthMiddleware:
             await response(scope, receive, send_status)
         else:
             scope[PRINCIPAL_KEY] = principal
-            await self.app(scope, receive, send_status)
-        finally:
-            self._audit(scope, client, principal, status, time.monotonic() - started)
-
-    async def _admit(self, scope: Scope, client: ipaddress.IPv4Address | ipaddress.IPv6Address |
-                     None) -> str:
-        if client is None or not _within(client, self.settings.allow_clients):
-            raise Forbidden("client address not allowed; see the allow_clients setting")
-        if not self.settings.trusted_proxies and _forwarded(scope):
-            # A server told to trust forwarding headers (uvicorn --forwarded-allow-ips) has
-            # already replaced the peer with whatever X-Forwarded-For claimed, so the address
-            # above may be spoofed: proxied requests need trusted_proxies (and so a token).
-            raise Forbidden("request came through a proxy (forwarding headers present); "
-                            "set trusted_proxies and a token to allow proxied access")
-        token = self.settings.token
-        authorize = self.settings.authorize
-        if token is not None:
             try:
-                supplied = _credentials(scope)
+                await self.app(scope, receive, send_status)
+            except OSError:
+                raise  # the client went away while we wrote: still "disconnected"
+            except Exception:
+                if status == "disconnected":
+                    status = "error"
+                raise
+        finally:
+            self._audit(scope, client.logged, principal, status, time.monotonic() - started)
+
+    async def _admit(self, scope: Scope, client: Client) -> str:
+        """The principal; raises Forbidden or Unauthorized. Address first, then credentials."""
+        settings = self.settings
+        if client.doubt is not None:
+            raise Forbidden(client.doubt)
+        if client.address is None or not within(client.address, settings.allow_clients):
+            raise Forbidden(
+                f"client {client.shown} is not in allow_clients "
+                f"(PYPROF_ALLOW_CLIENTS={shown_networks(settings.allow_clients)}); to let it in, "
+                "add it there, and for an address beyond loopback a token (PYPROF_TOKEN) or an "
+                "authorizer is then required too"
+            )
+        refusal = cross_site_refusal(scope)
+        if refusal is not None:
+            raise Forbidden(refusal)
+        authorize = settings.authorize
+        if self._token is not None:
+            try:
+                supplied = credentials(scope)
             except Unauthorized:
                 if authorize is None:
                     raise
                 supplied = None  # not ours: perhaps the app's own scheme
-            if supplied is not None and hmac.compare_digest(
-                supplied.encode("utf-8", "surrogateescape"), token.get_secret_value().encode()
-            ):
+            if supplied is not None and hmac.compare_digest(supplied, self._token):
                 return "token"
             if authorize is None:
                 if supplied is not None:
                     raise Unauthorized("invalid credentials")
                 raise Unauthorized("credentials required: Authorization: Bearer <token>, "
                                    "or Basic with the token as password (curl -u :TOKEN)")
-        if authorize is not None:
-            return await _ask(authorize, Request(scope))
-        return "anonymous"
+        if authorize is None:  # neither a token nor an authorizer: loopback, browsers aside
+            refusal = host_refusal(scope, settings.allowed_hosts)
+            if refusal is not None:
+                raise Forbidden(refusal)
+            return "anonymous"
+        return await _ask(authorize, Request(scope))
 
-    def _audit(self, scope: Scope, client: object, principal: str, status: int,
+    def _audit(self, scope: Scope, client: str, principal: str, status: str,
                seconds: float) -> None:
         if not AUDIT.isEnabledFor(logging.INFO):
             return
@@ -117,7 +136,7 @@ class AuthMiddleware:
         params = {redact(k)[:64]: (redact(v)[:64] if k in _LOGGED_PARAMS else "<not logged>")
                   for k, v in request.query_params.items()}
         AUDIT.info(
-            "client=%s principal=%s path=%s params=%s status=%d duration_ms=%.1f",
+            "client=%s principal=%s path=%s params=%s status=%s duration_ms=%.1f",
             client or "-", principal, redact(request.url.path)[:256],
             json.dumps(params, sort_keys=True), status, seconds * 1000,
         )
@@ -128,68 +147,34 @@ class AuthMiddleware:
         return text.replace(token.get_secret_value(), "<redacted>") if token is not None else text
 
 
-def client_address(
-    scope: Scope, trusted_proxies: tuple[Network, ...]
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The peer, or for a trusted proxy the right-most untrusted X-Forwarded-For address."""
-    peer = _parse_ip((scope.get("client") or (None,))[0])
-    if peer is None or not trusted_proxies or not _within(peer, trusted_proxies):
-        return peer
-    forwarded: list[str] = []
-    for name, value in scope.get("headers", ()):
-        if name == b"x-forwarded-for":
-            forwarded.extend(part.strip() for part in value.decode("latin-1").split(","))
-    address = peer
-    for hop in reversed(forwarded):
-        parsed = _parse_ip(hop)
-        if parsed is None:
-            return None  # an unparsable chain is not evidence of anything
-        address = parsed
-        if not _within(parsed, trusted_proxies):
-            break
-    return address
+def credentials(scope: Scope) -> bytes | None:
+    """The secret from ``Authorization`` as the bytes sent (Bearer token, or Basic password);
+    None if absent. Any malformed header is Unauthorized, never an exception of another kind.
 
-
-def _parse_ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not isinstance(text, str):
+    Both schemes yield raw bytes so that one token matches the same way in either: a header is
+    bytes, and a UTF-8 token sent by curl or a browser arrives as its UTF-8 bytes.
+    """
+    headers = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
+    if not headers:
         return None
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
-    return address
-
-
-def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-            networks: tuple[Network, ...]) -> bool:
-    return any(address.version == n.version and address in n for n in networks)
-
-
-_FORWARDING_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
-
-
-def _forwarded(scope: Scope) -> bool:
-    return any(name in _FORWARDING_HEADERS for name, _ in scope.get("headers", ()))
-
-
-def _credentials(scope: Scope) -> str | None:
-    """The secret from ``Authorization`` (Bearer token, or Basic password); None if absent."""
-    header: bytes | None = next(
-        (v for k, v in scope.get("headers", ()) if k == b"authorization"), None
-    )
-    if header is None:
-        return None
-    scheme, _, value = header.decode("latin-1").strip().partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip()
-    if scheme.lower() == "basic":
+    if len(headers) > 1:
+        raise Unauthorized("more than one Authorization header")
+    header: bytes = headers[0]
+    if len(header) > MAX_AUTHORIZATION_BYTES:
+        raise Unauthorized(f"Authorization header longer than {MAX_AUTHORIZATION_BYTES} bytes")
+    scheme, _, value = header.strip().partition(b" ")
+    value = value.strip(b" \t")
+    if scheme.lower() == b"bearer":
+        return value
+    if scheme.lower() == b"basic":
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthorized("malformed Basic credentials") from None
-        return decoded.partition(":")[2]
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise Unauthorized("malformed Basic credentials: not base64") from None
+        _user, colon, password = decoded.partition(b":")
+        if not colon:
+            raise Unauthorized("malformed Basic credentials: no ':' between user and password")
+        return password
     raise Unauthorized("unsupported authorization scheme; use Bearer or Basic")
 
 

@@ -1,0 +1,86 @@
+"""origin: who the client is (direct peer, trusted proxy, rewritten by the server), and Host."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from pyprof_http.origin import Client, host_accepted, see_client, shown_networks
+
+PROXIES = (ipaddress.ip_network("10.0.0.1/32"),)
+
+
+def _scope(peer, xff=None, port=1234, name=b"x-forwarded-for"):
+    headers = [(name, xff.encode())] if xff is not None else []
+    return {"client": (peer, port), "headers": headers}
+
+
+def test_the_peer_is_the_client_without_forwarding_headers():
+    assert see_client(_scope("127.0.0.1"), PROXIES) == Client(
+        ipaddress.ip_address("127.0.0.1"), "127.0.0.1")
+    assert str(see_client(_scope("::ffff:127.0.0.1"), ()).address) == "127.0.0.1"
+    unknown = see_client({"client": None, "headers": []}, ())
+    assert unknown.address is None and unknown.logged == "-"
+
+
+def test_forwarded_for_believed_only_from_trusted_proxies():
+    assert str(see_client(_scope("10.0.0.1", "127.0.0.1"), PROXIES).address) == "127.0.0.1"
+    assert str(see_client(_scope("10.0.0.2", "127.0.0.1"), PROXIES).address) == "10.0.0.2"
+    # the right-most untrusted hop is the client; anything left of it is attacker-supplied
+    assert str(see_client(_scope("10.0.0.1", "127.0.0.1, 8.8.8.8"), PROXIES).address) == "8.8.8.8"
+    assert str(see_client(_scope("10.0.0.1", "8.8.8.8, 10.0.0.1"), PROXIES).address) == "8.8.8.8"
+    assert str(see_client(_scope("10.0.0.1", "8.8.8.8:4000"), PROXIES).address) == "8.8.8.8"
+    garbage = see_client(_scope("10.0.0.1", "garbage"), PROXIES)
+    assert garbage.address is None and "'garbage'" in garbage.shown
+
+
+@pytest.mark.parametrize(("peer", "port", "xff", "name"), [
+    ("127.0.0.1", 0, "127.0.0.1", b"x-forwarded-for"),
+    ("127.0.0.1", 5000, "127.0.0.1:5000", b"x-forwarded-for"),
+    ("127.0.0.1", 5000, "8.8.8.8, 127.0.0.1:5000", b"x-forwarded-for"),
+    ("::1", 80, "[::1]:80", b"x-forwarded-for"),
+    ("127.0.0.1", 0, 'for="127.0.0.1";proto=http', b"forwarded"),  # hypercorn, modern mode
+    ("127.0.0.1", 7000, 'For="[::ffff:127.0.0.1]:7000"', b"forwarded"),
+    ("127.0.0.1", 7000, "127.0.0.1:7000", b"x-real-ip"),
+    ("127.0.0.1", 80, "127.0.0.1:+8_0", b"x-forwarded-for"),  # int() as uvicorn parses it
+])
+def test_a_client_rewritten_from_a_forwarding_header_is_doubted(peer, port, xff, name):
+    seen = see_client(_scope(peer, xff, port, name), PROXIES)
+    assert seen.doubt is not None and "replaced the client address" in seen.doubt
+    assert seen.logged.startswith("unverified:")
+
+
+def test_forwarding_headers_without_trusted_proxies_are_doubted():
+    seen = see_client(_scope("127.0.0.1", "127.0.0.1"), ())
+    assert seen.doubt is not None and "trusted_proxies is not set" in seen.doubt
+
+
+def test_a_real_peer_is_not_doubted_even_when_a_hop_names_its_address():
+    seen = see_client(_scope("10.0.0.1", "203.0.113.9", 51000), PROXIES)
+    assert seen.doubt is None and str(seen.address) == "203.0.113.9"
+    # two proxies on one host both append: the peer's address is a hop, but not with its port
+    seen = see_client(_scope("10.0.0.1", "203.0.113.9, 10.0.0.1", 51000), PROXIES)
+    assert seen.doubt is None and str(seen.address) == "203.0.113.9"
+
+
+@pytest.mark.parametrize(("value", "accepted"), [
+    (b"127.0.0.1", True), (b"127.0.0.1:8000", True), (b"[::1]:8000", True), (b"[::1]", True),
+    (b"localhost", True), (b"LOCALHOST:1", True), (b"192.0.2.1:65535", True), (b"127.0.0.1:", True),
+    (b"localhost.evil.example", False), (b"evil.example", False), (b"localhost.", False),
+    (b"[::1]:", True), (b"[::1]:x", False), (b"[1.2.3.4]", False), (b"1.2.3.4.5", False),
+    (b"127.0.0.1:999999", False), (b"\xc3\xa9", False), (b"localhost\x00", False),
+])
+def test_host_accepted(value, accepted):
+    assert host_accepted(value, ()) is accepted
+
+
+def test_host_accepted_with_names():
+    assert host_accepted(b"Dev-Box:80", ("dev-box",))
+    assert not host_accepted(b"dev-box.evil:80", ("dev-box",))
+
+
+def test_shown_networks_is_short():
+    many = tuple(ipaddress.ip_network(f"10.0.{i}.0/24") for i in range(10))
+    assert shown_networks(many) == "10.0.0.0/24,10.0.1.0/24,10.0.2.0/24,10.0.3.0/24,... (10 in all)"
+    assert shown_networks(()) == "(empty)"
