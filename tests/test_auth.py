@@ -493,3 +493,12 @@ def test_200_concurrent_bad_credentials_are_all_clean_401s(caplog):
     assert [status for status, _, _ in answers] == [401] * 200
     assert len(_audit_lines(caplog)) == 200
     assert all("status=401" in line for line in _audit_lines(caplog))
+
+
+@pytest.mark.parametrize("xff", [b"\x00", b"127.0.0.1\xe2\x80\xa8", b"\xff\xfe", b"1" * 50_000,
+                                 b"127.0.0.1, \x1b[2J"])
+def test_hostile_forwarded_for_from_a_trusted_proxy_is_a_clean_403(xff):
+    status, headers, body = _raw(Settings(**PROXIED), [(b"x-forwarded-for", xff), BEARER],
+                                 client=("10.0.0.1", 51000))
+    _assert_clean_refusal(status, headers, body, 403)
+    assert body.isascii() and b"\x1b" not in body and len(body) < 600

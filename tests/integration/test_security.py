@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import subprocess
@@ -212,12 +213,19 @@ def test_host_is_not_restricted_with_a_token(guarded: Server) -> None:
     assert status == 200
 
 
+def _proxied(tmp_path_factory: pytest.TempPathFactory, proxy: str,
+             server_trusts: str) -> contextlib.AbstractContextManager[Server]:
+    """A guarded server with ``trusted_proxies=proxy`` whose uvicorn rewrites the client from
+    X-Forwarded-For for peers in ``server_trusts`` (FORWARDED_ALLOW_IPS; "" for none)."""
+    env = {"PYPROF_TOKEN": TOKEN, "PYPROF_ALLOW_CLIENTS": "127.0.0.1/32",
+           "PYPROF_TRUSTED_PROXIES": proxy, "FORWARDED_ALLOW_IPS": server_trusts}
+    return run_server("/debug/pprof", tmp_path_factory.mktemp("proxied"), env)
+
+
 @pytest.fixture(scope="module")
 def trusting_everyone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """uvicorn told to believe X-Forwarded-For from anyone: it rewrites scope["client"]."""
-    env = {"PYPROF_TOKEN": TOKEN, "PYPROF_ALLOW_CLIENTS": "127.0.0.1/32",
-           "PYPROF_TRUSTED_PROXIES": "127.0.0.9/32", "FORWARDED_ALLOW_IPS": "*"}
-    with run_server("/debug/pprof", tmp_path_factory.mktemp("trusting"), env) as running:
+    with _proxied(tmp_path_factory, "127.0.0.9/32", "*") as running:
         yield running
 
 
@@ -234,9 +242,7 @@ def test_a_spoofed_loopback_client_is_refused_when_the_server_rewrote_it(
 @pytest.fixture(scope="module")
 def behind_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """uvicorn leaving the peer alone (--forwarded-allow-ips ''); 127.0.0.2 is the proxy."""
-    env = {"PYPROF_TOKEN": TOKEN, "PYPROF_ALLOW_CLIENTS": "127.0.0.1/32",
-           "PYPROF_TRUSTED_PROXIES": "127.0.0.2/32", "FORWARDED_ALLOW_IPS": ""}
-    with run_server("/debug/pprof", tmp_path_factory.mktemp("proxied"), env) as running:
+    with _proxied(tmp_path_factory, "127.0.0.2/32", "") as running:
         yield running
 
 
