@@ -84,3 +84,10 @@ def test_shown_networks_is_short():
     many = tuple(ipaddress.ip_network(f"10.0.{i}.0/24") for i in range(10))
     assert shown_networks(many) == "10.0.0.0/24,10.0.1.0/24,10.0.2.0/24,10.0.3.0/24,... (10 in all)"
     assert shown_networks(()) == "(empty)"
+
+
+@pytest.mark.parametrize("name", [b"forwarded", b"x-real-ip"])
+def test_a_trusted_proxy_without_x_forwarded_for_is_doubted_not_taken_as_the_client(name):
+    value = "for=203.0.113.9" if name == b"forwarded" else "203.0.113.9"
+    seen = see_client(_scope("10.0.0.1", value, 51000, name), PROXIES)
+    assert seen.doubt is not None and "no X-Forwarded-For" in seen.doubt

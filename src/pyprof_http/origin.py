@@ -85,8 +85,13 @@ def see_client(scope: Scope, trusted_proxies: tuple[Network, ...]) -> Client:
             "--no-proxy-headers), hypercorn without ProxyFixMiddleware"))
     if not within(peer, trusted_proxies):
         return Client(peer, f"{peer} (not a trusted proxy, so its X-Forwarded-For is ignored)")
+    chain = _forwarded_for(forwarding)
+    if not chain:
+        return Client(peer, str(peer), doubt=(
+            f"trusted proxy {peer} sent Forwarded or X-Real-IP but no X-Forwarded-For, which "
+            "is the header pyprof_http reads; have it set X-Forwarded-For"))
     address = peer
-    for hop in reversed(_forwarded_for(forwarding)):
+    for hop in reversed(chain):
         parsed = _hop_ip(hop)
         if parsed is None:  # an unparsable chain is not evidence of anything
             return Client(None, f"unknown (X-Forwarded-For from trusted proxy {peer} has "
