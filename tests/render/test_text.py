@@ -159,6 +159,6 @@ def test_control_characters_in_names_cannot_forge_a_record() -> None:
     text = render_text(profile, "goroutine").body.decode()
     lines = text.splitlines()
     assert [line for line in lines if line.startswith("1 @")] == [f"1 @ {_id(forged)}"]
-    assert "f\\x0a1 @ 0xdeadbeef\\x0a#\\x09forged" in text
-    assert "/app/x\\x0d.py:3" in text
-    assert "# a comment\\x0awith a second line" in lines
+    assert "f\\n1 @ 0xdeadbeef\\n#\\tforged" in text
+    assert "/app/x\\r.py:3" in text
+    assert "# a comment\\nwith a second line" in lines

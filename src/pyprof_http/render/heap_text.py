@@ -17,8 +17,9 @@ from typing import Final
 
 from ..collectors.heap import HeapCapture
 from ..model import Frame
+from ..sanitize import printable
 from . import Rendered, utf8
-from .text import TEXT_PLAIN, clean, frame_id, frame_lines
+from .text import TEXT_PLAIN, frame_id, frame_lines
 
 MAX_RECORDS: Final = 1000
 
@@ -43,7 +44,7 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
         f"{name} profile: {total_objects}: {total_bytes} [0: 0] @ heap/1",
         "# tracemalloc sees only live blocks: counts are in-use objects and bytes; allocation "
         "totals ([0: 0]) are not known. Every block is traced (rate 1).",
-        *(f"# {clean(comment)}" for comment in profile.comments),
+        *(f"# {printable(comment)}" for comment in profile.comments),
     ]
     for stack, (objects, size) in top:
         out.append(f"{objects}: {size} [0: 0] @ {' '.join(frame_id(f) for f in stack)}")
