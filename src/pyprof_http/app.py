@@ -143,7 +143,8 @@ class PprofApp:
                 capture = await spec.collect(context)
         else:
             capture = await spec.collect(context)
-        rendered = await render_in_thread(spec.formats[fmt].render, capture, spec.name)
+        rendered = await render_in_thread(spec.formats[fmt].render_at, capture, spec.name,
+                                          query.granularity)
         response = to_response(rendered)
         describe = getattr(capture, "describe", None)
         if callable(describe):
