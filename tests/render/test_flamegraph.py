@@ -12,7 +12,8 @@ import pytest
 
 from pyprof_http import PprofApp, Settings
 from pyprof_http.model import Profile, Sample, ValueType, frame
-from pyprof_http.render import flamegraph
+from pyprof_http.registry import BY_NAME, ProfileCapture
+from pyprof_http.render import flamegraph, page_title
 from pyprof_http.render.flamegraph import (
     MAX_GROUPS,
     flame_data,
@@ -328,3 +329,11 @@ def test_granularity_lines_keeps_a_frame_per_line() -> None:
     first = _parked_at_three_lines.__code__.co_firstlineno
     assert lines == [first + 2, first + 4, first + 6]
 
+
+
+@pytest.mark.parametrize(("name", "title"), [("profile", "profile"),
+                                             ("goroutine", "goroutine profile")])
+def test_page_titles_never_say_profile_twice(name: str, title: str) -> None:
+    page = BY_NAME[name].formats["flamegraph"].render_at(ProfileCapture(_profile()), name, None)
+    assert re.search(r"<title>(.*?)</title>", page.body.decode())[1] == title  # type: ignore[index]
+    assert page_title(name) == title
