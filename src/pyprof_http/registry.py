@@ -270,7 +270,8 @@ PROFILES: tuple[ProfileSpec, ...] = (
     ProfileSpec(
         name="heap",
         description="Live memory by allocation site (tracemalloc): what was allocated and is "
-        "still live. Tracing slows allocation x3-x30 (1-32 frames), so it is off unless "
+        "still live. Tracing slows allocation-heavy code x3-x7 (1 frame) to x18-x33 (32 "
+        "frames), so it is off unless "
         "started at startup (PYPROF_HEAP_TRACE_AT_START=1); seconds=N traces a window and "
         "stops. gc=1 collects first. The count column shows tracemalloc's memory.",
         collect=_collect_heap,
