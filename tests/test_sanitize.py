@@ -13,15 +13,15 @@ import logging
 import re
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from pyprof_http import PprofApp, Settings
-from pyprof_http.collectors.heap import INUSE_OBJECTS, INUSE_SPACE, SPACE, HeapCapture, TraceState
-from pyprof_http.collectors.loop import CONTENTIONS, DELAY, Stall, StallCapture
+from pyprof_http.collectors.heap import HeapCapture, TraceState
+from pyprof_http.collectors.loop import Stall, StallCapture
 from pyprof_http.collectors.objects import ObjectsCapture
 from pyprof_http.collectors.tracing import CallStats, FunctionStats, TracingCapture
 from pyprof_http.model import Profile, Sample, ValueType, frame
@@ -47,10 +47,12 @@ HOSTILE: dict[str, str] = {
     "RTL override": "\u202e",
     "a forged escape": "\\x1b",
 }
+CONTENTIONS, DELAY = ValueType("contentions", "count"), ValueType("delay", "nanoseconds")
+INUSE_OBJECTS, INUSE_SPACE = ValueType("inuse_objects", "count"), ValueType("inuse_space", "bytes")
 NAMES = {key: f"evil-{key.replace(' ', '-')}{value}FORGED" for key, value in HOSTILE.items()}
 
 
-def assert_inert(text: str, names: Iterator[str] | list[str] | tuple[str, ...]) -> None:
+def assert_inert(text: str, names: Iterable[str]) -> None:
     """Only printable characters, newlines and tabs; no forged line; every name present."""
     raw = sorted({c for c in text if not (c.isprintable() or c in "\n\t")})
     assert not raw, f"raw control characters in the output: {raw!r}"
@@ -182,7 +184,7 @@ def test_callgrind() -> None:
 def test_heap_text() -> None:
     profile = Profile((INUSE_OBJECTS, INUSE_SPACE),
                       tuple(Sample((f,), (1, 64)) for f in _frames()),
-                      period_type=SPACE, period=1, comments=tuple(NAMES.values()))
+                      period_type=INUSE_SPACE, period=1, comments=tuple(NAMES.values()))
     capture = HeapCapture(profile, "snapshot", TraceState(1, 2, 3, 4))
     assert_inert(render_heap_text(capture, "heap").body.decode(), NAMES.values())
 
@@ -242,3 +244,22 @@ def test_a_refused_client_cannot_forge_or_colour_audit_lines(
 def _percent(text: str) -> str:
     data = text.encode("utf-8", "surrogatepass")
     return "".join(chr(b) if 0x21 <= b < 0x7f and b not in b"%?#" else f"%{b:02X}" for b in data)
+
+
+def test_an_authorizers_principal_cannot_forge_audit_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    principal = "alice\u2028client=10.0.0.1 principal=token\x1b[2J"
+    app = PprofApp(Settings(authorize=lambda request: principal))
+
+    async def go() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            return (await c.get("/cmdline")).status_code
+
+    assert asyncio.run(go()) == 200
+    (record,) = [r for r in caplog.records if r.name == "pyprof_http.audit"]
+    message = record.getMessage()
+    assert_inert(message, [principal])
+    assert f"principal={printable(principal)} path=" in message
