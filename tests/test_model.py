@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from pyprof_http.model import Frame, Profile, Sample, ValueType, frame, merge, scale, subtract
+from pyprof_http.model import (
+    Frame,
+    Profile,
+    Sample,
+    ValueType,
+    by_function,
+    frame,
+    merge,
+    scale,
+    subtract,
+)
 
 COUNT = ValueType("goroutine", "count")
 SAMPLES = ValueType("samples", "count")
@@ -245,3 +255,26 @@ def test_scale_multiplies_and_rounds_to_int() -> None:
 def test_scale_down() -> None:
     p = _profile(Sample((A,), (10,)), Sample((B,), (-7,)))
     assert [s.values for s in scale(p, 0.3).samples] == [(3,), (-2,)]  # 3.0, -2.1
+
+
+def test_by_function_merges_a_function_sampled_at_several_lines() -> None:
+    """go tool pprof's default granularity: one frame per (function, file), at its lowest line."""
+    route = [frame("sync_route", "/app/web.py", line) for line in (42, 40, 47)]
+    other_file = frame("sync_route", "/app/other.py", 9)
+    main = frame("main", "/app/main.py", 3)
+    types = (ValueType("samples", "count"),)
+    profile = Profile(types, (
+        Sample((route[0], main), (2,)),
+        Sample((route[1], main), (3,)),
+        Sample((route[2], main), (5,), {"thread": "a"}),
+        Sample((other_file, main), (1,)),
+    ), comments=("kept",))
+    widened = by_function(profile)
+    at_def = frame("sync_route", "/app/web.py", 40)
+    got = sorted((s.stack, s.values, sorted(s.labels.items())) for s in widened.samples)
+    assert got == sorted([
+        ((at_def, main), (5,), []),  # lines 42 and 40, same labels: one sample
+        ((at_def, main), (5,), [("thread", "a")]),  # labels still keep samples apart
+        ((other_file, main), (1,), []),  # same name, another file: another function
+    ])
+    assert widened.comments == ("kept",) and widened.sample_types == types

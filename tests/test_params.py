@@ -189,3 +189,29 @@ def test_raw_profile_lists_all_given_parameters_sorted() -> None:
 
 def test_raw_profile_without_parameters_is_fine() -> None:
     assert _parse("", spec=CMDLINE).debug is None
+
+
+# --- granularity: a parameter of the flame graph format -------------------------------------
+
+
+@pytest.mark.parametrize("value", ["functions", "lines"])
+def test_granularity_for_the_flame_graph(value: str) -> None:
+    assert _parse(f"format=flamegraph&granularity={value}").granularity == value
+    assert _parse("format=flamegraph").granularity is None  # the format's default: functions
+    assert _parse(f"format=flamegraph&granularity={value}", BY_NAME["heap"]).granularity == value
+
+
+@pytest.mark.parametrize("value", ["line", "Functions", "", "1"])
+def test_invalid_granularity(value: str) -> None:
+    assert _reason(f"format=flamegraph&granularity={value}") == (
+        'invalid value for "granularity": must be one of functions, lines'
+    )
+
+
+@pytest.mark.parametrize(("query", "fmt"), [
+    ("granularity=lines", "pprof"),
+    ("debug=1&granularity=functions", "text"),
+    ("format=folded&granularity=lines", "folded"),
+])
+def test_granularity_needs_a_format_that_draws_frames(query: str, fmt: str) -> None:
+    assert _reason(query) == f'"granularity" applies to format=flamegraph only, not format {fmt}'

@@ -33,6 +33,7 @@ from .params import parse_query
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
 from .render.index import IndexRow, RecordForm, render_index
+from .sanitize import printable
 
 _LOG = logging.getLogger("pyprof_http")
 
@@ -76,7 +77,7 @@ class PprofApp:
         except PprofError as exc:
             response = error_response(exc.status_code, exc.reason)
         except Exception:  # a bug of ours must not become the host's bare 500 page
-            _LOG.exception("pyprof_http failed to serve %s", request.url.path)
+            _LOG.exception("pyprof_http failed to serve %s", printable(request.url.path))
             response = error_response(500, "internal error in pyprof_http; see the server log")
         response.headers.update(SECURITY_HEADERS)
         await response(scope, receive, send)
@@ -142,7 +143,8 @@ class PprofApp:
                 capture = await spec.collect(context)
         else:
             capture = await spec.collect(context)
-        rendered = await render_in_thread(spec.formats[fmt].render, capture, spec.name)
+        rendered = await render_in_thread(spec.formats[fmt].render_at, capture, spec.name,
+                                          query.granularity)
         response = to_response(rendered)
         describe = getattr(capture, "describe", None)
         if callable(describe):

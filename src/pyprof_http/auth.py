@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import Settings
 from .errors import Forbidden, PprofError, Unauthorized, error_response
 from .origin import Client, cross_site_refusal, host_refusal, see_client, shown_networks, within
+from .sanitize import printable
 
 AUDIT = logging.getLogger("pyprof_http.audit")
 PRINCIPAL_KEY = "pyprof_http.principal"
@@ -135,9 +136,12 @@ class AuthMiddleware:
         redact = self._redact
         params = {redact(k)[:64]: (redact(v)[:64] if k in _LOGGED_PARAMS else "<not logged>")
                   for k, v in request.query_params.items()}
+        # The path and an authorizer's principal are foreign text: escaped so that a refused
+        # client cannot forge audit lines (NEL, U+2028) or write terminal escapes into the log;
+        # the params are JSON with ASCII escapes already.
         AUDIT.info(
             "client=%s principal=%s path=%s params=%s status=%s duration_ms=%.1f",
-            client or "-", principal, redact(request.url.path)[:256],
+            printable(client or "-"), printable(principal), printable(redact(request.url.path)[:256]),
             json.dumps(params, sort_keys=True), status, seconds * 1000,
         )
 

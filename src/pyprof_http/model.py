@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 LabelValue = str | int
 Labels = Mapping[str, LabelValue]
 _NO_LABELS: Final[Mapping[str, LabelValue]] = {}
+Granularity = Literal["functions", "lines"]
+"""What one frame of a drawn stack stands for: a function (pprof's default) or a source line."""
 
 
 class Frame(NamedTuple):
@@ -184,3 +186,25 @@ def scale(profile: Profile, factor: float) -> Profile:
         s._replace(values=tuple(round(v * factor) for v in s.values)) for s in profile.samples
     )
     return replace(profile, samples=scaled)
+
+
+def by_function(profile: Profile) -> Profile:
+    """Every frame widened to its function, as ``go tool pprof``'s default granularity does.
+
+    A function is its (name, file); its frames become one, at the lowest line seen for it (the
+    nearest we have to its ``def``), so a flame graph draws one box per function instead of one
+    per line it was sampled at. Samples whose stacks become equal (with equal labels) add up.
+    """
+    first_line: dict[tuple[str, str], int] = {}
+    for sample in profile.samples:
+        for f in sample.stack:
+            key = (f.function, f.filename)
+            line = first_line.get(key)
+            if line is None or f.line < line:
+                first_line[key] = f.line
+    widened = (
+        s._replace(stack=tuple(frame(f.function, f.filename, first_line[f.function, f.filename])
+                               for f in s.stack))
+        for s in profile.samples
+    )
+    return replace(profile, samples=tuple(_aggregate(widened).values()))

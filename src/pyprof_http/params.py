@@ -15,10 +15,14 @@ from starlette.datastructures import QueryParams
 
 from .config import Settings
 from .errors import BadRequest
+from .model import Granularity
 from .registry import ProfileSpec
 
 DEFAULT_HZ, MIN_HZ, MAX_HZ = 100, 1, 250
-_CHOICES = {"mode": ("cpu", "wall", "tracing"), "clock": ("cpu", "wall")}
+_CHOICES = {"mode": ("cpu", "wall", "tracing"), "clock": ("cpu", "wall"),
+            "granularity": ("functions", "lines")}
+_FORMAT_PARAMS = frozenset({"granularity"})
+"""Parameters of a format rather than of a profile: allowed wherever that format is."""
 
 
 def _context(info: ValidationInfo) -> tuple[ProfileSpec, Settings]:
@@ -50,6 +54,8 @@ class ProfileQuery(BaseModel):
     hz: int = Field(default=DEFAULT_HZ, description="samples per second (cpu and wall)")
     clock: Literal["cpu", "wall"] = Field(default="wall", description="tracing clock")
     gc: int | None = Field(default=None, description="1: run the garbage collector first")
+    granularity: Granularity | None = Field(
+        default=None, description="flame graph frames: functions (default) or lines")
 
     @field_validator("gc", mode="before")
     @classmethod
@@ -59,7 +65,7 @@ class ProfileQuery(BaseModel):
             raise ValueError("must be 0 or 1")
         return number
 
-    @field_validator("mode", "clock", mode="before")
+    @field_validator("mode", "clock", "granularity", mode="before")
     @classmethod
     def _choice(cls, value: Any, info: ValidationInfo) -> str:
         choices = _CHOICES[str(info.field_name)]
@@ -128,6 +134,8 @@ def parse_query(query: QueryParams, spec: ProfileSpec, settings: Settings) -> Pr
             raise BadRequest(f"{spec.name} takes no parameters (got {', '.join(sorted(query))})")
         return ProfileQuery()
     for key in query:
+        if key in _FORMAT_PARAMS:
+            continue  # checked against the chosen format below
         if key not in spec.params and key in ProfileQuery.model_fields:
             raise BadRequest(f'parameter "{key}" is not supported by {spec.name}; allowed: '
                              f"{', '.join(sorted(spec.params))}")
@@ -142,6 +150,10 @@ def parse_query(query: QueryParams, spec: ProfileSpec, settings: Settings) -> Pr
     if modes is not None and parsed.mode not in modes:
         raise BadRequest(f"format {chosen} is for mode {' or '.join(sorted(modes))}, "
                          f"not mode={parsed.mode}")
+    if "granularity" in query and spec.formats[chosen].granularity is None:
+        offered = sorted(f for f, v in spec.formats.items() if v.granularity is not None)
+        raise BadRequest(f'"granularity" applies to format={" or ".join(offered) or "flamegraph"} '
+                         f"only, not format {chosen}")
     if "clock" in query and parsed.mode != "tracing":
         raise BadRequest('"clock" applies to mode=tracing only')
     if "hz" in query and parsed.mode == "tracing":

@@ -31,6 +31,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+LABEL = re.compile(r"^(?P<name>.*) (?P<share>\d+(?:\.\d+)?)% \u00b7 (?P<value>\S.*)$", re.S)
+"""A frame's label: its name, then its share of the total and its value ("f 52.31% · 1.20 s")."""
+
+
+def name_of(label: str | None) -> str:
+    """The name part of a frame's label."""
+    match = LABEL.match(label or "")
+    assert match is not None, f"frame label without its totals: {label!r}"
+    return match["name"]
+
+
 RECORD_CSP_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener("securitypolicyviolation", function (e) {
@@ -146,7 +157,7 @@ def test_flamegraph_renders_zooms_and_searches(watched: Watched, ops_server: Ser
     page.wait_for_selector("#chart .frame")
     frames = page.locator("#chart .frame")
     assert frames.count() >= 10
-    assert page.locator("#chart .frame.root").first.text_content() == "all"
+    assert name_of(page.locator("#chart .frame.root").first.text_content()) == "all"
     assert page.locator("#empty").is_hidden()
     assert page.locator("#title").text_content() == "goroutine profile"
 
@@ -164,7 +175,7 @@ def test_flamegraph_renders_zooms_and_searches(watched: Watched, ops_server: Ser
     # The hostile function name is a frame label, as text: nothing was parsed out of it.
     hostile = frame(HOSTILE_FUNCTION_NAME)
     assert hostile.count() == 1
-    assert hostile.text_content() == HOSTILE_FUNCTION_NAME
+    assert name_of(hostile.text_content()) == HOSTILE_FUNCTION_NAME
     assert HOSTILE_FUNCTION_NAME in (hostile.get_attribute("title") or "")
     assert page.locator("img").count() == 0
     assert page.evaluate("document.scripts.length") == 2  # the data block and our script
@@ -193,7 +204,7 @@ def test_flamegraph_renders_zooms_and_searches(watched: Watched, ops_server: Ser
     assert page.locator("#match").text_content().startswith("Matched: ")
     matched = page.locator("#chart .frame.match")
     assert matched.count() == 1
-    assert matched.text_content() == "integration_nested_helper"
+    assert name_of(matched.text_content()) == "integration_nested_helper"
 
     page.click("#reset")
     assert page.locator("#reset").is_disabled()
@@ -217,7 +228,7 @@ def test_flamegraph_grouped_by_task_shows_hostile_task_name_as_text(
     assert keys[0] == "" and {"task", "thread"} <= set(keys[1:]), keys
 
     groups = page.locator("#chart .frame.group")
-    names = groups.all_text_contents()
+    names = [name_of(label) for label in groups.all_text_contents()]
     for expected in (
         f"task: {HOSTILE_TASK_NAME}",
         "task: integration-waiter",
@@ -230,7 +241,7 @@ def test_flamegraph_grouped_by_task_shows_hostile_task_name_as_text(
     # The hostile task name is a frame label as text, and its hover text too: no markup.
     hostile = groups.filter(has_text=HOSTILE_TASK_NAME)
     assert hostile.count() == 1
-    assert hostile.text_content() == f"task: {HOSTILE_TASK_NAME}"
+    assert name_of(hostile.text_content()) == f"task: {HOSTILE_TASK_NAME}"
     assert hostile.evaluate("e => e.children.length") == 0
     assert (hostile.get_attribute("title") or "").startswith(f"task: {HOSTILE_TASK_NAME} ")
     hostile.hover()
@@ -259,14 +270,15 @@ def test_flamegraph_grouped_by_task_shows_hostile_task_name_as_text(
 
     # Searching a task name highlights its group.
     page.fill("#search", "integration-waiter")
-    assert page.locator("#chart .frame.match").all_text_contents() == ["task: integration-waiter"]
+    matched = page.locator("#chart .frame.match").all_text_contents()
+    assert [name_of(label) for label in matched] == ["task: integration-waiter"]
     page.locator("#search").press("Escape")
 
     # The control and the fragment share one state.
     page.select_option("#group-by", "thread")
     assert page.evaluate("location.hash") == "#group=thread"
     assert all(n.startswith("thread: ") for n in groups.all_text_contents())
-    assert "thread: integration-worker" in groups.all_text_contents()
+    assert "thread: integration-worker" in [name_of(t) for t in groups.all_text_contents()]
     page.select_option("#group-by", "")
     assert page.evaluate("location.hash") == ""
     assert groups.count() == 0
@@ -277,4 +289,33 @@ def test_flamegraph_grouped_by_task_shows_hostile_task_name_as_text(
     page.wait_for_function("document.querySelectorAll('#chart .frame.group').length === 0")
     assert page.locator("#group-by").input_value() == ""
     assert page.locator("img").count() == 0
+    watched.assert_clean()
+
+
+def test_flamegraph_frames_show_their_share_and_one_box_per_function(
+    watched: Watched, ops_server: Server
+) -> None:
+    """Totals are in the box, not only on hover: each label's share is the box's width."""
+    page = watched.page
+    response = page.goto(ops_server.url("/goroutine?format=flamegraph"))
+    assert response is not None and response.status == 200
+    page.wait_for_selector("#chart .frame")
+    boxes = page.eval_on_selector_all(
+        "#chart .frame", "els => els.map(e => [e.textContent, parseFloat(e.style.width)])")
+    assert len(boxes) >= 10
+    root = LABEL.match(boxes[0][0])
+    assert root is not None and root["name"] == "all" and root["share"] == "100.00"
+    for label, width in boxes:
+        match = LABEL.match(label)
+        assert match is not None, label
+        assert abs(float(match["share"]) - width) <= 0.006, (label, width)
+    # By default the page gets one frame per function, however many lines it was sampled at.
+    frames = page.evaluate("JSON.parse(document.getElementById('profile-data').textContent)"
+                           ".frames.map(f => f[0] + ' ' + f[1])")
+    assert len(frames) == len(set(frames))
+    assert "integration_worker_thread" in [name_of(label) for label, _ in boxes]
+    waits = page.locator("#chart .frame").filter(has_text=re.compile(r"^Event\.wait "))
+    assert waits.count() >= 1
+    waits.first.hover()
+    assert (page.locator("#status").text_content() or "").startswith("Event.wait \u2014 ")
     watched.assert_clean()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +13,7 @@ from hypothesis import strategies as st
 
 import pprof_schema
 from pyprof_http.model import Frame, Profile, Sample, ValueType
-from pyprof_http.pprof.encode import MEDIA_TYPE, encode, encode_gzip, render_pprof
+from pyprof_http.pprof.encode import MEDIA_TYPE, encode, encode_gzip, program_name, render_pprof
 
 MAIN = Frame("main", "/app/main.py", 10)
 WORK = Frame("work", "/app/work.py", 20)
@@ -76,13 +79,13 @@ def test_locations_and_functions_are_deduplicated_with_nonzero_unique_ids():
     assert sorted(function_ids) == [1, 2, 3]  # one per (name, file): work's two lines share
     strings = decoded.string_table
     for location in decoded.location:
-        assert (location.address, location.mapping_id, len(location.line)) == (0, 0, 1)
+        assert (location.address, location.mapping_id, len(location.line)) == (0, 1, 1)
     for function in decoded.function:
         assert function.system_name == 0  # left out: pprof would demangle "<module>" as C++
         assert function.start_line == 0
     names = {strings[f.name] for f in decoded.function}
     assert names == {"main", "work", "leaf"}
-    assert len(decoded.mapping) == 0
+    assert len(decoded.mapping) == 1
     first, _, third, _ = decoded.sample
     assert list(first.location_id) == list(third.location_id)
 
@@ -156,9 +159,9 @@ def test_empty_profile():
     profile = Profile(
         (ValueType("goroutine", "count"),), (), ValueType("goroutine", "count"), period=1
     )
-    data = encode(profile)
+    data = encode(profile, program="svc")
     decoded = pprof_schema.decode(data)
-    assert list(decoded.string_table) == ["", "goroutine", "count"]
+    assert list(decoded.string_table) == ["", "goroutine", "count", "svc"]
     assert len(decoded.sample) == len(decoded.location) == len(decoded.function) == 0
     assert decoded.period == 1
 
@@ -245,3 +248,38 @@ def test_property_round_trip(profile):
     assert pprof_schema.resolved_samples(decoded) == expected
     assert (decoded.time_nanos, decoded.duration_nanos) == (profile.time_ns, profile.duration_ns)
     assert decoded.string_table[0] == ""
+
+
+def test_one_mapping_names_the_service_and_says_it_is_symbolized():
+    """Without a mapping, go tool pprof -http titles the profile "unknown"."""
+    decoded = pprof_schema.decode(encode(cpu_profile(), program="checkout-api"))
+    (mapping,) = decoded.mapping
+    assert mapping.id == 1
+    assert decoded.string_table[mapping.filename] == "checkout-api"
+    assert (mapping.has_functions, mapping.has_filenames, mapping.has_line_numbers) == (
+        True, True, True)  # so pprof never tries to symbolize addresses that do not exist
+    assert (mapping.memory_start, mapping.memory_limit, mapping.build_id) == (0, 0, 0)
+    assert {location.mapping_id for location in decoded.location} == {1}
+
+
+@pytest.mark.parametrize(("argv", "name"), [
+    (["/srv/venv/bin/uvicorn", "app:app"], "uvicorn"),
+    (["/srv/venv/lib/python3.12/site-packages/gunicorn/__main__.py"], "gunicorn"),
+    (["app.py", "--port", "8000"], "app.py"),
+    (["-c"], "python"),
+    ([""], "python"),
+    ([], "python"),
+])
+def test_program_name(argv: list[str], name: str) -> None:
+    assert program_name(argv) == name
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed (make system-deps)")
+def test_go_tool_pprof_names_the_program(tmp_path: Path) -> None:
+    path = tmp_path / "profile.pb.gz"
+    path.write_bytes(encode_gzip(cpu_profile(), program="checkout-api"))
+    done = subprocess.run(["go", "tool", "pprof", "-top", str(path)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "File: checkout-api" in done.stdout.splitlines()
+    assert "symbolize" not in done.stderr.lower(), done.stderr

@@ -1,13 +1,19 @@
+import asyncio
 import base64
 import hashlib
 import json
 import re
+import threading
 from html.parser import HTMLParser
+from typing import Any
 
+import httpx
 import pytest
 
+from pyprof_http import PprofApp, Settings
 from pyprof_http.model import Profile, Sample, ValueType, frame
-from pyprof_http.render import flamegraph
+from pyprof_http.registry import BY_NAME, ProfileCapture
+from pyprof_http.render import flamegraph, page_title
 from pyprof_http.render.flamegraph import (
     MAX_GROUPS,
     flame_data,
@@ -275,3 +281,59 @@ def test_page_has_the_grouping_control() -> None:
     selects = [a.get("id") for t, a in page.tags if t == "select"]
     assert selects == ["sample-type", "group-by"]
     assert "location.hash" in flamegraph.SCRIPT and "group" in flamegraph.SCRIPT
+
+
+# --- granularity: one box per function by default, as go tool pprof draws ------------------
+
+
+def _parked_at_three_lines(stop: threading.Event, where: int) -> None:
+    if where == 0:
+        stop.wait(30)
+    elif where == 1:
+        stop.wait(timeout=30)
+    else:
+        stop.wait(30.0)
+
+
+def _served_frames(query: str) -> list[list[Any]]:
+    """The frame table of the goroutine flame graph served by a real PprofApp."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=_parked_at_three_lines, args=(stop, i), daemon=True)
+               for i in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=PprofApp(Settings()))
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+                return await c.get(f"/goroutine?format=flamegraph{query}")
+
+        response = asyncio.run(go())
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+    assert response.status_code == 200, response.text
+    frames: list[list[Any]] = json.loads(_data_block(response.text))["frames"]
+    return [f for f in frames if f[0].endswith("_parked_at_three_lines")]
+
+
+def test_one_frame_per_function_by_default() -> None:
+    for query in ("", "&granularity=functions"):
+        (parked,) = _served_frames(query)
+        assert parked[2] == _parked_at_three_lines.__code__.co_firstlineno + 2  # lowest line
+
+
+def test_granularity_lines_keeps_a_frame_per_line() -> None:
+    lines = sorted(f[2] for f in _served_frames("&granularity=lines"))
+    first = _parked_at_three_lines.__code__.co_firstlineno
+    assert lines == [first + 2, first + 4, first + 6]
+
+
+
+@pytest.mark.parametrize(("name", "title"), [("profile", "profile"),
+                                             ("goroutine", "goroutine profile")])
+def test_page_titles_never_say_profile_twice(name: str, title: str) -> None:
+    page = BY_NAME[name].formats["flamegraph"].render_at(ProfileCapture(_profile()), name, None)
+    assert re.search(r"<title>(.*?)</title>", page.body.decode())[1] == title  # type: ignore[index]
+    assert page_title(name) == title

@@ -62,12 +62,13 @@ def test_unknown_sample_type_raises() -> None:
 
 def test_separators_and_newlines_in_names_do_not_break_the_format() -> None:
     evil = frame("a;b\nc\r\nd\u2028e", "/x;y\n.py", 1)
-    assert frame_text(evil) == "a:bcde (/x:y.py:1)"
+    shown = "a:b\\nc\\r\\nd\\u2028e (/x:y\\n.py:1)"
+    assert frame_text(evil) == shown
     profile = Profile((ValueType("samples", "count"),), (Sample((evil, MAIN), (2,)),))
     lines = render_folded(profile).body.decode().split("\n")
-    assert lines == ["main (/app/main.py:3);a:bcde (/x:y.py:1) 2", ""]
+    assert lines == [f"main (/app/main.py:3);{shown} 2", ""]
     stack, value = lines[0].rsplit(" ", 1)
-    assert stack.split(";") == ["main (/app/main.py:3)", "a:bcde (/x:y.py:1)"]
+    assert stack.split(";") == ["main (/app/main.py:3)", shown]
     assert value == "2"
 
 
@@ -77,17 +78,23 @@ def test_empty_profile_and_empty_stack() -> None:
     assert render_folded(Profile(types, (Sample((), (3,)),))).body == b"[unknown] 3\n"
 
 
-def test_negative_values_kept_and_cancelling_stacks_dropped() -> None:
+def test_a_delta_shows_growth_only_never_a_negative_count() -> None:
+    """flamegraph.pl drops a negative line and other readers reject the file: a folded delta is
+    the stacks that grew, by their net growth (summed over labels before the sign is judged)."""
     types = (ValueType("goroutine", "count"),)
     profile = Profile(
         types,
         (
             Sample((MAIN,), (2,), {"t": 1}),
-            Sample((MAIN,), (-2,), {"t": 2}),
-            Sample((SERVE,), (-1,)),
+            Sample((MAIN,), (-2,), {"t": 2}),  # cancels: dropped
+            Sample((SERVE,), (-1,)),  # shrank: left out
+            Sample((SERVE, MAIN), (5,), {"t": 1}),
+            Sample((SERVE, MAIN), (-3,), {"t": 2}),  # net growth 2
         ),
     )
-    assert render_folded(profile).body == b"serve (/app/server.py:20) -1\n"
+    assert render_folded(profile).body == (
+        b"main (/app/main.py:3);serve (/app/server.py:20) 2\n"
+    )
 
 
 def test_lone_surrogate_in_filename_is_encodable() -> None:

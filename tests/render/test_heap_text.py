@@ -41,23 +41,26 @@ def test_exact_text() -> None:
     a, h, o = frame_id(ALLOC), frame_id(HANDLER), frame_id(OTHER)
     assert rendered.body.decode() == (
         "heap profile: 8: 6100 [0: 0] @ heap/1\n"
+        "# in use: 5.96kB in 8 objects\n"
         "# tracemalloc sees only live blocks: counts are in-use objects and bytes; allocation "
         "totals ([0: 0]) are not known. Every block is traced (rate 1).\n"
         "# a comment\n"
         f"3: 6000 [0: 0] @ {a} {h}\n"
+        "# 5.86kB in 3 objects (98.36% of bytes)\n"
         f"#\t{a}\tCache.fill\t/app/cache.py:40\n"
         f"#\t{h}\thandler\t\t/app/web.py:12\n"
         "\n"
         f"5: 100 [0: 0] @ {o}\n"
+        "# 100B in 5 objects (1.64% of bytes)\n"
         f"#\t{o}\tload\t/app/db.py:7\n"
         "\n"
         "# tracemalloc\n"
         "# Mode = window\n"
         "# WindowSeconds = 2.50\n"
         "# TracebackLimit = 32\n"
-        "# TracedMemory = 9000\n"
-        "# TracedPeak = 12000\n"
-        "# TracemallocMemory = 4096\n"
+        "# TracedMemory = 9000 (8.79kB)\n"
+        "# TracedPeak = 12000 (11.72kB)\n"
+        "# TracemallocMemory = 4096 (4kB)\n"
     )
 
 
@@ -91,8 +94,8 @@ def test_caps_records_and_says_how_many_were_left_out() -> None:
     records = [line for line in text.splitlines() if "[0: 0] @ 0x" in line]
     assert len(records) == MAX_RECORDS
     assert records[0].startswith("1: 10000 ")
-    left = sum(10_000 - i for i in range(MAX_RECORDS, MAX_RECORDS + 5))
-    assert (f"# 5 more records not shown (5 objects, {left} bytes): only the top {MAX_RECORDS} "
+    assert sum(10_000 - i for i in range(MAX_RECORDS, MAX_RECORDS + 5)) == 44_990
+    assert (f"# 5 more records not shown (5 objects, 43.94kB): only the top {MAX_RECORDS} "
             "by bytes are written; format=pprof has them all\n") in text
     assert text.startswith(f"heap profile: {MAX_RECORDS + 5}: ")
 
@@ -101,9 +104,9 @@ def test_names_cannot_forge_records() -> None:
     evil = frame("f\n1: 999999 [0: 0] @ 0x0", "/app/x\r.py", 1)
     text = render_heap_text(_capture((Sample((evil,), (1, 1)),)), "heap").body.decode()
     assert "\n1: 999999" not in text
-    assert "f\\x0a1: 999999" in text and "/app/x\\x0d.py:1" in text
+    assert "f\\n1: 999999" in text and "/app/x\\r.py:1" in text
 
 
 def test_empty_stack_prints_a_placeholder_frame() -> None:
     text = render_heap_text(_capture((Sample((), (1, 8)),)), "heap").body.decode()
-    assert "1: 8 [0: 0] @ \n#\t0x0\n" in text
+    assert "1: 8 [0: 0] @ \n# 8B in 1 objects (100% of bytes)\n#\t0x0\n" in text

@@ -85,7 +85,7 @@ def test_application_names_cannot_forge_lines() -> None:
     lines = text.body.decode().splitlines()
     assert not any(line.startswith("stall 9") or line.startswith("#\tfake") for line in lines)
     assert '"x\\"\\nstall 9: 1 ms"' in text.body.decode()
-    assert "# bad\\x0acomment" in lines
+    assert "# bad\\ncomment" in lines
 
 
 def test_age_units() -> None:

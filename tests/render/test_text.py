@@ -125,7 +125,35 @@ def test_multiple_sample_types() -> None:
     body = render_text(profile, "profile").body.decode()
     lines = body.splitlines()
     assert lines[0] == "profile profile: samples/count 4, cpu/nanoseconds 80000"
-    assert lines[1] == f"3 30000 @ {_id(MAIN)}"  # sorted by the first value first
+    assert lines[1] == "# total: 4 samples, 80us cpu"  # times said as pprof says them
+    # heaviest by the default sample type (pprof's: the last, cpu) first
+    assert lines[2:4] == [f"1 50000 @ {_id(HANDLER)} {_id(MAIN)}",
+                          "# 1 samples, 50us cpu (62.50% of cpu)"]
+
+
+def test_mutex_delay_is_humanised_and_stays_exact() -> None:
+    """Raw nanoseconds are hard to read under stress; the record line keeps them exact."""
+    types = (ValueType("contentions", "count"), ValueType("delay", "nanoseconds"))
+    profile = Profile(types, (
+        Sample((MAIN,), (9, 1_000_000)),
+        Sample((HANDLER, MAIN), (3, 1_200_000_000), {"thread": "a"}),
+    ), default_sample_type="delay")
+    lines = render_text(profile, "mutex").body.decode().splitlines()
+    assert lines[:5] == [
+        "mutex profile: contentions/count 12, delay/nanoseconds 1201000000",
+        "# total: 12 contentions, 1.20s delay",
+        f"3 1200000000 @ {_id(HANDLER)} {_id(MAIN)}",  # the longest wait first, not the most
+        "# 3 contentions, 1.20s delay (99.92% of delay)",
+        '# labels: {"thread":"a"}',
+    ]
+    assert f"9 1000000 @ {_id(MAIN)}" in lines
+    assert "# 9 contentions, 1ms delay (0.083% of delay)" in lines
+
+
+def test_counts_only_keep_gos_exact_shape() -> None:
+    profile = Profile((COUNT,), (Sample((MAIN,), (2,)),))
+    assert render_text(profile, "goroutine").body.decode().splitlines()[:2] == [
+        "goroutine profile: total 2", f"2 @ {_id(MAIN)}"]
 
 
 def test_empty_profile_and_empty_stack() -> None:
@@ -159,6 +187,6 @@ def test_control_characters_in_names_cannot_forge_a_record() -> None:
     text = render_text(profile, "goroutine").body.decode()
     lines = text.splitlines()
     assert [line for line in lines if line.startswith("1 @")] == [f"1 @ {_id(forged)}"]
-    assert "f\\x0a1 @ 0xdeadbeef\\x0a#\\x09forged" in text
-    assert "/app/x\\x0d.py:3" in text
-    assert "# a comment\\x0awith a second line" in lines
+    assert "f\\n1 @ 0xdeadbeef\\n#\\tforged" in text
+    assert "/app/x\\r.py:3" in text
+    assert "# a comment\\nwith a second line" in lines

@@ -128,8 +128,8 @@ def test_names_cannot_forge_rows() -> None:
     evil = frame("f\nlabel thread: Total 1s", "/x\r.py", 1)
     profile = _profile((Sample((evil,), (1, 10 * MS), {"thread": "a\nb"}),))
     text = render_top(profile, "profile").body.decode()
-    assert "f\\x0alabel thread: Total 1s /x\\x0d.py:1" in text
-    assert text.splitlines()[-1] == "      10ms (  100%): a\\x0ab"
+    assert "f\\nlabel thread: Total 1s /x\\r.py:1" in text
+    assert text.splitlines()[-1] == "      10ms (  100%): a\\nb"
 
 
 def test_unknown_sample_type() -> None:

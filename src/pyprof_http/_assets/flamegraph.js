@@ -22,6 +22,15 @@
   var root = null, focus = null, query = "";
   var nodeOf = new WeakMap(); // drawn element -> tree node
 
+  // By default the server sends one frame per function (as go tool pprof draws); with
+  // granularity=lines a function can have several frames, which are then told apart by line.
+  var framesOf = new Map();
+  data.frames.forEach(function (f) {
+    var key = f[0] + "\u0000" + f[1];
+    framesOf.set(key, (framesOf.get(key) || 0) + 1);
+  });
+  function byLine(f) { return framesOf.get(f[0] + "\u0000" + f[1]) > 1; }
+
   // ---- the tree for one sample type, optionally grouped by one label ------------------------
   // A node is a frame (frame >= 0), the root (frame -1, no parent) or, when grouped, a
   // synthetic group below the root (frame -1, group = "key: value").
@@ -71,7 +80,9 @@
 
   function name(node) {
     if (node.group) return node.group;
-    return node.frame < 0 ? "all" : String(data.frames[node.frame][0]);
+    if (node.frame < 0) return "all";
+    var f = data.frames[node.frame];
+    return byLine(f) ? f[0] + ":" + f[2] : String(f[0]);
   }
   function where(node) {
     if (node.frame < 0) return "";
@@ -144,7 +155,9 @@
     d.style.width = (100 * share) + "%";
     d.style.top = (node.depth * ROW) + "px";
     if (node.frame >= 0) d.style.background = colour(node);
-    d.textContent = name(node);
+    // the totals are in the box itself, not only on hover: "f 52.31% · 1.20 s"
+    d.textContent = name(node) + " " + percent(node.value, root.value) + " \u00b7 " +
+      formatValue(node.value);
     d.title = describe(node);
     d.tabIndex = 0;
     d.setAttribute("role", "button");

@@ -1,8 +1,11 @@
 """Serialize a :class:`~pyprof_http.model.Profile` as ``perftools.profiles.Profile`` (pprof).
 
 Python frames have names, files and lines but no addresses, so every Location carries its
-Line directly, with address 0 and no Mapping. ``go tool pprof`` then adds a fake mapping, needs
-no symbolization and never asks ``/symbol`` (see the Go reference, SUMMARY section 2).
+Line directly, with address 0, in one Mapping that stands for the whole program. The mapping
+names the service (``uvicorn``, ``gunicorn``, ``app.py``: see :func:`program_name`), which
+``go tool pprof`` shows as the profile's "File" and ``pprof -http`` in its title (without a
+mapping both say "unknown"), and it says that functions, file names and lines are all there, so
+pprof never tries to symbolize it or asks ``/symbol`` (see the Go reference, SUMMARY section 2).
 
 Field numbers are those of Go 1.19's vendored pprof; names below follow ``profile.proto``.
 """
@@ -10,6 +13,8 @@ Field numbers are those of Go 1.19's vendored pprof; names below follow ``profil
 from __future__ import annotations
 
 import gzip
+import sys
+from pathlib import PurePath
 from typing import Final
 
 from pyprof_http.model import Frame, LabelValue, Profile, ValueType
@@ -19,7 +24,7 @@ from pyprof_http.render import Rendered
 MEDIA_TYPE: Final = "application/octet-stream"
 
 # Profile
-_SAMPLE_TYPE, _SAMPLE, _LOCATION, _FUNCTION, _STRING_TABLE = 1, 2, 4, 5, 6
+_SAMPLE_TYPE, _SAMPLE, _MAPPING, _LOCATION, _FUNCTION, _STRING_TABLE = 1, 2, 3, 4, 5, 6
 _TIME_NANOS, _DURATION_NANOS, _PERIOD_TYPE, _PERIOD = 9, 10, 11, 12
 _COMMENT, _DEFAULT_SAMPLE_TYPE = 13, 14
 # ValueType
@@ -28,8 +33,11 @@ _VT_TYPE, _VT_UNIT = 1, 2
 _S_LOCATION_ID, _S_VALUE, _S_LABEL = 1, 2, 3
 # Label
 _L_KEY, _L_STR, _L_NUM = 1, 2, 3
+# Mapping
+_M_ID, _M_FILENAME, _M_HAS_FUNCTIONS, _M_HAS_FILENAMES, _M_HAS_LINE_NUMBERS = 1, 5, 7, 8, 9
+_MAPPING_ID: Final = 1
 # Location and its Line
-_LOC_ID, _LOC_LINE = 1, 4
+_LOC_ID, _LOC_MAPPING_ID, _LOC_LINE = 1, 2, 4
 _LINE_FUNCTION_ID, _LINE_LINE = 1, 2
 # Function
 _F_ID, _F_NAME, _F_SYSTEM_NAME, _F_FILENAME = 1, 2, 3, 4
@@ -56,8 +64,23 @@ class _Strings:
             out.string(_STRING_TABLE, text)
 
 
-def encode(profile: Profile) -> bytes:
-    """The uncompressed protobuf; ids of locations and functions start at 1 (0 means none)."""
+def program_name(argv: list[str] | None = None) -> str:
+    """The service's name for the mapping: the file name of ``sys.argv[0]`` (``uvicorn``,
+    ``gunicorn``, ``app.py``), the package for ``python -m pkg``, else ``python``."""
+    args = sys.argv if argv is None else argv
+    path = PurePath(args[0]) if args and args[0] and args[0] != "-c" else None
+    if path is None or not path.name:
+        return "python"
+    if path.name == "__main__.py" and path.parent.name:
+        return path.parent.name
+    return path.name
+
+
+def encode(profile: Profile, program: str | None = None) -> bytes:
+    """The uncompressed protobuf; ids of locations and functions start at 1 (0 means none).
+
+    ``program`` names the mapping (default: :func:`program_name`).
+    """
     strings = _Strings()
     head = Writer()
     for value_type in profile.sample_types:
@@ -65,6 +88,7 @@ def encode(profile: Profile) -> bytes:
 
     locations: dict[Frame, int] = {}
     samples = _samples(profile, strings, locations)
+    mapping = _mapping(program if program is not None else program_name(), strings)
     location_section, function_section = _locations(locations, strings)
 
     tail = Writer()
@@ -81,6 +105,7 @@ def encode(profile: Profile) -> bytes:
     # because every other section adds to it.
     out = head
     out.extend(samples)
+    out.message(_MAPPING, mapping)
     out.extend(location_section)
     out.extend(function_section)
     strings.write(out)
@@ -88,18 +113,28 @@ def encode(profile: Profile) -> bytes:
     return out.getvalue()
 
 
-def encode_gzip(profile: Profile) -> bytes:
+def encode_gzip(profile: Profile, program: str | None = None) -> bytes:
     """What ``/debug/pprof/<name>`` serves: gzip at the fastest level, like Go's runtime.
 
     ``mtime=0`` makes the output a function of the profile alone, so equal profiles give equal
     bytes (and tests can compare them).
     """
-    return gzip.compress(encode(profile), compresslevel=1, mtime=0)
+    return gzip.compress(encode(profile, program), compresslevel=1, mtime=0)
 
 
 def render_pprof(profile: Profile, name: str) -> Rendered:
     """The download ``go tool pprof`` and ``pprof -http`` read; named like Go's saved files."""
     return Rendered(body=encode_gzip(profile), media_type=MEDIA_TYPE, filename=f"{name}.pb.gz")
+
+
+def _mapping(program: str, strings: _Strings) -> Writer:
+    """The one mapping: no addresses, everything symbolized already."""
+    out = Writer()
+    out.uint64(_M_ID, _MAPPING_ID)
+    out.int64(_M_FILENAME, strings(program))
+    for field in (_M_HAS_FUNCTIONS, _M_HAS_FILENAMES, _M_HAS_LINE_NUMBERS):
+        out.uint64(field, 1)
+    return out
 
 
 def _value_type(value_type: ValueType, strings: _Strings) -> Writer:
@@ -185,6 +220,7 @@ def _locations(locations: dict[Frame, int], strings: _Strings) -> tuple[Writer, 
         line.int64(_LINE_LINE, frame.line)
         location.clear()
         location.uint64(_LOC_ID, location_id)
+        location.uint64(_LOC_MAPPING_ID, _MAPPING_ID)
         location.message(_LOC_LINE, line)
         location_out.message(_LOCATION, location)
     return location_out, function_out

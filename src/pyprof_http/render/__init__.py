@@ -21,6 +21,12 @@ class Rendered:
     """For HTML: the policy that allows exactly this page's inline script and style."""
 
 
+def page_title(name: str) -> str:
+    """A page's title for the profile ``name``: "goroutine profile", but not "profile profile"
+    (``/profile`` serves cpu, wall and tracing profiles; the page's comments say which)."""
+    return name if name.endswith("profile") else f"{name} profile"
+
+
 def utf8(text: str) -> bytes:
     """Encode text that may hold undecodable file names or task names (lone surrogates).
 

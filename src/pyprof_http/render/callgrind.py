@@ -17,6 +17,7 @@ from collections import Counter
 from pyprof_http.collectors.tracing import CallStats, TracingCapture
 from pyprof_http.model import Frame
 from pyprof_http.render import Rendered
+from pyprof_http.sanitize import printable
 
 
 class _Names:
@@ -32,7 +33,7 @@ class _Names:
         if filename in self._files:
             return f"({self._files[filename]})"
         self._files[filename] = len(self._files) + 1
-        return f"({len(self._files)}) {_clean(filename)}"
+        return f"({len(self._files)}) {printable(filename)}"
 
     def function(self, frame: Frame) -> str:
         if frame in self._functions:
@@ -41,12 +42,7 @@ class _Names:
         name = frame.function
         if self._count[name] > 1:
             name = f"{name} {frame.filename}:{frame.line}"
-        return f"({len(self._functions)}) {_clean(name)}"
-
-
-def _clean(text: str) -> str:
-    """One line whatever the name holds (the format is line-based)."""
-    return " ".join(text.splitlines())
+        return f"({len(self._functions)}) {printable(name)}"
 
 
 def render_callgrind(capture: TracingCapture, name: str) -> Rendered:

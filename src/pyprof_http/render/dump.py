@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..collectors.stacks import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
+from ..sanitize import printable, quoted
 from . import Rendered, utf8
 from .text import TEXT_PLAIN
 
@@ -19,7 +20,7 @@ def render_dump(snapshot: StackSnapshot) -> Rendered:
         f"goroutine dump: {len(snapshot.threads)} threads, {len(snapshot.tasks)} tasks "
         "(frames innermost first)",
     ]
-    out.extend(f"# {comment}" for comment in snapshot.comments)
+    out.extend(f"# {printable(comment)}" for comment in snapshot.comments)
     out.append("")
     for thread in snapshot.threads:
         out.extend(_thread_block(thread))
@@ -43,7 +44,7 @@ def _frames(stack: tuple[Frame, ...]) -> list[str]:
             if len(_FRAME_LINES) >= _FRAME_LINES_MAX:
                 _FRAME_LINES.clear()
             line = _FRAME_LINES[f] = (
-                f'  File "{_quote(f.filename)}", line {f.line}, in {_quote(f.function)}'
+                f"  File {quoted(f.filename)}, line {f.line}, in {printable(f.function)}"
             )
         lines.append(line)
     return lines
@@ -52,38 +53,23 @@ def _frames(stack: tuple[Frame, ...]) -> list[str]:
 def _thread_block(thread: ThreadStack) -> list[str]:
     daemon = " daemon" if thread.daemon else ""
     native = f" native {thread.native_id}" if thread.native_id is not None else ""
-    head = f'thread {thread.ident}{native} "{_quote(thread.name)}"{daemon} [{thread.state}]:'
+    head = f"thread {thread.ident}{native} {quoted(thread.name)}{daemon} [{thread.state}]:"
     return [head, *_frames(thread.stack)]
 
 
 def _task_block(task: TaskStack, names: dict[int, str]) -> list[str]:
-    state = task.state if task.waiting_on is None else f"{task.state} {_oneline(task.waiting_on)}"
+    state = task.state if task.waiting_on is None else f"{task.state} {printable(task.waiting_on)}"
     if task.age_s is not None and task.age_s >= 60:
         state += f", {int(task.age_s // 60)} minutes"
-    lines = [f'task {task.id} "{_quote(task.name)}" [{state}]:', *_frames(task.stack)]
-    lines.extend(f'awaited by task {i} "{_quote(names.get(i, "?"))}"' for i in task.awaited_by)
+    lines = [f"task {task.id} {quoted(task.name)} [{state}]:", *_frames(task.stack)]
+    lines.extend(f"awaited by task {i} {quoted(names.get(i, '?'))}" for i in task.awaited_by)
     if task.created_by is not None:
         site = task.created_by
         age = f", {task.age_s:.1f} s ago" if task.age_s is not None else ""
-        parent = f' in task "{_quote(task.parent)}"' if task.parent else ""
-        lines.append(f"created by {_quote(site.function)} at {_quote(site.filename)}:{site.line}"
-                     f"{parent}{age}")
+        parent = f" in task {quoted(task.parent)}" if task.parent else ""
+        lines.append(f"created by {printable(site.function)} at {printable(site.filename)}:"
+                     f"{site.line}{parent}{age}")
     else:
         lines.append("created by unknown (task created before pyprof_http's task factory)")
-    lines.append(f"on thread \"{_quote(task.thread)}\"")
+    lines.append(f"on thread {quoted(task.thread)}")
     return lines
-
-
-_SPECIAL = frozenset('\\"\n\r')
-
-
-def _oneline(text: str) -> str:
-    """For text that quotes a name itself (``Task "x"``): only line breaks must not survive."""
-    return text.replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _quote(name: str) -> str:
-    """Names are user-controlled: keep each record on its own lines whatever they contain."""
-    if _SPECIAL.isdisjoint(name):
-        return name
-    return name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

@@ -5,7 +5,11 @@ inlined. The data goes in a ``<script type="application/json">`` block (a data b
 executed) as a frame table, the distinct stacks (root first) and a label table; the script builds
 the tree in the browser and can group it by a label (``task``, ``thread``, ``route``...: one
 synthetic root-level frame per value, like ``pprof -tagroot``), chosen in the page or by a link
-ending in ``#group=task``. Everything user-controlled is escaped: the
+ending in ``#group=task``. A frame is a function by default, as ``go tool pprof`` draws (the
+registry widens the profile's frames with :func:`~pyprof_http.model.by_function`); with
+``granularity=lines`` each sampled line is its own frame, labelled ``function:line``. Each box
+shows its share of the total and its value, not only on hover. Everything user-controlled is
+escaped: the
 title by :func:`html.escape`, the JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\uXXXX``
 escapes, and the script puts names into the DOM only through ``textContent``.
 

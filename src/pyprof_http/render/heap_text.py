@@ -6,7 +6,9 @@ tracemalloc only knows blocks that are still live, so the allocation pair is wri
 (a comment says why: the shape stays the one Go readers and parsers know) and the rate is 1,
 because every block is traced rather than sampled. Frames are innermost first, with the same
 stable frame ids as the other text views; the footer gives tracemalloc's own figures, since
-tracing itself costs memory. Only the heaviest records are written: a heap of a million blocks
+tracing itself costs memory. Counts stay exact integers where Go has them; a ``#`` line after the
+header and after each record, and the footer, also say the sizes as pprof does (``3.40MB``).
+Only the heaviest records are written: a heap of a million blocks
 may have a hundred thousand distinct tracebacks, and nobody reads past the first screens.
 """
 
@@ -17,8 +19,10 @@ from typing import Final
 
 from ..collectors.heap import HeapCapture
 from ..model import Frame
+from ..sanitize import printable
 from . import Rendered, utf8
-from .text import TEXT_PLAIN, clean, frame_id, frame_lines
+from .text import TEXT_PLAIN, frame_id, frame_lines
+from .top import percentage, scaled
 
 MAX_RECORDS: Final = 1000
 
@@ -41,12 +45,15 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
     )
     out = [
         f"{name} profile: {total_objects}: {total_bytes} [0: 0] @ heap/1",
+        f"# in use: {_bytes(total_bytes)} in {total_objects} objects",
         "# tracemalloc sees only live blocks: counts are in-use objects and bytes; allocation "
         "totals ([0: 0]) are not known. Every block is traced (rate 1).",
-        *(f"# {clean(comment)}" for comment in profile.comments),
+        *(f"# {printable(comment)}" for comment in profile.comments),
     ]
     for stack, (objects, size) in top:
         out.append(f"{objects}: {size} [0: 0] @ {' '.join(frame_id(f) for f in stack)}")
+        out.append(f"# {_bytes(size)} in {objects} objects "
+                   f"({percentage(size, total_bytes).strip()} of bytes)")
         out.extend(frame_lines(stack))
         out.append("")
     left_out = len(groups) - len(top)
@@ -55,7 +62,7 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
         shown_bytes = sum(g[1] for _, g in top)
         out.append(
             f"# {left_out} more records not shown ({total_objects - shown_objects} objects, "
-            f"{total_bytes - shown_bytes} bytes): only the top {MAX_RECORDS} by bytes are "
+            f"{_bytes(total_bytes - shown_bytes)}): only the top {MAX_RECORDS} by bytes are "
             "written; format=pprof has them all"
         )
         out.append("")
@@ -66,8 +73,12 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
         *((f"# WindowSeconds = {profile.duration_ns / 1e9:.2f}",)
           if capture.mode == "window" else ()),
         f"# TracebackLimit = {state.frames_limit}",
-        f"# TracedMemory = {state.traced_current}",
-        f"# TracedPeak = {state.traced_peak}",
-        f"# TracemallocMemory = {state.tracemalloc_memory}",
+        f"# TracedMemory = {state.traced_current} ({_bytes(state.traced_current)})",
+        f"# TracedPeak = {state.traced_peak} ({_bytes(state.traced_peak)})",
+        f"# TracemallocMemory = {state.tracemalloc_memory} ({_bytes(state.tracemalloc_memory)})",
     ]
     return Rendered(utf8("\n".join(out) + "\n"), TEXT_PLAIN)
+
+
+def _bytes(size: int) -> str:
+    return scaled(size, "bytes")

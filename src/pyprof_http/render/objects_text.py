@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from ..collectors.objects import UNTRACKED_NOTE, ObjectsCapture, TypeRow
+from ..sanitize import printable
 from . import Rendered, utf8
 
 TEXT_PLAIN: Final = "text/plain; charset=utf-8"
@@ -36,7 +37,7 @@ def render_objects_text(capture: ObjectsCapture, name: str) -> Rendered:
     bytes_width = max(map(len, [f"{sign}bytes", *sizes]))
     out.append(f"{sign + 'count':>{count_width}}  {sign + 'bytes':>{bytes_width}}  type")
     for row, count, size in zip(shown, counts, sizes, strict=True):
-        out.append(f"{count:>{count_width}}  {size:>{bytes_width}}  {_printable(row.name)}")
+        out.append(f"{count:>{count_width}}  {size:>{bytes_width}}  {printable(row.name)}")
     if rest:
         out.append(
             f"... {len(rest)} more types: {_number(_sum(rest, 'count'), growth)} objects, "
@@ -65,12 +66,3 @@ def _sum(rows: Sequence[TypeRow], field: str) -> int:
 
 def _number(value: int, signed: bool) -> str:
     return f"{value:+d}" if signed else str(value)
-
-
-def _printable(text: str) -> str:
-    """``text`` with non-printable characters as escapes (``\\n``, ``\\x1b``, ``\\u2028``)."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )

@@ -7,18 +7,18 @@ happened, the thread, task, route and request id that held the loop, then its bl
 ``#\\tID\\tfunction\\tfile:line`` lines with the same stable frame ids as every other text view,
 and one line per other stack the watchdog saw during the same stall. The grouped-by-stack view
 is ``debug=1``'s job (``render_text``) and pprof's. At most :data:`MAX_STALLS_SHOWN` records are
-written, then one line sums up the rest. Names come from the application, so they are quoted
-(JSON string rules: a newline in a task name cannot forge a record).
+written, then one line sums up the rest. Names come from the application, so they are quoted by
+the package's one sanitiser (a newline in a task name cannot forge a record).
 """
 
 from __future__ import annotations
 
 import datetime
 import heapq
-import json
 from typing import Final
 
 from ..collectors.loop import Stall, StallCapture
+from ..sanitize import quoted as _quote
 from . import Rendered, utf8
 from .text import TEXT_PLAIN, clean, frame_id, frame_lines
 
@@ -75,10 +75,6 @@ def _record(rank: int, stall: Stall, taken_ns: int) -> list[str]:
             out.append(f"# also sampled {count} of {sampled}: {clean(leaf.function)} "
                        f"{clean(leaf.filename)}:{leaf.line}")
     return out
-
-
-def _quote(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _ms(ns: int) -> str:

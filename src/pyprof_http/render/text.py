@@ -3,6 +3,10 @@
 ``go tool pprof`` users read this with curl. Go prints return PCs after ``@``; Python has none, so
 each frame gets a stable id (a CRC of its function, file and line) that is the same in every
 request of the process's life, so a frame can be followed across dumps with grep.
+
+Values stay exact integers on the header and record lines (the shape Go's parsers read). Where a
+value is a time or a size (the mutex profile's delay), a ``#`` line after the header and after
+each record says it as pprof does (``1.20s``, ``3.40MB``), with the record's share of the total.
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Final
 
 from ..model import Frame, Labels, LabelValue, Profile, Sample, sum_values
+from ..sanitize import printable
 from . import Rendered, utf8
+from .top import percentage, scaled
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
-_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
 def frame_id(f: Frame) -> str:
@@ -31,15 +35,22 @@ def render_text(profile: Profile, name: str) -> Rendered:
     for sample in profile.samples:
         groups.setdefault(sample.stack, []).append(sample)
     width = len(profile.sample_types)
+    main = profile.value_index() if width else 0  # heaviest by the default type first (delay)
     records = sorted(
         ((sum_values(samples, width), stack, samples) for stack, samples in groups.items()),
-        key=lambda r: (tuple(-v for v in r[0]), [(f.function, f.filename, f.line) for f in r[1]]),
+        key=lambda r: (-r[0][main] if width else 0, tuple(-v for v in r[0]),
+                       [(f.function, f.filename, f.line) for f in r[1]]),
     )
     totals = profile.totals()
+    readable = any(t.unit in _SCALED_UNITS for t in profile.sample_types)
     out: list[str] = [_header(profile, name, totals)]
+    if readable:
+        out.append(f"# total: {_readable(profile, totals)}")
     out.extend(f"# {clean(comment)}" for comment in profile.comments)
     for values, stack, samples in records:
         out.append(f"{' '.join(str(v) for v in values)} @ {' '.join(frame_id(f) for f in stack)}")
+        if readable:
+            out.append(f"# {_readable(profile, values, totals)}")
         shared = _shared_labels(s.labels for s in samples)
         if shared:
             out.append("# labels: " + json.dumps(shared, separators=(", ", ":")))
@@ -57,6 +68,20 @@ def _header(profile: Profile, name: str, totals: Sequence[int]) -> str:
     return f"{name} profile: {described}"
 
 
+_SCALED_UNITS = frozenset({"nanoseconds", "bytes"})
+
+
+def _readable(profile: Profile, values: Sequence[int],
+              totals: Sequence[int] | None = None) -> str:
+    """``3 contentions, 1.20s delay`` and, for a record, ``(45.00% of delay)``."""
+    types = profile.sample_types
+    text = ", ".join(f"{scaled(v, t.unit)} {t.type}" for t, v in zip(types, values, strict=True))
+    if totals is None:
+        return text
+    main = profile.value_index()
+    return f"{text} ({percentage(values[main], totals[main]).strip()} of {types[main].type})"
+
+
 def _shared_labels(label_sets: Iterable[Labels]) -> dict[str, LabelValue]:
     """Labels every sample in the record has with the same value; the others would be noise."""
     shared: dict[str, LabelValue] | None = None
@@ -68,9 +93,9 @@ def _shared_labels(label_sets: Iterable[Labels]) -> dict[str, LabelValue]:
     return dict(sorted((shared or {}).items()))
 
 
-def clean(text: str) -> str:
-    """File, function and comment text is not ours: a newline in it must not forge a record."""
-    return text.translate(_CONTROL)
+clean = printable
+"""File, function and comment text is not ours: a newline in it must not forge a record (the
+package's one sanitiser, under the name the text views have always imported)."""
 
 
 def frame_lines(stack: Sequence[Frame]) -> list[str]:

@@ -18,13 +18,13 @@ from collections.abc import Iterable
 from typing import Final
 
 from ..model import Profile
+from ..sanitize import printable
 from . import Rendered, utf8
 
 TEXT_PLAIN: Final = "text/plain; charset=utf-8"
 COLUMNS: Final = "      flat  flat%   sum%        cum   cum%"
 
 _Key = tuple[str, str]
-_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 # (suffix, size in the base unit), smallest first: pprof's measurement package's choices.
 _TIME_UNITS: Final = (
@@ -117,7 +117,7 @@ def render_top(profile: Profile, name: str, sample_type: str | None = None) -> R
             out.append(
                 f"{scaled(own, unit):>10} {percentage(own, total)} {percentage(running, total)} "
                 f"{scaled(cum[key], unit):>10} {percentage(cum[key], total)}  "
-                f"{_clean(key[0])} {_clean(key[1])}:{lines[key]}"
+                f"{printable(key[0])} {printable(key[1])}:{lines[key]}"
             )
         if threads:
             out.append("")
@@ -138,13 +138,8 @@ def _header(profile: Profile, type_name: str, unit: str, total: int) -> list[str
                 f"({percentage(total, profile.duration_ns)})"
             )
         out.append(line)
-    out.extend(f"# {comment}" for comment in profile.comments)
+    out.extend(f"# {printable(comment)}" for comment in profile.comments)
     return out
-
-
-def _clean(text: str) -> str:
-    """Names are attacker-controlled: a newline in one must not forge a row of the table."""
-    return text.translate(_CONTROL)
 
 
 def _breakdown(label: str, values: Iterable[tuple[str, int]], unit: str) -> list[str]:
@@ -153,6 +148,6 @@ def _breakdown(label: str, values: Iterable[tuple[str, int]], unit: str) -> list
     total = sum(v for _, v in items)
     out = [f"label {label}: Total {scaled(total, unit)}"]
     out.extend(
-        f"{scaled(v, unit):>10} ({percentage(v, total)}): {_clean(value)}" for value, v in items
+        f"{scaled(v, unit):>10} ({percentage(v, total)}): {printable(value)}" for value, v in items
     )
     return out
