@@ -263,3 +263,11 @@ def test_an_authorizers_principal_cannot_forge_audit_lines(
     message = record.getMessage()
     assert_inert(message, [principal])
     assert f"principal={printable(principal)} path=" in message
+
+
+def test_an_error_reason_that_echoes_input_carries_no_control_character() -> None:
+    from pyprof_http.errors import BadRequest
+
+    reason = BadRequest("unknown parameter '\x1b[2J\x07\u2028x'").reason
+    assert "\x1b" not in reason and "\x07" not in reason and "\u2028" not in reason
+    assert "\\x1b[2J" in reason

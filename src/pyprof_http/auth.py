@@ -141,7 +141,8 @@ class AuthMiddleware:
         # the params are JSON with ASCII escapes already.
         AUDIT.info(
             "client=%s principal=%s path=%s params=%s status=%s duration_ms=%.1f",
-            printable(client or "-"), printable(principal), printable(redact(request.url.path)[:256]),
+            printable(client or "-"), printable(principal),
+            printable(redact(request.url.path)[:256]),
             json.dumps(params, sort_keys=True), status, seconds * 1000,
         )
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from starlette.responses import PlainTextResponse
 
+from .sanitize import printable
+
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
@@ -17,7 +19,9 @@ class PprofError(Exception):
     status_code = 500
 
     def __init__(self, reason: str) -> None:
-        super().__init__(" ".join(reason.split()))  # one line, whatever the caller passed
+        # one line, whatever the caller passed; a reason that echoes a parameter must not carry
+        # a terminal escape back to whoever reads it
+        super().__init__(printable(" ".join(reason.split()), backslash=False))
 
     @property
     def reason(self) -> str:

@@ -38,16 +38,19 @@ def _escape(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, backslash: bool = True) -> str:
     """``text`` with every non-printable character and the backslash as a visible escape.
 
     The result holds only printable characters (and spaces), so it is one line in any reader,
     including those that split on U+2028 or NEL, and cannot move a terminal's cursor.
+    ``backslash=False`` leaves backslashes alone, for text our own code already escaped (an
+    error reason quoting a parameter with ``repr``), which escaping again would garble.
     """
-    if text.isprintable() and _BACKSLASH not in text:
+    if text.isprintable() and (not backslash or _BACKSLASH not in text):
         return text  # the common case, without building a new string
     return "".join(
-        char if char.isprintable() and char != _BACKSLASH else _escape(char) for char in text
+        char if char.isprintable() and (char != _BACKSLASH or not backslash) else _escape(char)
+        for char in text
     )
 
 
