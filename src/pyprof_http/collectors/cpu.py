@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
-from ..loops import LOOPS, running_task
+from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Profile, Sample, ValueType
 from ..request_labels import task_request
-from .drivers import Driver, choose_driver
+from .drivers import Driver, TickGate, TickStats, choose_driver, outside_the_handler
 from .frames import frame_stack
 
 Mode = Literal["cpu", "wall"]
@@ -94,8 +94,13 @@ class Sampler:
         self._last_tick = now
         self.ticks += 1
         frames = sys._current_frames()
-        if interrupted is not None and self._main is not None:
-            frames[self._main] = interrupted  # not the handler's own frame
+        if self._main is not None:
+            if interrupted is not None:
+                frames[self._main] = interrupted  # not the handler's own frame
+            elif self._main in frames:  # ticking on another thread: the main thread may be
+                outer = outside_the_handler(frames[self._main])  # in the handler
+                if outer is not None:
+                    frames[self._main] = outer
         threads: dict[int, threading.Thread] = dict(threading._active)  # type: ignore[attr-defined]
         skip = self._skip()
         cpu_mode = self.mode == "cpu"
@@ -147,7 +152,9 @@ class Sampler:
             return name, "", "", ""
         request = task_request(task)
         route, request_id = request if request is not None else ("", "")
-        return name, task.get_name(), route, request_id
+        task_name = task.get_name()
+        # asyncio's Task-N names are one label value per request: left out (loops' policy)
+        return name, "" if is_auto_task_name(task_name) else task_name, route, request_id
 
     def profile(
         self, hz: int, time_ns: int, duration_ns: int, comments: tuple[str, ...]
@@ -180,6 +187,7 @@ class CpuCapture:
     driver: str
     requested_hz: int
     achieved_hz: float
+    ticks: TickStats | None = None
 
     def describe(self) -> str:
         return (f"driver={self.driver}; requested_hz={self.requested_hz}; "
@@ -193,19 +201,22 @@ async def record(
     """Sample for ``seconds`` (``wait`` may end early: disconnect, shutdown); always stops."""
     driver: Driver = choose_driver(mode)
     sampler = Sampler(mode, max_depth, driver.skipped_threads)
+    gate = TickGate(sampler.tick, 1.0 / hz)
     sampler.baseline()
     started, wall_started = time.monotonic_ns(), time.time_ns()
-    driver.start(sampler.tick, 1.0 / hz)
+    driver.start(gate)
     try:
         await wait(seconds)
     finally:
         driver.stop()
     duration = time.monotonic_ns() - started
     achieved = sampler.ticks / (duration / 1e9) if duration else 0.0
+    stats = gate.stats()
     comments = (
         f"pyprof_http {mode} profile: driver={driver.name}, requested {hz} Hz, "
         f"achieved {achieved:.1f} Hz{driver.note}",
+        f"ticks: {stats.describe()}",
         *((f"{sampler.errors} ticks failed",) if sampler.errors else ()),
     )
     profile = sampler.profile(hz, wall_started, duration, comments)
-    return CpuCapture(profile, driver.name, hz, achieved)
+    return CpuCapture(profile, driver.name, hz, achieved, stats)
