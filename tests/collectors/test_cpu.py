@@ -356,3 +356,26 @@ def test_cycles_on_a_non_main_thread_loop_leave_nothing_scheduled() -> None:
     assert after == before
     assert threads_during - threads_before == {worker}, "only the loop's own thread is new"
     assert set(threading.enumerate()) <= threads_before
+
+
+def test_task_label_leaves_out_asyncio_auto_names() -> None:
+    """Each request's task is a new ``Task-N``: as a label value it grew one series per
+    request (240 values in 3 s). Named tasks keep their name."""
+    from pyprof_http.loops import LOOPS
+
+    labels: dict[str, tuple[str, str, str, str]] = {}
+
+    async def sample_from(key: str) -> None:
+        sampler = Sampler("wall", MAX_DEPTH, set)
+        labels[key] = sampler._labels(threading.get_ident(), threading.current_thread())
+
+    async def main() -> None:
+        LOOPS.register_running()
+        for i in range(3):
+            await asyncio.create_task(sample_from(f"auto-{i}"))
+        await asyncio.create_task(sample_from("named"), name="billing-worker")
+
+    asyncio.run(main())
+    auto = {labels[f"auto-{i}"][1] for i in range(3)}
+    assert auto == {""}, labels
+    assert labels["named"][1] == "billing-worker"
