@@ -458,7 +458,8 @@ class MovingThread:
 
 
 def spot(stack: tuple[Any, ...]) -> str:
-    return next(f.function.rsplit(".", 1)[-1] for f in stack if ".spot_" in f.function)
+    names = (f.function.rsplit(".", 1)[-1] for f in stack)  # qualified on 3.11+ only
+    return next(name for name in names if name.startswith("spot_"))
 
 
 def test_cpu_of_a_thread_found_blocked_goes_where_it_last_ran(
