@@ -564,3 +564,20 @@ def test_stress_1000_deep_threads_never_nest_and_leave_the_loop_its_time(
     assert stats.cost_seconds <= 0.25 * duration + 0.75 * max(walls), (stats, duration)
     assert beats >= 2 * stats.ran, (beats, stats)
     assert beats >= 0.2 * left / BEAT_S, (beats, left)
+
+
+def test_a_signal_driver_that_fails_to_start_leaves_nothing_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks, tick = counter()
+    driver = SignalDriver("cpu")
+
+    def refuse(which: int, seconds: float, interval: float = 0.0) -> tuple[float, float]:
+        raise OSError("setitimer refused")
+
+    monkeypatch.setattr(drivers.signal, "setitimer", refuse)
+    with pytest.raises(OSError):
+        driver.start(TickGate(tick, 0.01))
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd is given back"
+    assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]

@@ -209,11 +209,15 @@ class SignalDriver:
                 helper.handler_ticks += 1
             tick(frame)
 
-        self._previous = signal.signal(signum, handler)
-        signal.siginterrupt(signum, False)  # restart what syscalls can be restarted
-        self._previous_timer = signal.setitimer(which, gate.interval, gate.interval)
-        if helper is not None:
-            helper.start()
+        try:
+            self._previous = signal.signal(signum, handler)
+            signal.siginterrupt(signum, False)  # restart what syscalls can be restarted
+            self._previous_timer = signal.setitimer(which, gate.interval, gate.interval)
+            if helper is not None:
+                helper.start()
+        except BaseException:
+            self.stop()  # the caller only stops a driver that started
+            raise
 
     def stop(self) -> None:
         """Undo every step, each even if another fails, and drop a signal still in flight."""
@@ -226,7 +230,8 @@ class SignalDriver:
             signal.signal(self.signum, signal.SIG_IGN)
         finally:
             try:
-                signal.signal(self.signum, self._previous)
+                if self._previous is not None:  # None: not installed, or a C handler (kept out)
+                    signal.signal(self.signum, self._previous)
                 if self._previous_timer != (0.0, 0.0):
                     signal.setitimer(self.which, *self._previous_timer)
             finally:
