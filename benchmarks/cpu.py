@@ -599,12 +599,16 @@ def main() -> int:
                          f">= {target:.2f}", verdict(ratio >= target)))
     for name in ("cpu", "wall"):
         hz = statistics.median(phases[name].achieved_hz) if phases[name].achieved_hz else 0.0
-        ok &= hz >= TARGET_RATE * HZ
+        rate, unit = hz, "Hz"
         extra = ""
         if name == "cpu" and phases[name].per_cpu_second:
-            extra = f"; {statistics.median(phases[name].per_cpu_second):.0f}/server CPU s"
+            # ITIMER_PROF ticks per second of the process's CPU: on a shared machine the
+            # server may get less than a core, and the rate per wall second with it
+            rate, unit = statistics.median(phases[name].per_cpu_second), "/CPU s"
+            extra = f"; {rate:.0f}/server CPU s"
+        ok &= rate >= TARGET_RATE * HZ
         rows.append((f"achieved rate under load, {name}", f"{hz:.1f} Hz{extra}",
-                     f">= {TARGET_RATE * HZ:.0f} Hz", verdict(hz >= TARGET_RATE * HZ)))
+                     f">= {TARGET_RATE * HZ:.0f}{unit}", verdict(rate >= TARGET_RATE * HZ)))
     sync = phases["cpu-sync"]
     if sync.achieved_hz:
         hz = statistics.median(sync.achieved_hz)
