@@ -599,7 +599,7 @@ def main() -> int:
                          f">= {target:.2f}", verdict(ratio >= target)))
     for name in ("cpu", "wall"):
         hz = statistics.median(phases[name].achieved_hz) if phases[name].achieved_hz else 0.0
-        rate, unit = hz, "Hz"
+        rate, unit = hz, " Hz"
         extra = ""
         if name == "cpu" and phases[name].per_cpu_second:
             # ITIMER_PROF ticks per second of the process's CPU: on a shared machine the
