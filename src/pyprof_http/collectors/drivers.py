@@ -145,14 +145,13 @@ class SignalDriver:
 
     The Python handler only runs when the main thread executes bytecode, while ITIMER_PROF's
     signal goes to whichever thread is burning CPU: with the CPU burnt in worker threads and the
-    main thread blocked (a join, a lock, an idle event loop), handler-only ticks fell to ~3/s.
+    main thread blocked (a join, a lock, an idle event loop), handler-only ticks fell to 1-3/s.
     CPython writes every signal's number to the wakeup fd from its C handler, on the thread that
     got the signal; the helper thread blocks on the other end and ticks as soon as it gets the
     GIL, unless the handler ticked since the helper last waited. The handler in turn skips the
     signals the helper took since it last ran: one tick per signal, whoever runs first, with no
     system call in the handler. When someone else owns the wakeup fd (an asyncio loop with
-    signal handlers), there is no
-    helper and ticks happen when the main thread runs Python.
+    signal handlers), there is no helper and ticks happen when the main thread runs Python.
     """
 
     name = "signal"
@@ -220,23 +219,27 @@ class SignalDriver:
             raise
 
     def stop(self) -> None:
-        """Undo every step, each even if another fails, and drop a signal still in flight."""
+        """Undo every step, each even if another fails, and drop a signal still in flight.
+
+        The helper goes first: once it is joined nothing can re-arm the timer (it re-arms after
+        a tick), so the timer stopped next stays stopped before the default action comes back.
+        """
         if self._gate is not None:
             self._gate.close()
         try:
-            signal.setitimer(self.which, 0.0, 0.0)
-            # a tick generated just before the timer stopped but delivered after the default
-            # action came back would kill the process ("Profiling timer expired"): ignore it
-            signal.signal(self.signum, signal.SIG_IGN)
+            if self._helper is not None:
+                self._helper.remove()
         finally:
             try:
+                signal.setitimer(self.which, 0.0, 0.0)
+                # a tick generated just before the timer stopped but delivered after the default
+                # action came back would kill the process ("Profiling timer expired"): ignore it
+                signal.signal(self.signum, signal.SIG_IGN)
+            finally:
                 if self._previous is not None:  # None: not installed, or a C handler (kept out)
                     signal.signal(self.signum, self._previous)
                 if self._previous_timer != (0.0, 0.0):
                     signal.setitimer(self.which, *self._previous_timer)
-            finally:
-                if self._helper is not None:
-                    self._helper.remove()
 
     def skipped_threads(self) -> set[int]:
         ident = self._helper.ident() if self._helper is not None else None
@@ -363,7 +366,8 @@ class _WakeupTicker:
                 self._tick(None)
 
     def remove(self) -> None:
-        """Give the wakeup fd back, stop the thread and close the sockets."""
+        """Give the wakeup fd back (so no signal writes to a closed socket), stop the thread
+        and close the sockets."""
         current = signal.set_wakeup_fd(-1)
         if current != self._writer.fileno():  # someone (asyncio) took it over meanwhile: theirs
             signal.set_wakeup_fd(current, warn_on_full_buffer=False)
