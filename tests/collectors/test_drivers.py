@@ -581,4 +581,5 @@ def test_a_signal_driver_that_fails_to_start_leaves_nothing_behind(
     assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL
     assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd is given back"
     assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
+    assert ticks == []
 
