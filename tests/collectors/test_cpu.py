@@ -356,3 +356,220 @@ def test_cycles_on_a_non_main_thread_loop_leave_nothing_scheduled() -> None:
     assert after == before
     assert threads_during - threads_before == {worker}, "only the loop's own thread is new"
     assert set(threading.enumerate()) <= threads_before
+
+
+def test_task_label_leaves_out_asyncio_auto_names() -> None:
+    """Each request's task is a new ``Task-N``: as a label value it grew one series per
+    request (240 values in 3 s). Named tasks keep their name."""
+    from pyprof_http.loops import LOOPS
+
+    labels: dict[str, tuple[str, str, str, str]] = {}
+
+    async def sample_from(key: str) -> None:
+        sampler = Sampler("wall", MAX_DEPTH, set)
+        labels[key] = sampler._labels(threading.get_ident(), threading.current_thread())
+
+    async def main() -> None:
+        LOOPS.register_running()
+        for i in range(3):
+            await asyncio.create_task(sample_from(f"auto-{i}"))
+        await asyncio.create_task(sample_from("named"), name="billing-worker")
+
+    asyncio.run(main())
+    auto = {labels[f"auto-{i}"][1] for i in range(3)}
+    assert auto == {""}, labels
+    assert labels["named"][1] == "billing-worker"
+
+
+# --------------------------------------------------------------------------------------------
+# Charging CPU to where it was spent (issue 11, item 3a)
+# --------------------------------------------------------------------------------------------
+
+
+def test_blocked_in_syscall_reads_the_kernels_answer() -> None:
+    from pyprof_http.collectors.blocked import blocked_in_syscall
+
+    futex = frozenset({202})
+    assert blocked_in_syscall(b"230 0x1 0x1 0x7fb14aa0bab0 0x0 0x0 0x0 0x7ff 0x7fe\n", futex)
+    assert blocked_in_syscall(b"232 0x3 0x7f 0x400 0x1f4 0x0 0x0 0x7ff 0x7fe\n", futex)
+    assert not blocked_in_syscall(b"202 0x7fb14b74e6f4 0x89 0x0 0x0 0x0 0x0 0x7ff 0x7fe\n",
+                                  futex), "futex: the GIL or a lock, the thread may be runnable"
+    assert not blocked_in_syscall(b"running\n", futex)
+    assert not blocked_in_syscall(b"-1 0x7ffd 0x7fe\n", futex)
+    assert not blocked_in_syscall(b"", futex)
+
+
+def test_syscall_states_tells_a_sleeping_thread_from_a_lock_waiter() -> None:
+    from pyprof_http.collectors.blocked import syscall_states
+
+    is_blocked = syscall_states()
+    if is_blocked is None:
+        pytest.skip("syscall states are read on Linux x86-64 / aarch64 only")
+    leave = threading.Event()
+
+    def sleeper() -> None:
+        while not leave.is_set():
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=sleeper, name="syscall-sleeper"),
+               threading.Thread(target=leave.wait, name="syscall-waiter")]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not is_blocked(threads[0].native_id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert is_blocked(threads[0].native_id), "in clock_nanosleep"
+        assert not is_blocked(threads[1].native_id), "in futex (a lock): may be runnable"
+    finally:
+        leave.set()
+        for t in threads:
+            t.join()
+
+
+class MovingThread:
+    """A real thread parked at ``spot_running`` or ``spot_blocking`` on demand."""
+
+    def __init__(self) -> None:
+        self.where = "spot_running"
+        self.arrived = threading.Event()
+        self.go = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="mover")
+
+    def run(self) -> None:
+        while self.where != "leave":
+            (self.spot_running if self.where == "spot_running" else self.spot_blocking)()
+
+    def spot_running(self) -> None:
+        self.arrived.set()
+        self.go.wait()
+
+    def spot_blocking(self) -> None:
+        self.arrived.set()
+        self.go.wait()
+
+    def move(self, where: str) -> None:
+        self.arrived.clear()
+        self.where = where
+        self.go.set()
+        self.go = threading.Event()  # the next spot waits on a fresh event
+        if where != "leave":
+            self.arrived.wait(5)
+
+
+def spot(stack: tuple[Any, ...]) -> str:
+    names = (f.function.rsplit(".", 1)[-1] for f in stack)  # qualified on 3.11+ only
+    return next(name for name in names if name.startswith("spot_"))
+
+
+def test_cpu_of_a_thread_found_blocked_goes_where_it_last_ran(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recorded readings: 10 ms of CPU while seen running, then 30 ms found at a blocking call
+    (the burst before it blocked). Before: the 30 ms went to the blocking line."""
+    mover = MovingThread()
+    mover.go = threading.Event()
+    mover.thread.start()
+    mover.arrived.wait(5)
+    native = mover.thread.native_id
+    clock = {native: 1_000_000_000}
+    blocked = {native: False}
+    real = cpu.thread_cpu_ns
+    monkeypatch.setattr(cpu, "thread_cpu_ns",
+                        lambda n: clock[n] if n in clock else real(n))
+    sampler = Sampler("cpu", MAX_DEPTH, set, lambda n: blocked.get(n, False))
+    try:
+        sampler.baseline()
+        clock[native] += 10_000_000
+        sampler.tick()  # seen running at spot_running: 10 ms there
+        mover.move("spot_blocking")
+        blocked[native] = True
+        clock[native] += 30_000_000
+        sampler.tick()  # found blocked: its 30 ms were spent before, where it last ran
+        clock[native] += 0
+        sampler.tick()  # blocked and idle: nothing
+    finally:
+        old_go = mover.go
+        mover.move("leave")
+        old_go.set()
+        mover.thread.join(5)
+    charged = {spot(s.stack): s.values
+               for s in sampler.profile(100, 0, 1, ()).samples if s.labels["thread"] == "mover"}
+    assert charged == {"spot_running": (1, 40_000_000)}, charged
+    assert sampler.carried == 30_000_000
+
+
+def test_a_thread_never_seen_running_keeps_its_cpu_where_it_is_seen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    leave = threading.Event()
+    parked = threading.Thread(target=leave.wait, name="never-running")
+    parked.start()
+    native = parked.native_id
+    clock = {native: 5_000_000}
+    real = cpu.thread_cpu_ns
+    monkeypatch.setattr(cpu, "thread_cpu_ns", lambda n: clock[n] if n in clock else real(n))
+    sampler = Sampler("cpu", MAX_DEPTH, set, lambda n: n == native)
+    try:
+        sampler.baseline()
+        clock[native] += 7_000_000
+        sampler.tick()
+    finally:
+        leave.set()
+        parked.join()
+    mine = [s.values for s in sampler.profile(100, 0, 1, ()).samples
+            if s.labels["thread"] == "never-running"]
+    assert mine == [(1, 7_000_000)] and sampler.carried == 0
+
+
+def test_the_gil_switch_interval_is_short_while_sampling_and_restored() -> None:
+    seen: list[float] = []
+    before = sys.getswitchinterval()
+
+    async def wait(duration: float) -> None:
+        seen.append(sys.getswitchinterval())
+        await asyncio.sleep(duration)
+
+    asyncio.run(cpu.record("wall", 100, 0.05, MAX_DEPTH, wait))
+    assert seen == [pytest.approx(cpu.SWITCH_INTERVAL_S)]
+    assert sys.getswitchinterval() == before
+
+
+def sleepline_hot(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def sleepline_burner(stop: threading.Event) -> None:
+    while not stop.is_set():
+        cycle = time.thread_time()
+        while time.thread_time() - cycle < 0.005:
+            sleepline_hot(2000)
+        time.sleep(0.01)  # the sleep line
+
+
+def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
+    """One thread burns 5 ms of pure Python, sleeps 10 ms, and so on; the loop idles. The
+    tick takes the GIL when the thread gives it up: before, that was mostly as it entered
+    ``time.sleep``, and most of its CPU was charged to the sleep line (true share: ~0)."""
+    stop = threading.Event()
+    worker = threading.Thread(target=sleepline_burner, args=(stop,), name="sleepline")
+    worker.start()
+
+    async def wait(duration: float) -> None:
+        await asyncio.sleep(duration)
+
+    try:
+        capture = asyncio.run(cpu.record("cpu", 100, 1.5, MAX_DEPTH, wait))
+    finally:
+        stop.set()
+        worker.join()
+    total = at_sleep = 0
+    for sample in capture.profile.samples:
+        if sample.labels["thread"] == "sleepline":
+            total += sample.values[1]
+            if sample.stack[0].function.endswith("sleepline_burner"):
+                at_sleep += sample.values[1]
+    print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; {capture.describe()}")
+    assert total > 0.05e9, "the burner got almost no CPU"
+    assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())

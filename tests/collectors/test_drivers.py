@@ -20,7 +20,8 @@ from pyprof_http.collectors.drivers import (
     LoopDriver,
     SignalDriver,
     ThreadDriver,
-    _LoopWakeup,
+    TickGate,
+    _WakeupTicker,
     choose_driver,
 )
 
@@ -85,7 +86,7 @@ def test_signal_driver_ticks_and_restores_default_state(mode: str) -> None:
     ticks, tick = counter()
     driver = SignalDriver(mode)
     assert (driver.signum, driver.which) == (signum, which)
-    driver.start(tick, 0.01)
+    driver.start(TickGate(tick, 0.01))
     try:
         assert signal.getsignal(signum) not in (signal.SIG_DFL, None)
         assert signal.getitimer(which)[1] == pytest.approx(0.01)
@@ -93,10 +94,12 @@ def test_signal_driver_ticks_and_restores_default_state(mode: str) -> None:
     finally:
         driver.stop()
     assert len(ticks) >= 15, len(ticks)  # 30 expected at 100 Hz over 0.3 s of CPU
-    assert all(frame is not None for frame in ticks), "the handler passes the interrupted frame"
+    # the main thread burns Python, so its handler claims most signals and passes the frame it
+    # interrupted; the helper thread (frame None) takes those it drains first
+    assert any(frame is not None for frame in ticks), "the handler passes the interrupted frame"
     assert signal.getsignal(signum) == signal.SIG_DFL
     assert signal.getitimer(which) == (0.0, 0.0)
-    assert driver.skipped_threads() == set()
+    assert len(driver.skipped_threads()) == 1, "the helper thread is not sampled"
     count = len(ticks)
     burn(0.05)
     assert len(ticks) == count, "ticked after stop()"
@@ -111,7 +114,7 @@ def test_signal_driver_restores_a_previous_handler_and_timer_exactly(mode: str) 
     try:
         ticks, tick = counter()
         driver = SignalDriver(mode)
-        driver.start(tick, 0.01)
+        driver.start(TickGate(tick, 0.01))
         try:
             assert signal.getsignal(signum) is not dummy_handler
             burn(0.1)
@@ -161,16 +164,22 @@ def test_signal_driver_ticks_while_the_main_loop_idles_and_another_thread_burns(
         assert isinstance(driver, SignalDriver)
         worker = threading.Thread(target=burner, name="test-burner")
         worker.start()
-        driver.start(tick, 0.01)
+        cpu_before = time.process_time()
+        driver.start(TickGate(tick, 0.01))
         try:
             await asyncio.sleep(1.0)  # the loop sleeps in epoll for the whole second
         finally:
             driver.stop()
+            cpu.append(time.process_time() - cpu_before)
             stop.set()
             worker.join()
 
+    cpu: list[float] = []
     asyncio.run(main())
-    assert len(ticks) >= 60, f"{len(ticks)} ticks in 1 s at 100 Hz with a busy thread"
+    # ITIMER_PROF counts the process's CPU: on a loaded machine the burner gets less than a
+    # core, so the rate is judged per second of CPU (100 expected)
+    per_cpu_second = len(ticks) / cpu[0]
+    assert per_cpu_second >= 60, f"{len(ticks)} ticks in {cpu[0]:.2f} s of CPU at 100 Hz"
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +199,7 @@ def test_loop_driver_ticks_at_the_rate_and_leaves_nothing_scheduled() -> None:
         ticks, tick = counter()
         driver = LoopDriver(loop, "testing")
         assert "testing" in driver.note and "not sampled" in driver.note
-        driver.start(tick, 0.01)
+        driver.start(TickGate(tick, 0.01))
         await asyncio.sleep(1.0)
         assert _driver_handles(loop), "the driver keeps one handle scheduled while it runs"
         driver.stop()
@@ -210,7 +219,7 @@ def test_thread_driver_ticks_at_the_rate_and_its_thread_ends() -> None:
     driver = ThreadDriver("testing")
     assert driver.name == "thread" and "testing" in driver.note
     before = set(threading.enumerate())
-    driver.start(tick, 0.01)
+    driver.start(TickGate(tick, 0.01))
     try:
         samplers = [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
         assert len(samplers) == 1 and samplers[0].daemon
@@ -272,49 +281,305 @@ def test_choose_driver_thread_when_there_is_no_loop() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The wakeup-fd helper
+# The wakeup-fd helper thread
 # --------------------------------------------------------------------------------------------
 
 
-def _readers(loop: asyncio.AbstractEventLoop) -> set[int]:
-    return set(loop._selector.get_map())  # type: ignore[attr-defined]
+def test_helper_ticks_while_the_main_thread_is_blocked_and_leaves_nothing_behind() -> None:
+    """The Python handler runs only when the main thread runs bytecode: with the main thread
+    blocked in a join and the CPU burnt by a worker, the helper thread does the ticking."""
+    ticks, tick = counter()
+    threads_before = set(threading.enumerate())
+    driver = SignalDriver("cpu")
+    worker = threading.Thread(target=burn, args=(1.0,), name="test-burner")
+    driver.start(TickGate(tick, 0.01))
+    try:
+        helpers = [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
+        assert len(helpers) == 1 and driver.skipped_threads() == {helpers[0].ident}
+        worker.start()
+        worker.join()  # the main thread runs no bytecode for 1 s of the worker's CPU
+    finally:
+        driver.stop()
+    # ~100 signals for 1 s of CPU; handler-only ticks got ~3/s here
+    assert len(ticks) >= 50, len(ticks)
+    assert ticks.count(None) >= 50, "ticked by the helper (no interrupted frame)"
+    assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd is given back"
+    assert set(threading.enumerate()) <= threads_before, "the helper thread ended"
 
 
-def test_wakeup_restores_the_previous_wakeup_fd_and_removes_its_reader() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        before = _readers(loop)
-        wakeup = _LoopWakeup.install()
-        assert wakeup is not None
-        fd = wakeup.reader.fileno()
-        assert _readers(loop) == before | {fd}
-        wakeup.remove()
-        assert _readers(loop) == before
-        assert wakeup.reader.fileno() == -1 and wakeup.writer.fileno() == -1  # closed
-        assert signal.set_wakeup_fd(-1) == -1, "the previous wakeup fd (none) is restored"
-
-    asyncio.run(main())
-
-
-def test_wakeup_leaves_a_loop_owned_wakeup_fd_alone() -> None:
+def test_helper_is_not_installed_over_someone_elses_wakeup_fd() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the loop now owns the wakeup fd
         try:
-            before = _readers(loop)
             owned = signal.set_wakeup_fd(-1)
             signal.set_wakeup_fd(owned)
             assert owned != -1
-            assert _LoopWakeup.install() is None
-            assert _readers(loop) == before
+            ticks, tick = counter()
+            assert _WakeupTicker.install(tick, signal.SIGPROF) is None
+            driver = SignalDriver("cpu")
+            driver.start(TickGate(tick, 0.01))
+            try:
+                burn(0.2)
+            finally:
+                driver.stop()
+            assert "wakeup fd is in use" in driver.note
+            assert driver.skipped_threads() == set()
+            assert ticks and all(frame is not None for frame in ticks), "handler-only ticks"
             current = signal.set_wakeup_fd(-1)
             signal.set_wakeup_fd(current)
-            assert current == owned
+            assert current == owned, "the loop's wakeup fd is untouched"
         finally:
             loop.remove_signal_handler(signal.SIGUSR1)
 
     asyncio.run(main())
 
 
-def test_wakeup_without_a_running_loop_is_none() -> None:
-    assert _LoopWakeup.install() is None
+# --------------------------------------------------------------------------------------------
+# The tick gate: never nested, bounded cost (fake clocks: what it decides, not how fast)
+# --------------------------------------------------------------------------------------------
+
+
+class FakeClocks:
+    """A wall clock and a CPU clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.wall = 100.0
+        self.cpu = 5.0
+
+    def gate(self, tick: Callable[[FrameType | None], None], interval: float) -> TickGate:
+        return TickGate(tick, interval, clock=lambda: self.wall, cpu_clock=lambda: self.cpu)
+
+
+def test_gate_drops_a_tick_that_arrives_while_one_runs() -> None:
+    depth = [0, 0]  # current, max
+
+    def tick(frame: FrameType | None) -> None:
+        depth[0] += 1
+        depth[1] = max(depth[1], depth[0])
+        assert gate(frame) is False  # what a signal arriving inside the handler does
+        assert gate(frame) is False
+        depth[0] -= 1
+
+    gate = TickGate(tick, 0.01)
+    assert gate() is True
+    stats = gate.stats()
+    assert depth[1] == 1 and stats.max_running == 1
+    assert (stats.ran, stats.dropped, stats.throttled) == (1, 2, 0)
+
+
+def test_gate_pauses_three_times_a_ticks_cpu_cost_then_allows_the_next() -> None:
+    clocks = FakeClocks()
+
+    def tick(frame: FrameType | None) -> None:
+        clocks.cpu += 0.012  # 12 ms of this thread's CPU
+        clocks.wall += 0.020  # and 8 ms waiting for the GIL: not the tick's cost
+
+    gate = clocks.gate(tick, 0.01)
+    assert gate() is True
+    assert gate.pause() == pytest.approx(0.036)  # cost * (1 / 0.25 - 1)
+    assert gate.spacing() == pytest.approx(0.048)  # 12 ms is a quarter of 48 ms
+    clocks.wall += 0.010
+    assert gate() is False  # the next signal: held back
+    clocks.wall += 0.025
+    assert gate() is False
+    clocks.wall += 0.001
+    assert gate() is True  # 36 ms after the tick ended
+    stats = gate.stats()
+    assert (stats.ran, stats.throttled, stats.dropped) == (2, 2, 0)
+    assert stats.cost_seconds == pytest.approx(0.024)
+
+
+def test_gate_returns_to_the_requested_interval_once_ticks_are_cheap() -> None:
+    clocks = FakeClocks()
+    cost = [0.012]
+
+    def tick(frame: FrameType | None) -> None:
+        clocks.cpu += cost[0]
+
+    gate = clocks.gate(tick, 0.01)
+    gate()
+    assert gate.spacing() == pytest.approx(0.048)
+    cost[0] = 0.0001
+    clocks.wall += 0.05
+    assert gate() is True
+    assert gate.spacing() == 0.01 and gate.pause() == pytest.approx(0.0003)
+
+
+def test_gate_closed_runs_nothing_and_a_failing_tick_still_releases_it() -> None:
+    def boom(frame: FrameType | None) -> None:
+        raise RuntimeError("tick failed")
+
+    gate = TickGate(boom, 0.01)
+    with pytest.raises(RuntimeError):
+        gate()
+    assert gate.stats().ran == 1 and gate.stats().max_running == 1
+    gate.close()  # would wait forever if the failed tick had kept the lock
+    assert gate() is False and gate.stats().ran == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Regression: a tick slower than the interval (issue 10, item 1)
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_burn_until(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_signal_handler_never_runs_inside_itself_and_the_timer_slows() -> None:
+    """Each tick burns 30 ms of CPU at a 10 ms interval: signals arrive during every tick.
+    Before: the handler ran again inside itself (depth 2, 3, ... up to the recursion limit)."""
+    depth, max_depth, armed = [0], [0], []
+
+    def slow_tick(frame: FrameType | None) -> None:
+        depth[0] += 1
+        max_depth[0] = max(max_depth[0], depth[0])
+        try:
+            if depth[0] == 1:
+                cpu_burn_until(0.03)
+                armed.append(signal.getitimer(signal.ITIMER_REAL)[1])
+        finally:
+            depth[0] -= 1
+
+    gate = TickGate(slow_tick, 0.01)
+    driver = SignalDriver("wall")
+    started = time.monotonic()
+    driver.start(gate)
+    try:
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:  # the main thread runs Python: the handler runs at once
+            sum(range(100))
+    finally:
+        driver.stop()
+    duration = time.monotonic() - started
+    stats = gate.stats()
+    assert max_depth[0] == 1, f"a tick ran inside a tick (depth {max_depth[0]})"
+    assert stats.max_running == 1
+    assert stats.ran >= 2, stats
+    assert stats.dropped + stats.throttled > 0, stats
+    # the timer was re-armed at the spacing a 30 ms tick allows (120 ms), not left at 10 ms
+    assert armed[-1] >= 0.1, armed
+    # ticks start at least 3x their CPU cost after the previous one ended, and a tick's CPU is
+    # no more than its wall time: 4 * total cost <= duration + the last pause (by construction)
+    assert stats.cost_seconds <= 0.25 * duration + 0.75 * 0.05, (stats, duration)
+
+
+# --------------------------------------------------------------------------------------------
+# Stress: 1,000 threads with deep stacks, the loop's heartbeat, every driver
+# --------------------------------------------------------------------------------------------
+
+STRESS_THREADS = 1000
+STRESS_DEPTH = 40
+STRESS_SECONDS = 0.5
+BEAT_S = 0.005
+
+
+def stress_parked_deep(depth: int, parked: threading.Barrier, leave: threading.Event) -> None:
+    if depth:
+        stress_parked_deep(depth - 1, parked, leave)
+        return
+    parked.wait()
+    leave.wait()
+
+
+@pytest.fixture(scope="module")
+def thousand_deep_threads() -> Iterator[int]:
+    """1,000 threads parked 40 frames deep: a wall tick over them costs milliseconds."""
+    leave = threading.Event()
+    parked = threading.Barrier(STRESS_THREADS + 1)
+    threads = [threading.Thread(target=stress_parked_deep, args=(STRESS_DEPTH, parked, leave),
+                                name=f"stress-{i}", daemon=True, )
+               for i in range(STRESS_THREADS)]
+    for t in threads:
+        t.start()
+    parked.wait(30)
+    try:
+        yield STRESS_THREADS
+    finally:
+        leave.set()
+        for t in threads:
+            t.join(10)
+
+
+def make_driver(kind: str) -> drivers.Driver:
+    if kind == "signal":
+        return SignalDriver("wall")
+    if kind == "loop":
+        return LoopDriver(asyncio.get_running_loop(), "stress test")
+    return ThreadDriver("stress test")
+
+
+@pytest.mark.parametrize("hz", [100, 250])
+@pytest.mark.parametrize("kind", ["signal", "loop", "thread"])
+def test_stress_1000_deep_threads_never_nest_and_leave_the_loop_its_time(
+        thousand_deep_threads: int, kind: str, hz: int) -> None:
+    """A wall profile at 100 and 250 Hz over 1,000 deep threads while the loop beats every
+    5 ms. Asserted on what was recorded, never on how fast this machine ran it:
+    - no tick ran inside or beside another (max_running == 1);
+    - the ticks' CPU is bounded by construction (4x cost <= duration + the last pause);
+    - the heartbeat ran between ticks: at least twice per tick (a back-to-back loop driver
+      gave ~1 beat per tick; the nesting signal handler ~0), and at least a fifth of what the
+      time the ticks left to the loop allows (it was ~0.1 % before).
+    Lateness is printed, not asserted: on a starved CI box it measures the box."""
+    from pyprof_http.collectors.cpu import Sampler
+
+    sampler = Sampler("wall", 64, set)
+    walls: list[float] = []
+
+    def tick(frame: FrameType | None) -> None:
+        started = time.monotonic()
+        sampler.tick(frame)
+        walls.append(time.monotonic() - started)
+
+    async def main() -> tuple[int, float, float, drivers.TickStats]:
+        beats, late = 0, 0.0
+        driver = make_driver(kind)
+        gate = TickGate(tick, 1 / hz)
+        sampler.baseline()
+        started = time.monotonic()
+        driver.start(gate)
+        try:
+            end = started + STRESS_SECONDS
+            while time.monotonic() < end:
+                due = time.monotonic() + BEAT_S
+                await asyncio.sleep(BEAT_S)
+                late = max(late, time.monotonic() - due)
+                beats += 1
+        finally:
+            driver.stop()
+        return beats, late, time.monotonic() - started, gate.stats()
+
+    beats, late, duration, stats = asyncio.run(main())
+    tick_wall = sum(walls)
+    left = max(duration - tick_wall, 0.0)
+    print(f"{kind} {hz} Hz: {stats.describe()}; {stats.ran / duration:.0f} ticks/s; "
+          f"ticks {tick_wall * 1000:.0f} ms wall of {duration * 1000:.0f} ms; {beats} beats "
+          f"(at most {duration / BEAT_S:.0f}), latest {late * 1000:.0f} ms")
+    assert sampler.errors == 0
+    assert stats.ran >= 1 and stats.max_running == 1, stats
+    assert sampler.ticks == stats.ran
+    assert stats.cost_seconds <= 0.25 * duration + 0.75 * max(walls), (stats, duration)
+    assert beats >= 2 * stats.ran, (beats, stats)
+    assert beats >= 0.2 * left / BEAT_S, (beats, left)
+
+
+def test_a_signal_driver_that_fails_to_start_leaves_nothing_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks, tick = counter()
+    driver = SignalDriver("cpu")
+
+    def refuse(which: int, seconds: float, interval: float = 0.0) -> tuple[float, float]:
+        raise OSError("setitimer refused")
+
+    monkeypatch.setattr(drivers.signal, "setitimer", refuse)
+    with pytest.raises(OSError):
+        driver.start(TickGate(tick, 0.01))
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd is given back"
+    assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
+    assert ticks == []
+

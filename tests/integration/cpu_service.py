@@ -1,8 +1,9 @@
 """A small app for the CPU profile integration tests (``test_profile.py``), served by uvicorn.
 
 ``GET /burn?ms=N`` does N ms of CPU work inside an ``async def`` route (it holds the event
-loop, as CPU-heavy handlers do), in functions with names no other code has, so every profile
-format can be searched for them. ``GET /healthz`` answers ``ok``.
+loop, as CPU-heavy handlers do; ``/burn-sync`` does it in the thread pool), in functions with
+names no other code has, so every profile format can be searched for them. ``GET /healthz``
+answers ``ok``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ async def healthz() -> PlainTextResponse:
 
 @app.get("/burn")
 async def burn(ms: int = 5) -> PlainTextResponse:
+    return PlainTextResponse(str(cpu_service_burn(min(max(ms, 0), MAX_BURN_MS))))
+
+
+@app.get("/burn-sync")
+def burn_sync(ms: int = 5) -> PlainTextResponse:
+    """The same work in a ``def`` route: FastAPI runs it in its thread pool, the loop waits."""
     return PlainTextResponse(str(cpu_service_burn(min(max(ms, 0), MAX_BURN_MS))))
 
 

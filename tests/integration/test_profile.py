@@ -83,7 +83,7 @@ def client(server: Server, timeout: float = 30) -> httpx.Client:
 
 @contextlib.contextmanager
 def load(server: Server, workers: int = 3, burn_ms: int = 5,
-         max_seconds: float = 15) -> Iterator[list[int]]:
+         max_seconds: float = 15, path: str = "/burn") -> Iterator[list[int]]:
     """Keep ``/burn`` busy from ``workers`` threads (keep-alive) until the block ends (bounded
     by ``max_seconds``); yields the per-worker request counts."""
     stop = threading.Event()
@@ -93,7 +93,7 @@ def load(server: Server, workers: int = 3, burn_ms: int = 5,
     def worker(index: int) -> None:
         with client(server, timeout=10) as http:
             while not stop.is_set() and time.monotonic() < deadline:
-                http.get("/burn", params={"ms": burn_ms}).raise_for_status()
+                http.get(path, params={"ms": burn_ms}).raise_for_status()
                 counts[index] += 1
 
     threads = [threading.Thread(target=worker, args=(i,), name=f"load-{i}", daemon=True)
@@ -195,6 +195,29 @@ def test_busy_event_loop_keeps_the_requested_rate(cpu_server: Running) -> None:
           f"over wall time, {per_cpu_second:.0f} per second of server CPU ({server_cpu:.2f} s)")
     assert server_cpu > 1.0, f"the load did not keep the server busy: {server_cpu:.2f} s CPU"
     assert per_cpu_second >= 80, (per_cpu_second, cpu_rate)
+
+
+def test_cpu_burnt_in_the_thread_pool_keeps_the_rate(cpu_server: Running) -> None:
+    """A sync route burns CPU in pool threads while the loop's thread waits: the timer signal
+    lands on a pool thread, and the handler runs only when the main thread runs Python. Before
+    the helper thread and the CPU-clock tick cost this got ~25 ticks per 100 requested."""
+    server, pid = cpu_server.server, cpu_server.proc.pid
+    # 200 ms per request: the loop's thread sits idle in epoll while the pool burns
+    with load(server, workers=2, burn_ms=200, path="/burn-sync") as counts, \
+            client(server) as http:
+        cpu_before = process_cpu_seconds(pid)
+        response = http.get(server.url("/profile"), params={"seconds": "2", "mode": "cpu"})
+        server_cpu = process_cpu_seconds(pid) - cpu_before
+    assert response.status_code == 200, response.text
+    assert sum(counts) > 4, counts
+    rate = sampler_header(response)
+    assert rate["driver"] == "signal", rate
+    per_cpu_second = float(rate["achieved_hz"]) * 2 / server_cpu
+    print(f"sync route: {rate['achieved_hz']} Hz over wall time, {per_cpu_second:.0f} per second "
+          f"of server CPU ({server_cpu:.2f} s)")
+    assert server_cpu > 0.5, f"the load did not keep the server busy: {server_cpu:.2f} s CPU"
+    # ITIMER_PROF raises 100 signals per CPU second; ticks held back by the cost limit are few
+    assert per_cpu_second >= 70, (per_cpu_second, rate)
 
 
 # --------------------------------------------------------------------------------------------

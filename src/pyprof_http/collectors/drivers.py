@@ -1,25 +1,132 @@
 """What makes the CPU sampler tick: an interval-timer signal, a loop callback, or a thread.
 
-See ``cpu.py`` for why the choice matters. Every driver puts back exactly what it changed: the
-signal driver restores the previous handler and timer, the others leave nothing scheduled or
-running once ``stop()`` returns.
+See ``cpu.py`` for why the choice matters. Whatever the driver, every tick goes through one
+``TickGate``, which enforces the two rules that keep the profiler from starving the app:
+
+- **never nested**: a tick that comes while another one runs is dropped and counted. CPython
+  runs a Python signal handler again if its signal arrives while the handler runs, so without
+  this a tick slower than the interval nests until the recursion limit and the main thread
+  runs nothing else;
+- **bounded cost**: after a tick that used ``c`` seconds of its thread's CPU, no tick starts for
+  ``c * (1 / MAX_TICK_SHARE - 1)`` seconds, so ticks take at most ``MAX_TICK_SHARE`` of the
+  ticking thread's time (1,000 threads with deep stacks: a 12 ms tick is followed by a 36 ms
+  pause, ~20 ticks/s instead of back to back). The cost is the thread's own CPU clock, not the
+  wall clock: a tick that waits for the GIL while other threads run costs the app nothing, and
+  timing it on the wall clock cut the rate for no reason.
+
+Every driver puts back exactly what it changed: the signal driver restores the previous handler,
+timer and wakeup fd and joins its helper thread; the others leave nothing scheduled or running
+once ``stop()`` returns; no tick starts after that.
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
 Tick = Callable[[FrameType | None], None]
-_MAX_TICK_SHARE = 0.25
-"""A tick may take at most this share of the interval before the signal driver slows down."""
+MAX_TICK_SHARE = 0.25
+"""Ticks may use at most this share of the time of the thread that runs them."""
+_RETIME_FACTOR = 1.25
+"""The signal timer is re-armed only when the allowed spacing moved by more than this factor."""
+_HELPER_NAME = "pyprof_http-sampler"
+
+
+@dataclass(frozen=True)
+class TickStats:
+    """What happened to the ticks the driver asked for."""
+
+    ran: int
+    dropped: int
+    """Came while a tick was running (a nested signal handler, or the other ticker): not run."""
+    throttled: int
+    """Came during the pause owed by the previous tick's cost: not run."""
+    cost_seconds: float
+    """CPU of the ticking thread(s) spent in ticks."""
+    max_running: int
+    """The most ticks ever running at once: 1 (0 if none ran); never more."""
+
+    def describe(self) -> str:
+        return (f"{self.ran} ticks ran, {self.dropped} dropped while a tick ran (never nested), "
+                f"{self.throttled} held back by the {MAX_TICK_SHARE:.0%} tick-cost limit, "
+                f"{self.cost_seconds * 1000:.0f} ms of CPU in ticks")
+
+
+class TickGate:
+    """Runs ``tick`` at most once at a time and no more often than its cost allows.
+
+    Called by every driver for every tick it wants; safe to call from a signal handler (it only
+    tries a lock, never waits for one) and from two threads at once (the signal handler on the
+    main thread and the signal driver's helper thread).
+    """
+
+    def __init__(self, tick: Tick, interval: float, *, share: float = MAX_TICK_SHARE,
+                 clock: Callable[[], float] = time.monotonic,
+                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
+        self.interval = interval
+        self._tick, self._share, self._clock, self._cpu_clock = tick, share, clock, cpu_clock
+        # the C lock itself: never a wrapper that lock profiling may have put on threading.Lock
+        self._lock = _thread.allocate_lock()
+        self._not_before = -math.inf
+        self._last_cost = 0.0
+        self._closed = False
+        self._running = 0
+        self.ran = self.dropped = self.throttled = self.max_running = 0
+        self.cost_seconds = 0.0
+
+    def __call__(self, frame: FrameType | None = None) -> bool:
+        """Run one tick unless one is running, the pause is not over, or the gate is closed."""
+        if not self._lock.acquire(False):
+            self.dropped += 1
+            return False
+        try:
+            if self._closed:
+                return False
+            if self._clock() < self._not_before:
+                self.throttled += 1
+                return False
+            self._running += 1
+            self.max_running = max(self.max_running, self._running)
+            started = self._cpu_clock()
+            try:
+                self._tick(frame)
+            finally:
+                self._running -= 1
+                cost = max(0.0, self._cpu_clock() - started)
+                self.ran += 1
+                self.cost_seconds += cost
+                self._last_cost = cost
+                self._not_before = self._clock() + cost * (1 / self._share - 1)
+            return True
+        finally:
+            self._lock.release()
+
+    def pause(self) -> float:
+        """Seconds from now before the next tick may start."""
+        return max(0.0, self._not_before - self._clock())
+
+    def spacing(self) -> float:
+        """The interval ticks can keep at the last tick's cost: the requested one or longer."""
+        return max(self.interval, self._last_cost / self._share)
+
+    def close(self) -> None:
+        """No tick starts after this returns (one already running has finished)."""
+        with self._lock:  # waits for a running tick: never called from a tick
+            self._closed = True
+
+    def stats(self) -> TickStats:
+        return TickStats(self.ran, self.dropped, self.throttled, self.cost_seconds,
+                         self.max_running)
 
 
 class Driver(Protocol):
@@ -27,25 +134,37 @@ class Driver(Protocol):
     note: str
     """Said in the profile's comment: why this driver, and what it cannot see."""
 
-    def start(self, tick: Tick, interval: float) -> None: ...
+    def start(self, gate: TickGate) -> None: ...
     def stop(self) -> None: ...
     def skipped_threads(self) -> set[int]: ...
 
 
 class SignalDriver:
-    """``setitimer`` + a handler on the main thread: ITIMER_PROF (CPU) or ITIMER_REAL (wall)."""
+    """``setitimer`` + a handler on the main thread: ITIMER_PROF (CPU) or ITIMER_REAL (wall),
+    with a helper thread that ticks when the main thread cannot.
+
+    The Python handler only runs when the main thread executes bytecode, while ITIMER_PROF's
+    signal goes to whichever thread is burning CPU: with the CPU burnt in worker threads and the
+    main thread blocked (a join, a lock, an idle event loop), handler-only ticks fell to 1-3/s.
+    CPython writes every signal's number to the wakeup fd from its C handler, on the thread that
+    got the signal; the helper thread blocks on the other end and ticks as soon as it gets the
+    GIL, unless the handler ticked since the helper last waited. The handler in turn skips the
+    signals the helper took since it last ran: one tick per signal, whoever runs first, with no
+    system call in the handler. When someone else owns the wakeup fd (an asyncio loop with
+    signal handlers), there is no helper and ticks happen when the main thread runs Python.
+    """
 
     name = "signal"
-    note = ""
 
     def __init__(self, mode: str) -> None:
         cpu = mode == "cpu"
         self.signum = signal.SIGPROF if cpu else signal.SIGALRM
         self.which = signal.ITIMER_PROF if cpu else signal.ITIMER_REAL
+        self.note = ""
         self._previous: Any = None
         self._previous_timer = (0.0, 0.0)
-        self._wakeup: _LoopWakeup | None = None
-        self._stopped: Callable[[], None] = lambda: None
+        self._helper: _WakeupTicker | None = None
+        self._gate: TickGate | None = None
 
     @staticmethod
     def unavailable(mode: str) -> str | None:
@@ -61,55 +180,70 @@ class SignalDriver:
             return "the interval timer is in use"
         return None
 
-    def start(self, tick: Tick, interval: float) -> None:
-        # If a tick costs more than a quarter of the interval (thousands of threads, deep
-        # stacks, hz=250), the timer is slowed so ticks never take over the main thread: a
-        # periodic timer faster than its handler would leave the app, and the loop that must
-        # stop us, no time at all.
-        running = True
-        which = self.which
-        current = interval
+    def start(self, gate: TickGate) -> None:
+        which, signum = self.which, self.signum
+        armed = gate.interval
+        self._gate = gate
 
-        def handler(signum: int, frame: FrameType | None) -> None:
-            nonlocal current
-            started = time.perf_counter()
+        def tick(frame: FrameType | None) -> None:
+            nonlocal armed
+            if gate(frame):
+                # re-arm the timer at the spacing the tick's cost allows (slower, or back to the
+                # requested rate), so that fewer signals are raised only to be held back
+                spacing = gate.spacing()
+                if spacing > armed * _RETIME_FACTOR or spacing * _RETIME_FACTOR < armed:
+                    armed = spacing
+                    signal.setitimer(which, armed, armed)
+
+        helper = self._helper = _WakeupTicker.install(tick, signum)
+        if helper is None:
+            self.note = " (the wakeup fd is in use: ticks only while the main thread runs Python)"
+
+        def handler(_signum: int, frame: FrameType | None) -> None:
+            # no system call here: it would hand the GIL to another thread at every signal
+            if helper is not None:
+                if helper.ticked != helper.ticked_seen:
+                    helper.ticked_seen = helper.ticked
+                    return  # the helper thread took the signals since the handler last ran
+                helper.handler_ticks += 1
             tick(frame)
-            cost = time.perf_counter() - started
-            if running and cost > current * _MAX_TICK_SHARE:
-                current = cost / _MAX_TICK_SHARE
-                signal.setitimer(which, current, current)
 
-        def stopped() -> None:
-            nonlocal running
-            running = False
-
-        self._stopped = stopped
-        self._wakeup = _LoopWakeup.install()
-        self._previous = signal.signal(self.signum, handler)
-        signal.siginterrupt(self.signum, False)  # restart what syscalls can be restarted
-        self._previous_timer = signal.setitimer(self.which, interval, interval)
+        try:
+            self._previous = signal.signal(signum, handler)
+            signal.siginterrupt(signum, False)  # restart what syscalls can be restarted
+            self._previous_timer = signal.setitimer(which, gate.interval, gate.interval)
+            if helper is not None:
+                helper.start()
+        except BaseException:
+            self.stop()  # the caller only stops a driver that started
+            raise
 
     def stop(self) -> None:
-        """Undo every step, each even if another fails, and drop a signal still in flight."""
-        self._stopped()
+        """Undo every step, each even if another fails, and drop a signal still in flight.
+
+        The helper goes first: once it is joined nothing can re-arm the timer (it re-arms after
+        a tick), so the timer stopped next stays stopped before the default action comes back.
+        """
+        if self._gate is not None:
+            self._gate.close()
         try:
-            signal.setitimer(self.which, 0.0, 0.0)
-            # a tick generated just before the timer stopped but delivered after the default
-            # action came back would kill the process ("Profiling timer expired"): ignore it
-            signal.signal(self.signum, signal.SIG_IGN)
+            if self._helper is not None:
+                self._helper.remove()
         finally:
             try:
-                signal.signal(self.signum, self._previous)
+                signal.setitimer(self.which, 0.0, 0.0)
+                # a tick generated just before the timer stopped but delivered after the default
+                # action came back would kill the process ("Profiling timer expired"): ignore it
+                signal.signal(self.signum, signal.SIG_IGN)
+            finally:
+                if self._previous is not None:  # None: not installed, or a C handler (kept out)
+                    signal.signal(self.signum, self._previous)
                 if self._previous_timer != (0.0, 0.0):
                     signal.setitimer(self.which, *self._previous_timer)
-            finally:
-                if self._wakeup is not None:
-                    self._wakeup.remove()
-                    self._wakeup = None
-
 
     def skipped_threads(self) -> set[int]:
-        return set()
+        ident = self._helper.ident() if self._helper is not None else None
+        return {ident} if ident is not None else set()
 
 
 class LoopDriver:
@@ -125,13 +259,16 @@ class LoopDriver:
         thread = threading.current_thread().name
         self.note = f" (signal driver unavailable: {why}; thread {thread!r} not sampled)"
 
-    def start(self, tick: Tick, interval: float) -> None:
+    def start(self, gate: TickGate) -> None:
+        interval = gate.interval
         deadline = self._loop.time()
 
         def run() -> None:
             nonlocal deadline
-            tick(None)
-            deadline = max(deadline + interval, self._loop.time())
+            gate()
+            now = self._loop.time()
+            # never back to back: the pause the tick's cost owes lets the loop run its callbacks
+            deadline = max(deadline + interval, now + gate.pause(), now)
             self._handle = self._loop.call_at(deadline, run)
 
         self._handle = self._loop.call_at(deadline + interval, run)
@@ -155,14 +292,17 @@ class ThreadDriver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, tick: Tick, interval: float) -> None:
+    def start(self, gate: TickGate) -> None:
+        interval = gate.interval
+
         def run() -> None:
             next_tick = time.monotonic() + interval
             while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
-                tick(None)
-                next_tick = max(next_tick + interval, time.monotonic())
+                gate()
+                now = time.monotonic()
+                next_tick = max(next_tick + interval, now + gate.pause(), now)
 
-        self._thread = threading.Thread(target=run, name="pyprof_http-sampler", daemon=True)
+        self._thread = threading.Thread(target=run, name=_HELPER_NAME, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -174,29 +314,29 @@ class ThreadDriver:
         return {self._thread.ident} if self._thread is not None and self._thread.ident else set()
 
 
-class _LoopWakeup:
-    """Wake the main thread's idle event loop when a signal lands on another thread.
+class _WakeupTicker:
+    """The signal driver's helper: a thread that ticks when a timer signal lands.
 
-    A process-wide timer signal is often delivered to whichever thread is burning CPU; Python
-    runs the handler on the main thread only when that thread next executes bytecode, and an
-    idle loop sits in epoll_wait for up to its next timer. CPython writes each signal to the
-    "wakeup fd"; pointing it at a socket the loop watches makes the loop (and so the handler)
-    run at once. If the loop already owns the wakeup fd (asyncio does when it has signal
-    handlers), it already wakes, and nothing is changed.
+    Owns the process's wakeup fd (a socket pair) while the profile runs; the byte CPython writes
+    for each signal wakes the thread, which ticks if one of the bytes it read is the timer's
+    signal and the main thread's handler has not ticked since it started waiting.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, reader: socket.socket,
+    def __init__(self, tick: Tick, signum: int, reader: socket.socket,
                  writer: socket.socket) -> None:
-        self.loop, self.reader, self.writer = loop, reader, writer
+        self._tick, self._signum = tick, signum
+        self._reader, self._writer = reader, writer
+        self._thread = threading.Thread(target=self._run, name=_HELPER_NAME, daemon=True)
+        self.ticked = 0
+        """Signals this thread took (written by it only)."""
+        self.ticked_seen = 0
+        """``ticked`` as the handler last saw it (written by the handler only)."""
+        self.handler_ticks = 0
+        """Signals the handler took (written by the handler only)."""
 
     @classmethod
-    def install(cls) -> _LoopWakeup | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
+    def install(cls, tick: Tick, signum: int) -> _WakeupTicker | None:
         reader, writer = socket.socketpair()
-        reader.setblocking(False)
         writer.setblocking(False)
         previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         if previous != -1:  # someone else's: put it back and rely on it
@@ -204,22 +344,52 @@ class _LoopWakeup:
             reader.close()
             writer.close()
             return None
-        loop.add_reader(reader.fileno(), cls._drain, reader)
-        return cls(loop, reader, writer)
+        return cls(tick, signum, reader, writer)
 
-    @staticmethod
-    def _drain(reader: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while reader.recv(4096):
-                pass
+    def start(self) -> None:
+        self._thread.start()
+
+    def ident(self) -> int | None:
+        return self._thread.ident
+
+    def _run(self) -> None:
+        while True:
+            handled = self.handler_ticks
+            try:
+                data = self._reader.recv(4096)
+            except OSError:
+                return
+            if not data:  # shut down by remove()
+                return
+            if self._signum in data and self.handler_ticks == handled:
+                self.ticked += 1
+                self._tick(None)
 
     def remove(self) -> None:
+        """Give the wakeup fd back (so no signal writes to a closed socket), stop the thread
+        and close the sockets."""
         current = signal.set_wakeup_fd(-1)
-        if current != self.writer.fileno():  # someone (asyncio) took it over meanwhile: theirs
+        if current != self._writer.fileno():  # someone (asyncio) took it over meanwhile: theirs
             signal.set_wakeup_fd(current, warn_on_full_buffer=False)
-        self.loop.remove_reader(self.reader.fileno())
-        self.reader.close()
-        self.writer.close()
+        with contextlib.suppress(OSError):
+            self._reader.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+        self._reader.close()
+        self._writer.close()
+
+
+def outside_the_handler(top: FrameType | None) -> FrameType | None:
+    """The frame the main thread was at before the signal handler, when it is in the handler.
+
+    Seen from the helper thread, the main thread may be inside the handler (the GIL can switch
+    there): its stack then starts with this module's frames, which are the profiler's, not the
+    application's.
+    """
+    while top is not None and top.f_code.co_filename == __file__:
+        top = top.f_back
+    return top
+
 
 def choose_driver(mode: str) -> Driver:
     """The best driver available where this is called (see the module docstring of cpu.py)."""
