@@ -353,7 +353,7 @@ def test_logging_and_queues_work_in_a_forked_child():
                 done.wait()
         threading.Thread(target=hold, daemon=True).start()
         taken.wait()
-        locks._data_lock.acquire()  # as if a parent's thread were recording at the fork
+        locks.recording._data_lock.acquire()  # as if a parent's thread were recording at the fork
         pid = os.fork()
         if pid == 0:
             locks.snapshot(8)  # would hang on the parent's held lock
@@ -362,7 +362,7 @@ def test_logging_and_queues_work_in_a_forked_child():
             assert q.get(timeout=1) == 1
             sys.stdout.flush()
             os._exit(0)
-        locks._data_lock.release()
+        locks.recording._data_lock.release()
         _, status = os.waitpid(pid, 0)
         done.set()
         print("child exit", status)
@@ -449,7 +449,7 @@ def test_a_failed_patch_leaves_nothing_patched(monkeypatch):
     def broken() -> None:
         raise RuntimeError("cannot patch")
 
-    monkeypatch.setattr(locks, "_ConditionAcquire", broken)  # the last patch fails
+    monkeypatch.setattr(locks.async_locks, "ConditionAcquire", broken)  # the last patch fails
     with pytest.raises(RuntimeError, match="cannot patch"):
         locks.set_fraction(1)
     assert locks.fraction() == 0
@@ -662,7 +662,7 @@ def test_max_depth_keeps_the_leaf_and_innermost_frames():
 
 
 def test_distinct_stacks_past_the_cap_fold_into_one_truncated_sample(monkeypatch):
-    monkeypatch.setattr(locks, "MAX_KEYS", 1)
+    monkeypatch.setattr(locks.recording, "MAX_KEYS", 1)
     locks.set_fraction(1)
     run_contention(threading.Lock(), waiters=3, hold=0.05)  # three thread labels
     profile = locks.snapshot(64)
@@ -678,7 +678,7 @@ def test_recording_errors_never_reach_the_caller(monkeypatch):
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(locks, "frame_stack", broken)
+    monkeypatch.setattr(locks.recording, "frame_stack", broken)
     locks.set_fraction(1)
     run_contention(threading.Lock(), waiters=2, hold=0.05)
     profile = locks.snapshot(64)
@@ -904,7 +904,7 @@ _REENTRANCY_SCRIPT = textwrap.dedent("""
     locks.set_fraction(FRACTION)
     if FRACTION:  # a profile that has been collecting for a while
         for i in range(3000):
-            locks._add(((frame(f"f{i}", "x.py", i),), None, "MainThread", "", ""), 1000, 1)
+            locks.recording.add(((frame(f"f{i}", "x.py", i),), None, "MainThread", "", ""), 1000, 1)
 
     other = threading.Lock()      # created while on: profiled (think: a logging handler's lock)
     stop = threading.Event()
