@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+from collections.abc import Iterator
 from typing import Any
+
+from pyprof_http import switches
+from pyprof_http.collectors import threads
 
 
 class LifespanDriver:
@@ -52,3 +58,27 @@ async def plain_lifespan_app(scope, receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Run as if no other app lived in this process: the claims that apps of other tests still
+    hold (a module-level app is never shut down) are set aside, their switches turned off, and
+    both given back afterwards. Tests of switching then see exactly their own apps' effect."""
+    gc.collect()  # apps that were dropped let go of their claims first
+    with switches._lock:
+        hooks, fractions = dict(switches._thread_hooks), dict(switches._lock_claims)
+        switches._thread_hooks.clear()
+        switches._lock_claims.clear()
+        threads.ORIGINS.uninstall()
+        switches._apply_locks()
+    try:
+        yield
+    finally:
+        gc.collect()
+        with switches._lock:
+            switches._thread_hooks.update(hooks)
+            switches._lock_claims.update(fractions)
+            if switches._thread_hooks:
+                threads.ORIGINS.install(max(switches._thread_hooks.values()))
+            switches._apply_locks()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import sys
 import threading
 import warnings
@@ -15,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from lifespan import LifespanDriver, plain_lifespan_app
+from lifespan import LifespanDriver, alone, plain_lifespan_app
 from pyprof_http import PprofApp, Settings, install
 from pyprof_http.collectors import locks, threads
 from pyprof_http.collectors.loop import WATCHDOGS
@@ -296,7 +295,11 @@ def test_lock_profiling_the_app_set_itself_is_left_alone_at_shutdown() -> None:
 
 
 def test_thread_start_is_hooked_at_startup_and_put_back_at_shutdown() -> None:
-    gc.collect()  # middlewares earlier tests built and dropped let go of their claims
+    with alone():
+        _hook_installed_and_put_back()
+
+
+def _hook_installed_and_put_back() -> None:
     original = threading.Thread.start
     assert not threads.ORIGINS.installed
 

@@ -25,9 +25,15 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from lifespan import LifespanDriver, plain_lifespan_app
-from pyprof_http import ConfigError, PprofApp, Settings, install, set_lock_profile_fraction
-from pyprof_http import switches
+from lifespan import LifespanDriver, alone, plain_lifespan_app
+from pyprof_http import (
+    ConfigError,
+    PprofApp,
+    Settings,
+    install,
+    set_lock_profile_fraction,
+    switches,
+)
 from pyprof_http.collectors import locks, threads
 from pyprof_http.collectors.loop import WATCHDOGS
 from pyprof_http.collectors.session import CURRENT_OWNER, SESSIONS
@@ -48,11 +54,11 @@ def _everything_off() -> bool:
 
 @pytest.fixture(autouse=True)
 def _clean() -> Iterator[None]:
-    gc.collect()  # apps earlier tests dropped let go of their claims
-    assert _everything_off()
-    yield
-    gc.collect()
-    assert _everything_off()
+    with alone():
+        assert _everything_off()
+        yield
+        gc.collect()
+        assert _everything_off()
 
 
 @pytest.fixture
