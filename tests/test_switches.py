@@ -332,7 +332,7 @@ def test_reloading_switches_keeps_every_claim_and_releases_it() -> None:
         from pyprof_http import Settings, switches
         from pyprof_http.collectors import locks, threads
         from pyprof_http.collectors.loop import WATCHDOGS
-        start = threading.Thread.start
+        start, original_lock = threading.Thread.start, threading.Lock
 
         async def main():
             loop = asyncio.get_running_loop()
@@ -346,8 +346,7 @@ def test_reloading_switches_keeps_every_claim_and_releases_it() -> None:
             print("after old", threads.ORIGINS.installed, locks.fraction(),
                   WATCHDOGS.is_watching(loop), loop.get_task_factory() is None)
             new.release_all()
-            print("after new", threading.Thread.start is start, threading.Lock is
-                  _thread.allocate_lock)
+            print("after new", threading.Thread.start is start, threading.Lock is original_lock)
 
         asyncio.run(main())
     """)
@@ -360,6 +359,7 @@ def test_reloading_the_lock_modules_while_on_adopts_the_patches() -> None:
         import pyprof_http.collectors.locks as locks
         from pyprof_http.collectors.locks import async_locks, recording, thread_locks
         original_acquire, original_rlock = asyncio.Lock.acquire, threading.RLock
+        original_lock = threading.Lock  # _thread.allocate_lock up to 3.12, _thread.lock on 3.13
         locks.set_fraction(1)
         for module in (recording, thread_locks, async_locks, locks):
             importlib.reload(module)
@@ -367,7 +367,7 @@ def test_reloading_the_lock_modules_while_on_adopts_the_patches() -> None:
         with lock:
             pass
         assert type(lock) is thread_locks.ProfiledLock, type(lock)
-        assert threading.Lock.__pyprof_http_original__ == (_thread.allocate_lock,)
+        assert threading.Lock.__pyprof_http_original__ == (original_lock,)
         assert threading.RLock.__pyprof_http_original__ == (original_rlock,)
 
         async def main():
@@ -382,7 +382,7 @@ def test_reloading_the_lock_modules_while_on_adopts_the_patches() -> None:
         asyncio.run(main())
         print("on", locks.fraction(), "contentions", locks.contentions())
         locks.set_fraction(0)
-        print("off", threading.Lock is _thread.allocate_lock,
+        print("off", threading.Lock is original_lock,
               threading.RLock is original_rlock, asyncio.Lock.acquire is original_acquire,
               "acquire" in vars(asyncio.Condition))
     """)

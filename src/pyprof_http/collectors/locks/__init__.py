@@ -17,9 +17,11 @@ decision (several apps, each with its own settings, and the application's own ca
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Final
 
+from ...loops import code_name
 from ...model import Frame, LabelValue, Profile, Sample
 from . import async_locks, recording, thread_locks
 from .recording import (
@@ -53,6 +55,7 @@ NOT_ENABLED_REASON: Final = (
 
 
 def _patch() -> None:
+    code_name(sys._getframe())  # warm its name table now: 3.10 builds it from the classes
     thread_locks.patch()
     async_locks.patch()
 
