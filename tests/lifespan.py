@@ -60,12 +60,18 @@ async def plain_lifespan_app(scope, receive, send) -> None:
             return
 
 
+def collect_dropped_apps() -> None:
+    """Apps that were dropped without a shutdown let go of their claims."""
+    gc.collect()
+    switches.release_orphans()
+
+
 @contextlib.contextmanager
 def alone() -> Iterator[None]:
     """Run as if no other app lived in this process: the claims that apps of other tests still
     hold (a module-level app is never shut down) are set aside, their switches turned off, and
     both given back afterwards. Tests of switching then see exactly their own apps' effect."""
-    gc.collect()  # apps that were dropped let go of their claims first
+    collect_dropped_apps()
     with switches._lock:
         hooks, fractions = dict(switches._thread_hooks), dict(switches._lock_claims)
         switches._thread_hooks.clear()
@@ -75,7 +81,7 @@ def alone() -> Iterator[None]:
     try:
         yield
     finally:
-        gc.collect()
+        collect_dropped_apps()
         with switches._lock:
             switches._thread_hooks.update(hooks)
             switches._lock_claims.update(fractions)

@@ -24,9 +24,10 @@ What the allowlist excludes is not installed: no factory when neither ``goroutin
 ``goroutineleak`` (its readers) is allowed, no hook without ``threadcreate``, no lock patches
 without ``mutex``, no watchdog without ``block``.
 
-A claim is released at its app's shutdown, or when the app is garbage-collected without one
-(an app built and dropped, as tests do): a finalizer queues it, and it is released then if our
-lock is free, else by the next switch operation. State is kept across ``importlib.reload``.
+A claim is released at its app's shutdown, or after the app was garbage-collected without one
+(an app built and dropped, as tests do): a finalizer queues it, and the next switch operation
+(another app's construction, startup or shutdown) releases it. State is kept across
+``importlib.reload``.
 
 Free-threaded builds with the GIL disabled are refused (:func:`check_supported`): the
 collectors walk other threads' frames, which is only safe while the GIL stops them running.
@@ -66,8 +67,7 @@ def _kept(name: str, make: Callable[[], _T]) -> _T:
 
 
 _lock: _thread.LockType = _kept("_lock", _thread.allocate_lock)
-"""Guards the tables below. Raw (never a profiled lock) and not re-entrant: a finalizer that
-runs while this thread holds it queues its release instead of entering."""
+"""Guards the tables below (raw: never a profiled lock)."""
 _ids: Iterator[int] = _kept("_ids", lambda: itertools.count(1))
 _factories: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
     "_factories", weakref.WeakKeyDictionary)
@@ -113,13 +113,18 @@ def _held() -> Iterator[None]:
 
 
 def _orphaned(claim_id: int) -> None:
-    """Finalizer of a :class:`Claims` (its app is gone): release now if we can, else later."""
+    """Finalizer of a :class:`Claims` (its app is gone): queue its release, nothing more. A
+    finalizer runs inside whatever allocation triggered the collection, possibly while that
+    thread holds a collector's lock (a watchdog starting): releasing from here could wait for
+    that very lock, forever."""
     _orphans.append(claim_id)
-    if _lock.acquire(False):  # held by this very thread (a collection inside our code): queue
-        try:
-            _release_orphans()
-        finally:
-            _lock.release()
+
+
+def release_orphans() -> None:
+    """Release the claims of apps that were collected without a shutdown (done by every
+    switch operation; tests call it after ``gc.collect()``)."""
+    with _held():
+        pass
 
 
 def _release_orphans() -> None:
@@ -139,6 +144,7 @@ class Claims:
 
     def __init__(self) -> None:
         check_supported()
+        release_orphans()  # apps dropped without a shutdown let go first
         self.id: Final = next(_ids)
         finalizer = weakref.finalize(self, _orphaned, self.id)
         finalizer.atexit = False
