@@ -408,3 +408,14 @@ def test_reloading_the_threads_module_adopts_the_hook_and_removes_it() -> None:
         print("removed", threading.Thread.start is start)
     """)
     assert out.splitlines() == ["wraps the original True", "seen True", "removed True"]
+
+
+def test_stopping_a_side_server_lets_go_of_its_lock_profiling() -> None:
+    from pyprof_http import serve_in_background
+
+    server = serve_in_background(port=0, settings=Settings(lock_profile_fraction=2))
+    try:
+        assert locks.fraction() == 2
+    finally:
+        server.stop()
+    assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK
