@@ -359,11 +359,12 @@ def test_reloading_the_lock_modules_while_on_adopts_the_patches() -> None:
     out = _run("""
         import asyncio, importlib, threading, _thread, sys
         import pyprof_http.collectors.locks as locks
+        from pyprof_http import _patching
         from pyprof_http.collectors.locks import async_locks, recording, thread_locks
         original_acquire, original_rlock = asyncio.Lock.acquire, threading.RLock
         original_lock = threading.Lock  # _thread.allocate_lock up to 3.12, _thread.lock on 3.13
         locks.set_fraction(1)
-        for module in (recording, thread_locks, async_locks, locks):
+        for module in (_patching, recording, thread_locks, async_locks, locks):
             importlib.reload(module)
         lock = threading.Lock()  # RecursionError before
         with lock:

@@ -8,8 +8,8 @@ functions that, when the lock is free (the original's own test: not locked and n
 Python call and no extra frame. When it would wait, the draw is made and a sampled wait is
 awaited inside a timing coroutine. ``asyncio.Condition.__init__`` copies ``lock.acquire`` into
 the instance: a data descriptor on the class wins over that instance attribute and hands
-out the patched acquire, so existing Conditions count too. Uncontended cost (3.10-3.13):
-``async with lock:`` 1.1x, ``await acquire(); release()`` 1.3x; Semaphore 1.1x. The patched
+out the patched acquire, so existing Conditions count too (their cost: ``benchmarks/locks.py``,
+quoted in the README). The patched
 ``acquire`` is marked so ``asyncio.iscoroutinefunction`` still says yes (``inspect`` too on
 3.12+). Creation sites are recorded for
 asyncio locks made while on (patched ``__init__``, kept in a ``WeakKeyDictionary`` so instances

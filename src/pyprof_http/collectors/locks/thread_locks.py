@@ -6,8 +6,8 @@ including those made inside ``Condition()``, ``Semaphore``, ``Event``, ``Barrier
 ``queue.Queue``, ``concurrent.futures`` and ``logging`` handlers, which look ``Lock``/``RLock``
 up at call time. Locks created before are raw C locks and stay unseen: a lock cannot be swapped
 under the code that holds it, nor can ``from threading import Lock`` done earlier be changed
-(and one done while on keeps making wrappers after switching off: they work, at the fast-path
-cost below). threading's private ``_allocate_lock`` (Condition waiters, thread state locks) is
+(and one done while on keeps making wrappers after switching off: they work, at a wrapper's
+fast-path cost). threading's private ``_allocate_lock`` (Condition waiters, thread state locks) is
 left alone: waiting on a Condition is not lock contention. Each wrapper is a ``__slots__``
 object around the raw lock; ``release`` and ``locked`` are the raw lock's own bound methods
 stored in slots (no Python frame at all); ``acquire``/``__enter__`` first try the raw
@@ -16,14 +16,9 @@ Python call, whether profiling is on or off. Only when that try fails and the ca
 block is the 1-in-N draw made (``random.random() * N < 1``: unbiased whatever the pattern) and,
 if drawn, the blocking acquire timed with ``perf_counter_ns``. The waiter's stack is taken
 *before* blocking (time it would spend waiting anyway); the aggregate is updated once the lock
-is held. Measured (``benchmarks/locks.py``: net of the loop, each paired with a raw lock timed
-next to it, median of 9 rounds), whatever N: 3.11 ``with lock:`` 1.9x a raw lock (~400 vs
-~210 ns), ``acquire(); release()`` 2.5x (~237 vs ~93 ns); 3.13 1.75x / 2.3x; 3.10, whose
-Python calls are slower, 2.2x / 3.1x. A lock made while off is the raw lock (1.00x). With two
-thirds of the acquisitions contended, throughput stays within noise of a raw lock (0.95-1.0x
-at N=1, 1.0x at N=100): one stack walk per sampled wait is small next to the wait itself. No
-``__getattr__``: a class with one gets a slow attribute lookup on every access (x1.6 on the
-fast path, measured).
+is held. A lock made while off is the raw lock itself. What the wrapper costs, uncontended and
+contended, is measured by ``benchmarks/locks.py`` and quoted in the README. No
+``__getattr__``: a class with one gets a slow attribute lookup on every access.
 
 Arguments behave exactly as the raw lock's: a blocking call with a timeout is first checked by
 the raw C parser on a fresh free lock, so invalid combinations raise the same exception with
@@ -244,8 +239,7 @@ def _delegate(name: str) -> property:
 
 def _add_delegates(cls: type, raw_type: type, names: tuple[str, ...]) -> None:
     """Give ``cls`` each of ``names`` that the raw lock type has, and only those. Not
-    ``__getattr__``: a class with one gets a slow attribute lookup for every access (measured:
-    x1.6 on the fast path)."""
+    ``__getattr__``: a class with one gets a slow attribute lookup for every access."""
     for name in names:
         if hasattr(raw_type, name) and name not in cls.__dict__:
             setattr(cls, name, _delegate(name))
