@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from lifespan import LifespanDriver, alone, plain_lifespan_app
 from pyprof_http import PprofApp, Settings, install
 from pyprof_http.collectors import locks, threads
 from pyprof_http.collectors.loop import WATCHDOGS
@@ -27,58 +28,10 @@ def _ours(loop: asyncio.AbstractEventLoop) -> bool:
     return bool(getattr(loop.get_task_factory(), "_pyprof_http", False))
 
 
-class _LifespanDriver:
-    """Plays the server's side of the ASGI lifespan protocol, step by step."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
-        self.sent: list[dict] = []
-        self._event = asyncio.Event()
-        self.task: asyncio.Task | None = None
-
-    async def _receive(self) -> dict:
-        return await self.inbox.get()
-
-    async def _send(self, message: dict) -> None:
-        self.sent.append(message)
-        self._event.set()
-
-    async def _wait_for(self, kind: str) -> None:
-        while not any(m["type"] == kind for m in self.sent):
-            self._event.clear()
-            await asyncio.wait_for(self._event.wait(), 5)
-
-    async def startup(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-                 "state": {}}
-        self.task = asyncio.create_task(self.app(scope, self._receive, self._send))
-        await self.inbox.put({"type": "lifespan.startup"})
-        await self._wait_for("lifespan.startup.complete")
-
-    async def shutdown(self) -> None:
-        await self.inbox.put({"type": "lifespan.shutdown"})
-        await self._wait_for("lifespan.shutdown.complete")
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 5)
-
-
-async def _plain_lifespan_app(scope, receive, send) -> None:
-    """A minimal ASGI app that speaks lifespan (as any framework does)."""
-    assert scope["type"] == "lifespan"
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def test_startup_installs_and_shutdown_removes_the_factory_by_hand() -> None:
     async def main():
         loop = asyncio.get_running_loop()
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app))
         assert not _ours(loop)
         await driver.startup()
         installed = _ours(loop)
@@ -102,7 +55,7 @@ def test_shutdown_restores_a_previous_factory() -> None:
     async def main():
         loop = asyncio.get_running_loop()
         loop.set_task_factory(previous)
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app))
         await driver.startup()
         during = loop.get_task_factory()
         made.clear()
@@ -124,7 +77,7 @@ def test_shutdown_restores_a_previous_factory() -> None:
 def test_pprof_app_served_alone_speaks_lifespan() -> None:
     async def main():
         loop = asyncio.get_running_loop()
-        driver = _LifespanDriver(PprofApp())
+        driver = LifespanDriver(PprofApp())
         await driver.startup()
         installed = _ours(loop)
         await driver.shutdown()
@@ -158,7 +111,7 @@ def test_starlette_lifespan_sees_the_factory_and_creation_sites() -> None:
 
     async def main():
         loop = asyncio.get_running_loop()
-        driver = _LifespanDriver(app)
+        driver = LifespanDriver(app)
         await driver.startup()
         await driver.shutdown()
         return loop.get_task_factory()
@@ -201,13 +154,14 @@ def test_requests_register_the_loop_without_lifespan(kind: str) -> None:
     async def main():
         loop = asyncio.get_running_loop()
         assert not _ours(loop)
-        await LifecycleMiddleware(inner)({"type": kind, "path": "/"}, None, None)
+        middleware = LifecycleMiddleware(inner)
+        await middleware({"type": kind, "path": "/"}, None, None)
         registered = any(info.loop is loop for info in LOOPS.running())
         installed = _ours(loop)
-        ORIGINS.uninstall_factory(loop)
-        return registered, installed
+        middleware.claims.release_all()
+        return registered, installed, _ours(loop)
 
-    assert asyncio.run(main()) == (True, True)
+    assert asyncio.run(main()) == (True, True, False)
     assert calls == [kind]
 
 
@@ -240,7 +194,7 @@ def test_lifespan_messages_reach_the_app_unchanged() -> None:
                 return
 
     async def main():
-        driver = _LifespanDriver(LifecycleMiddleware(app))
+        driver = LifespanDriver(LifecycleMiddleware(app))
         await driver.startup()
         await driver.shutdown()
 
@@ -252,7 +206,7 @@ def test_shutdown_signals_stop_profiles_then_call_the_servers_handler() -> None:
     import signal as signal_module
 
     from pyprof_http.collectors.session import SESSIONS
-    from pyprof_http.lifecycle import _ShutdownSignals
+    from pyprof_http.switches import Claims
 
     calls: list[int] = []
 
@@ -261,15 +215,15 @@ def test_shutdown_signals_stop_profiles_then_call_the_servers_handler() -> None:
 
     original = signal_module.signal(signal_module.SIGTERM, server_handler)
     try:
-        chained = _ShutdownSignals()
-        chained.chain()
+        claims = Claims()
+        claims.chain_shutdown_signals()
         ours = signal_module.getsignal(signal_module.SIGTERM)
         assert ours is not server_handler
         assert not SESSIONS.shutting_down
         ours(signal_module.SIGTERM, None)  # as the interpreter would call it
         assert SESSIONS.shutting_down  # a plain flag: the handler takes no lock
         assert calls == [signal_module.SIGTERM]
-        chained.restore()
+        claims.release_all()
         assert signal_module.getsignal(signal_module.SIGTERM) is server_handler
     finally:
         SESSIONS.shutting_down = False
@@ -283,7 +237,7 @@ def _watchdog_threads() -> int:
 def test_startup_starts_the_watchdog_and_shutdown_joins_it() -> None:
     async def main():
         loop = asyncio.get_running_loop()
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app))
         await driver.startup()
         during = WATCHDOGS.is_watching(loop), _watchdog_threads()
         await driver.shutdown()
@@ -297,7 +251,7 @@ def test_startup_starts_the_watchdog_and_shutdown_joins_it() -> None:
 def test_block_off_the_allowlist_starts_no_watchdog() -> None:
     async def main():
         settings = Settings(profiles=frozenset({"goroutine"}))
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app, settings))
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, settings))
         await driver.startup()
         during = _watchdog_threads()
         await driver.shutdown()
@@ -310,7 +264,7 @@ def test_lock_profiling_from_the_settings_is_switched_on_and_off_again() -> None
     assert locks.fraction() == 0
 
     async def main():
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app,
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app,
                                                      Settings(lock_profile_fraction=3)))
         await driver.startup()
         during = locks.fraction(), threading.Lock is not ORIGINAL_LOCK
@@ -327,7 +281,7 @@ def test_lock_profiling_from_the_settings_is_switched_on_and_off_again() -> None
 
 def test_lock_profiling_the_app_set_itself_is_left_alone_at_shutdown() -> None:
     async def main():
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app,
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app,
                                                      Settings(lock_profile_fraction=3)))
         await driver.startup()
         locks.set_fraction(7)  # the app changed it since: its decision, not ours to undo
@@ -341,11 +295,16 @@ def test_lock_profiling_the_app_set_itself_is_left_alone_at_shutdown() -> None:
 
 
 def test_thread_start_is_hooked_at_startup_and_put_back_at_shutdown() -> None:
-    threads.ORIGINS.uninstall()  # earlier tests built middlewares that were never shut down
+    with alone():
+        _hook_installed_and_put_back()
+
+
+def _hook_installed_and_put_back() -> None:
     original = threading.Thread.start
+    assert not threads.ORIGINS.installed
 
     async def main():
-        driver = _LifespanDriver(LifecycleMiddleware(_plain_lifespan_app))
+        driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app))
         await driver.startup()
         during = threading.Thread.start is not original
         await driver.shutdown()

@@ -31,10 +31,10 @@ one-line reason; nothing silently falls back to a default.
 
 from .app import PprofApp, install
 from .auth import Decision
-from .collectors.locks import set_fraction as set_lock_profile_fraction
 from .config import ConfigError, Settings
 from .lifecycle import LifecycleMiddleware
 from .side_server import BackgroundServer, serve_in_background
+from .switches import set_lock_profile_fraction
 
 __all__ = [
     "BackgroundServer",

@@ -23,10 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
 from .collectors import heap
-from .collectors.loop import WATCHDOGS
+from .collectors.session import CURRENT_OWNER
 from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
-from .lifecycle import LifecycleMiddleware, apply_lock_fraction
+from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
 from .model import subtract
 from .params import parse_query
@@ -34,6 +34,7 @@ from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileS
 from .render import Rendered
 from .render.index import IndexRow, RecordForm, render_index
 from .sanitize import printable
+from .switches import Claims
 
 _LOG = logging.getLogger("pyprof_http")
 
@@ -44,13 +45,15 @@ class PprofApp:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.settings.check_secure()
+        self.claims = Claims()
+        """This app's hold on process-wide switches (released at its lifespan shutdown)."""
         unknown = sorted((self.settings.profiles or frozenset()) - set(BY_NAME))
         if unknown:
             raise ConfigError(f"profiles lists unknown names: {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(BY_NAME))}")
         if self.settings.heap_trace_at_start:
             heap.start_at_startup(self.settings.heap_frames)
-        apply_lock_fraction(self.settings)
+        self.claims.profile_locks(self.settings)
         self.watch_serving_loop = self.settings.allows("block")
         """Start the stall watchdog on the loop of the first request (mount-only use has no
         lifespan to start it); off for a side server, whose loop is not the app's."""
@@ -59,7 +62,8 @@ class PprofApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # mounted apps do not get it; served directly, they do
-            await LifecycleMiddleware(_lifespan_only, self.settings)(scope, receive, send)
+            await LifecycleMiddleware(_lifespan_only, self.settings, self.claims)(
+                scope, receive, send)
         elif scope["type"] == "http":
             await self._guarded(scope, receive, send)
         elif scope["type"] == "websocket":  # nothing here speaks WebSocket: refuse the handshake
@@ -68,8 +72,9 @@ class PprofApp:
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = LOOPS.register_running()
         if self.watch_serving_loop:  # a dict lookup once the loop is watched
-            WATCHDOGS.start(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
+            self.claims.watch(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
         request = Request(scope, receive)
+        owner = CURRENT_OWNER.set(self.claims.id)  # profiles started here are this app's
         try:
             response = await self._dispatch(request)
         except ClientDisconnected:
@@ -79,6 +84,8 @@ class PprofApp:
         except Exception:  # a bug of ours must not become the host's bare 500 page
             _LOG.exception("pyprof_http failed to serve %s", printable(request.url.path))
             response = error_response(500, "internal error in pyprof_http; see the server log")
+        finally:
+            CURRENT_OWNER.reset(owner)
         response.headers.update(SECURITY_HEADERS)
         await response(scope, receive, send)
 
@@ -224,9 +231,9 @@ def install(
         # The bare prefix would otherwise get the host router's own slash redirect, which skips
         # our auth and headers: route it to the sub-app, which redirects like every response.
         app.router.routes.append(Route(prefix, PrefixRouter(not_found, prefix, pprof)))
-        app.add_middleware(LifecycleMiddleware, settings=pprof.settings)
+        app.add_middleware(LifecycleMiddleware, settings=pprof.settings, claims=pprof.claims)
         return app
-    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings)
+    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings, pprof.claims)
 
 
 class PrefixRouter:

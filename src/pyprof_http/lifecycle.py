@@ -5,37 +5,37 @@ A mount only receives its own requests, never the app's lifespan. This middlewar
 serving event loop and chains the task factory (so task creation sites are known from the first
 task on), hooks ``Thread.start`` (threadcreate), switches lock profiling on if the settings ask,
 and starts the loop-stall watchdog. It registers loops again on each request (servers without
-lifespan support). At shutdown it undoes all of it: every profiler stopped, the watchdog
-joined, the factory, the hook and the lock classes put back.
+lifespan support). At shutdown it stops the profiles its app started and lets go of the rest.
+
+Every one of those switches is process-wide, so none is switched here: the app's
+:class:`~pyprof_http.switches.Claims` holds them, and :mod:`pyprof_http.switches` keeps each on
+while any app in the process holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
-from types import FrameType
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import request_labels
-from .collectors import locks, threads
-from .collectors.loop import WATCHDOGS
-from .collectors.session import SESSIONS
 from .config import Settings
-from .loops import LOOPS, ORIGINS
+from .loops import LOOPS
+from .switches import Claims, wants_task_factory
 
 
 class LifecycleMiddleware:
     """Wraps the whole app; costs one dictionary lookup per request."""
 
-    def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings | None = None,
+                 claims: Claims | None = None) -> None:
+        """``claims``: the app's hold on process-wide switches, shared with the ``PprofApp``
+        that ``install()`` mounts (so this app's shutdown stops the profiles it served)."""
         self.app = app
         self.settings = settings if settings is not None else Settings()
-        self._signals = _ShutdownSignals()
-        threads.ORIGINS.install(self.settings.max_stack_depth)  # threads started from now on
-        apply_lock_fraction(self.settings)
+        self.claims = claims if claims is not None else Claims()
+        self._wants_factory = wants_task_factory(self.settings)
+        self.claims.follow(self.settings)  # threads started from now on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -60,70 +60,13 @@ class LifecycleMiddleware:
 
         await self.app(scope, receive_lifespan, send)
 
-    @staticmethod
-    def _attach(loop: asyncio.AbstractEventLoop) -> None:
-        ORIGINS.install_factory(loop)
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._wants_factory:
+            self.claims.task_factory(loop)
 
     def _startup(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._attach(loop)
-        SESSIONS.shutting_down = False
-        self._signals.chain()
-        threads.ORIGINS.install(self.settings.max_stack_depth)
-        apply_lock_fraction(self.settings)
-        if self.settings.allows("block"):
-            WATCHDOGS.start(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
+        self.claims.follow(self.settings)
+        self.claims.start_on(loop, self.settings)
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        ORIGINS.uninstall_factory(loop)
-        SESSIONS.stop_all()
-        self._signals.restore()
-        WATCHDOGS.stop_all()
-        threads.ORIGINS.uninstall()
-        wanted = self.settings.lock_profile_fraction
-        if wanted and locks.fraction() == wanted:  # ours, not set since by the app itself
-            locks.set_fraction(0)
-
-
-def apply_lock_fraction(settings: Settings) -> None:
-    """Switch lock profiling on as configured; never off (the app may have set it itself)."""
-    if settings.lock_profile_fraction and locks.fraction() != settings.lock_profile_fraction:
-        locks.set_fraction(settings.lock_profile_fraction)
-
-
-class _ShutdownSignals:
-    """Stop running profilers as soon as the server is told to stop.
-
-    Servers wait for open requests before they run the lifespan shutdown (uvicorn: "Waiting for
-    connections to close"), so a 60-second profile would hold the process for its full length.
-    Chaining in front of the server's own SIGINT/SIGTERM handlers ends the profile first; the
-    server's handler then runs as before. Only Python handlers are chained (a default handler
-    terminates the process anyway), only from the main thread, and ours are put back at shutdown.
-    """
-
-    def __init__(self) -> None:
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def chain(self) -> None:
-        if threading.current_thread() is not threading.main_thread() or self._previous:
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(signum)
-            if not callable(previous) or previous is signal.default_int_handler:
-                continue
-
-            def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
-                # a plain store: a handler that took a lock could deadlock with the code it
-                # interrupted; every wait polls this flag within 0.1 s
-                SESSIONS.shutting_down = True
-                previous(number, frame)
-
-            signal.signal(signum, handler)
-            self._previous[signum] = (previous, handler)
-
-    def restore(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum, (previous, ours) in self._previous.items():
-            if signal.getsignal(signum) is ours:  # someone else's since: leave theirs
-                signal.signal(signum, previous)
-        self._previous.clear()
+        self.claims.release_all()

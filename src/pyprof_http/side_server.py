@@ -15,13 +15,16 @@ import uvicorn
 
 from .app import PprofApp, PrefixRouter, not_found
 from .config import Settings
+from .switches import Claims
 
 
 class BackgroundServer:
     """A pprof server running on its own thread and event loop; ``stop()`` ends both."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, prefix: str) -> None:
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, prefix: str,
+                 claims: Claims | None = None) -> None:
         self._server, self.thread, self.prefix = server, thread, prefix
+        self._claims = claims
 
     @property
     def port(self) -> int:
@@ -33,6 +36,9 @@ class BackgroundServer:
         return f"http://{self._server.config.host}:{self.port}{self.prefix}/"
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the profiles this server started, let go of its switches, end the thread."""
+        if self._claims is not None:
+            self._claims.release_all()
         self._server.should_exit = True
         self.thread.join(timeout)
 
@@ -73,4 +79,4 @@ def serve_in_background(
         server.should_exit = True
         thread.join(startup_timeout)
         raise OSError(f"pyprof_http could not serve on {host}:{port} (see the log above)")
-    return BackgroundServer(server, thread, prefix)
+    return BackgroundServer(server, thread, prefix, pprof.claims)

@@ -340,9 +340,14 @@ code object is slow (see frames.py); the entry keeps the code alive so the id st
 
 
 def _asyncio_name(f: FrameType) -> str | None:
+    """asyncio's name for ``f``'s function, or None outside asyncio. ``async with``'s
+    ``_ContextManagerMixin.__aenter__`` counts as outside: the wait is ``Lock.acquire``, as for
+    ``await lock.acquire()``, not the mixin that called it."""
     if len(_ASYNCIO_NAMES) > 10_000:
         _ASYNCIO_NAMES.clear()
-    return code_name(f) if f.f_code.co_filename.startswith(ASYNCIO_DIR) else None
+    if not f.f_code.co_filename.startswith(ASYNCIO_DIR) or f.f_code.co_name == "__aenter__":
+        return None
+    return code_name(f)
 
 
 def _describe_wait(frames: list[FrameType], fut: Any, loop: asyncio.AbstractEventLoop) -> str:

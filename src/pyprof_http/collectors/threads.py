@@ -12,11 +12,14 @@ started (the main thread, threads created in C) get one synthetic frame saying s
 without a location, and the main thread would vanish from its views.
 
 The hook costs one stack walk per ``Thread.start`` (a few µs, against ~100 µs to start a thread)
-and nothing else. It is put back at shutdown, and only if it is still ours.
+and nothing else. It is put back at shutdown, and only if it is still ours. The hook is
+reload-safe (:mod:`pyprof_http._patching`): it carries the original it wraps, a reloaded module
+adopts it instead of wrapping it again, and removes it whichever generation put it there.
 """
 
 from __future__ import annotations
 
+import _thread
 import sys
 import threading
 import time
@@ -25,9 +28,12 @@ from collections.abc import Callable
 from types import FunctionType, MethodType
 from typing import Any, Final
 
+from .. import _patching
 from ..model import Frame, Profile, Sample, ValueType, frame
 from .frames import frame_stack
 
+_ORIGINS_ATTR: Final = "_pyprof_http_origins"
+"""On our hook: the :class:`ThreadOrigins` it records into."""
 COUNT: Final = ValueType("threadcreate", "count")
 FILENAME: Final = "<threads>"
 """The file of the synthetic frames, for threads whose start nobody saw."""
@@ -43,44 +49,49 @@ class ThreadOrigins:
         self._stacks: weakref.WeakKeyDictionary[threading.Thread, tuple[Frame, ...]] = (
             weakref.WeakKeyDictionary()
         )
-        self._original: Callable[[threading.Thread], None] | None = None
-        self._installed: Callable[[threading.Thread], None] | None = None
-        """Ours, compared by identity: ``functools.wraps`` copies attributes, so a marker
-        would also be found on a wrapper someone else put over ours."""
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.max_depth = 64
 
     def install(self, max_depth: int) -> None:
-        """Wrap ``Thread.start`` once; later calls only update the depth."""
+        """Wrap ``Thread.start`` once; later calls only update the depth. A hook of an earlier
+        generation of this module (a reload) is replaced, not wrapped, and its stacks kept."""
         self.max_depth = max_depth
         with self._lock:
-            if self._original is not None:
+            current = _patching.own_attribute(threading.Thread, "start")
+            if _patching.is_ours(current):
+                previous: ThreadOrigins | None = getattr(current, _ORIGINS_ATTR, None)
+                if previous is self:
+                    return
+                if previous is not None:
+                    self._stacks.update(previous._stacks)
+            original = _patching.original_of(threading.Thread, "start")
+            if not original:  # nothing to wrap (cannot happen with a real threading module)
                 return
-            original: Callable[[threading.Thread], None] = threading.Thread.start
+            start_thread: Callable[[threading.Thread], None] = original[0]
             origins = self
 
             def start(thread: threading.Thread) -> None:
                 stack = origins.stack_below(thread, sys._getframe(1))
-                original(thread)  # a second start raises here: the first one's stack stays
+                start_thread(thread)  # a second start raises here: the first one's stack stays
                 if stack is not None:
                     origins.remember(thread, stack)
 
-            start.__wrapped__ = original  # type: ignore[attr-defined]
-            start.__doc__ = original.__doc__
-            threading.Thread.start = start  # type: ignore[method-assign,assignment]
-            self._original, self._installed = original, start
+            start.__wrapped__ = start_thread  # type: ignore[attr-defined]
+            start.__doc__ = start_thread.__doc__
+            setattr(start, _ORIGINS_ATTR, self)
+            _patching.apply(threading.Thread, "start", start, original)
 
     def uninstall(self) -> None:
-        """Put the original back, unless someone wrapped it after us (then leave theirs)."""
+        """Put the original back, unless someone wrapped it after us (then leave theirs).
+
+        Whichever generation of this module put the hook there: after a reload, the new
+        module's ``ORIGINS`` must still be able to remove the old one's hook."""
         with self._lock:
-            original, self._original = self._original, None
-            installed, self._installed = self._installed, None
-            if original is not None and threading.Thread.start is installed:
-                threading.Thread.start = original  # type: ignore[method-assign,assignment]
+            _patching.restore(threading.Thread, "start")
 
     @property
     def installed(self) -> bool:
-        return self._original is not None
+        return _patching.is_ours(_patching.own_attribute(threading.Thread, "start"))
 
     def stack_below(self, thread: threading.Thread, caller: Any) -> tuple[Frame, ...] | None:
         """The stack below ``Thread.start`` (a subclass's own ``start`` frames skipped)."""
@@ -167,3 +178,6 @@ def _comments(origins: ThreadOrigins) -> tuple[str, ...]:
 
 
 ORIGINS: Final = ThreadOrigins()
+if _patching.is_ours(_patching.own_attribute(threading.Thread, "start")):
+    ORIGINS.install(getattr(threading.Thread.start, _ORIGINS_ATTR, ORIGINS).max_depth)
+    # reloaded while hooked: adopt the hook (this generation's, keeping the stacks seen)

@@ -1,0 +1,323 @@
+"""The one owner of the process-wide switches, reference-counted per app.
+
+Some of what the profiler needs is process-wide: the task factory of a loop, the
+``Thread.start`` hook, the patched lock classes, a loop's stall watchdog, the chain in front of
+the server's SIGINT/SIGTERM handlers. Several apps can live in one process (hypercorn
+dispatching lifespan to several apps, a ``TestClient`` beside a live app), and the first to shut
+down must not switch off what another still uses. So each app holds a :class:`Claims`, and each
+switch is on while any claim holds it: the last release switches it off.
+
+Rules for each switch:
+
+- **task factory** (per loop; ``loops.ORIGINS.install_factory``): held per loop.
+- **loop watchdog** (per loop; ``collectors.loop.WATCHDOGS``): held per loop; the first
+  claim's threshold wins (a watched loop keeps its threshold).
+- **Thread.start hook** (``collectors.threads.ORIGINS``): the deepest ``max_stack_depth`` asked.
+- **lock profiling**: the application's own :func:`set_lock_profile_fraction` wins while it is
+  not 0; otherwise the smallest fraction any app's settings ask for (each app gets at least the
+  detail it asked for). A fraction switched behind our back (``locks.set_fraction``) is left
+  alone when a claim is released.
+- **shutdown-signal chain**: one handler in front of the server's, which stops every running
+  profile (the process is stopping), put back when the last claim goes.
+
+What the allowlist excludes is not installed: no factory when neither ``goroutine`` nor
+``goroutineleak`` (its readers) is allowed, no hook without ``threadcreate``, no lock patches
+without ``mutex``, no watchdog without ``block``.
+
+A claim is released at its app's shutdown, or after the app was garbage-collected without one
+(an app built and dropped, as tests do): a finalizer queues it, and the next switch operation
+(another app's construction, startup or shutdown) releases it. State is kept across
+``importlib.reload``.
+
+Free-threaded builds with the GIL disabled are refused (:func:`check_supported`): the
+collectors walk other threads' frames, which is only safe while the GIL stops them running.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import collections
+import contextlib
+import itertools
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Final, TypeVar
+
+from .collectors import locks, threads
+from .collectors.loop import WATCHDOGS
+from .collectors.session import SESSIONS
+from .config import ConfigError, Settings
+from .loops import ORIGINS
+
+TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
+"""Profiles that read what the task factory records (task ids, age, creation site)."""
+
+_T = TypeVar("_T")
+_Loop = asyncio.AbstractEventLoop
+
+
+def _kept(name: str, make: Callable[[], _T]) -> _T:
+    """The value ``name`` had before a reload of this module, else a new one."""
+    return globals()[name] if name in globals() else make()
+
+
+_lock: _thread.LockType = _kept("_lock", _thread.allocate_lock)
+"""Guards the tables below (raw: never a profiled lock)."""
+_ids: Iterator[int] = _kept("_ids", lambda: itertools.count(1))
+_factories: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
+    "_factories", weakref.WeakKeyDictionary)
+_watchers: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
+    "_watchers", weakref.WeakKeyDictionary)
+_thread_hooks: dict[int, int] = _kept("_thread_hooks", dict)
+"""claim id -> the max_stack_depth it asked for."""
+_lock_claims: dict[int, int] = _kept("_lock_claims", dict)
+"""claim id -> the lock profile fraction its settings ask for."""
+_lock_state: dict[str, int] = _kept("_lock_state", lambda: {"process": 0, "applied": 0})
+"""``process``: the application's own fraction; ``applied``: what we last set."""
+_signal_holders: set[int] = _kept("_signal_holders", set)
+_signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
+"""signal number -> (the server's handler, ours in front of it)."""
+_orphans: collections.deque[int] = _kept("_orphans", collections.deque)
+"""Claims whose app was collected, to release at the next chance."""
+
+
+def gil_disabled() -> bool:
+    """Whether this is a free-threaded build running without the GIL (3.13t)."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return is_enabled is not None and not is_enabled()
+
+
+def check_supported() -> None:
+    """Refuse a free-threaded interpreter running without the GIL, with the reason.
+
+    ``ConfigError`` at app construction (not ``ImportError``): importing the package stays
+    harmless, and the refusal reaches whoever builds the app, at startup, with a way out.
+    """
+    if gil_disabled():
+        raise ConfigError(
+            "pyprof_http does not support free-threaded Python with the GIL disabled yet: it "
+            "reads other threads' frames, which is only safe while the GIL stops them; run "
+            "with PYTHON_GIL=1 (or -X gil=1) or on a standard build")
+
+
+@contextlib.contextmanager
+def _held() -> Iterator[None]:
+    with _lock:
+        _release_orphans()
+        yield
+
+
+def _orphaned(claim_id: int) -> None:
+    """Finalizer of a :class:`Claims` (its app is gone): queue its release, nothing more. A
+    finalizer runs inside whatever allocation triggered the collection, possibly while that
+    thread holds a collector's lock (a watchdog starting): releasing from here could wait for
+    that very lock, forever."""
+    _orphans.append(claim_id)
+
+
+def release_orphans() -> None:
+    """Release the claims of apps that were collected without a shutdown (done by every
+    switch operation; tests call it after ``gc.collect()``)."""
+    with _held():
+        pass
+
+
+def _release_orphans() -> None:
+    while _orphans:
+        try:
+            claim_id = _orphans.popleft()
+        except IndexError:
+            return
+        _release(claim_id)
+
+
+class Claims:
+    """One app's hold on the process-wide switches; :meth:`release_all` at its shutdown.
+
+    Every method is idempotent: calling it on every request costs a lookup once held.
+    """
+
+    def __init__(self) -> None:
+        check_supported()
+        release_orphans()  # apps dropped without a shutdown let go first
+        self.id: Final = next(_ids)
+        finalizer = weakref.finalize(self, _orphaned, self.id)
+        finalizer.atexit = False
+        self._recent_factory: weakref.ref[_Loop] | None = None
+        self._recent_watch: weakref.ref[_Loop] | None = None
+
+    def follow(self, settings: Settings) -> None:
+        """Hold what ``settings`` ask for that needs no loop: the Thread.start hook and lock
+        profiling (only the profiles the allowlist lets in)."""
+        if settings.allows("threadcreate"):
+            self.hook_thread_start(settings.max_stack_depth)
+        self.profile_locks(settings)
+
+    def start_on(self, loop: _Loop, settings: Settings) -> None:
+        """At startup: the task factory and the stall watchdog of the serving loop, and the
+        shutdown-signal chain (as the allowlist allows)."""
+        if wants_task_factory(settings):
+            self.task_factory(loop)
+        if settings.allows("block"):
+            self.watch(loop, settings.loop_stall_ms, settings.max_stack_depth)
+        SESSIONS.shutting_down = False  # a fresh start (tests restart apps in one process)
+        self.chain_shutdown_signals()
+
+    def task_factory(self, loop: _Loop) -> None:
+        recent = self._recent_factory
+        if recent is None or recent() is not loop:
+            with _held():
+                _factories.setdefault(loop, set()).add(self.id)
+            self._recent_factory = weakref.ref(loop)
+        ORIGINS.install_factory(loop)  # once per loop; cheap when ours is in place
+
+    def watch(self, loop: _Loop, stall_ms: int, max_depth: int) -> None:
+        recent = self._recent_watch
+        if recent is None or recent() is not loop:
+            with _held():
+                _watchers.setdefault(loop, set()).add(self.id)
+            self._recent_watch = weakref.ref(loop)
+        WATCHDOGS.start(loop, stall_ms, max_depth)  # a dict lookup once the loop is watched
+
+    def hook_thread_start(self, max_depth: int) -> None:
+        with _held():
+            _thread_hooks[self.id] = max_depth
+            threads.ORIGINS.install(max(_thread_hooks.values()))
+
+    def profile_locks(self, settings: Settings) -> None:
+        """Lock profiling at the settings' fraction, if set and ``mutex`` is allowed."""
+        if not settings.lock_profile_fraction or not settings.allows("mutex"):
+            return
+        with _held():
+            _lock_claims[self.id] = settings.lock_profile_fraction
+            _apply_locks()
+
+    def chain_shutdown_signals(self) -> None:
+        with _held():
+            _signal_holders.add(self.id)
+            _chain_signals()
+
+    def release_all(self) -> None:
+        """Let go of everything this app holds (its shutdown): stop the profiles it started,
+        and switch off whatever no other app still holds."""
+        self._recent_factory = self._recent_watch = None
+        with _held():
+            _release(self.id)
+
+
+def wants_task_factory(settings: Settings) -> bool:
+    return any(settings.allows(name) for name in TASK_FACTORY_READERS)
+
+
+def _release(claim_id: int) -> None:
+    """Drop ``claim_id`` from every table and switch off what nobody holds; ``_lock`` held."""
+    SESSIONS.stop_all(owner=claim_id)
+    for table, switch_off in ((_factories, ORIGINS.uninstall_factory),
+                              (_watchers, WATCHDOGS.stop)):
+        for loop, holders in list(table.items()):
+            if claim_id in holders:
+                holders.discard(claim_id)
+                if not holders:
+                    del table[loop]
+                    switch_off(loop)
+    if _thread_hooks.pop(claim_id, None) is not None:
+        if _thread_hooks:
+            threads.ORIGINS.max_depth = max(_thread_hooks.values())
+        else:
+            threads.ORIGINS.uninstall()
+    if _lock_claims.pop(claim_id, None) is not None:
+        _apply_locks()
+    if claim_id in _signal_holders:
+        _signal_holders.discard(claim_id)
+        if not _signal_holders:
+            _restore_signals()
+
+
+# --- lock profiling --------------------------------------------------------------------------
+
+
+def _wanted_fraction() -> int:
+    process = _lock_state["process"]
+    if process:
+        return process
+    return min(_lock_claims.values(), default=0)
+
+
+def _apply_locks() -> None:
+    """Set the wanted fraction, unless the current one was set behind our back; ``_lock``
+    held."""
+    wanted, applied = _wanted_fraction(), _lock_state["applied"]
+    current = locks.fraction()
+    if current == wanted:
+        _lock_state["applied"] = wanted
+        return
+    if current != applied and not wanted:
+        return  # someone set it without us (locks.set_fraction): not ours to switch off
+    locks.set_fraction(wanted)
+    _lock_state["applied"] = wanted
+
+
+def set_lock_profile_fraction(n: int) -> int:
+    """Record 1 in ``n`` contended lock acquisitions (0: off), as Go's
+    ``runtime.SetMutexProfileFraction``; returns the previous fraction.
+
+    The application's own setting wins over every app's ``lock_profile_fraction``; 0 gives
+    the decision back to them (profiling stays on while an app's settings ask for it).
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"lock profile fraction must be an int, not {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"lock profile fraction must be >= 0, got {n}")
+    if n:
+        check_supported()
+    with _held():
+        previous = locks.fraction()
+        _lock_state["process"] = n
+        wanted = _wanted_fraction()
+        if locks.fraction() != wanted:
+            locks.set_fraction(wanted)
+        _lock_state["applied"] = wanted
+        return previous
+
+
+# --- the shutdown-signal chain ---------------------------------------------------------------
+
+
+def _chain_signals() -> None:
+    """Put one handler in front of the server's SIGINT/SIGTERM handlers; ``_lock`` held.
+
+    Servers wait for open requests before they run the lifespan shutdown (uvicorn: "Waiting
+    for connections to close"), so a 60-second profile would hold the process for its full
+    length. The handler stops every running profile first (a plain store: a handler that took
+    a lock could deadlock with the code it interrupted; every wait polls the flag within
+    0.1 s); the server's handler then runs as before. Only Python handlers are chained (a
+    default handler terminates the process anyway), only from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread() or _signal_previous:
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if not callable(previous) or previous is signal.default_int_handler:
+            continue
+
+        def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
+            SESSIONS.shutting_down = True
+            previous(number, frame)
+
+        signal.signal(signum, handler)
+        _signal_previous[signum] = (previous, handler)
+
+
+def _restore_signals() -> None:
+    """Put the server's handlers back where ours is still in place; ``_lock`` held."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum, (previous, ours) in list(_signal_previous.items()):
+        if signal.getsignal(signum) is ours:  # someone else's since: leave theirs
+            signal.signal(signum, previous)
+    _signal_previous.clear()
