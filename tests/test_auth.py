@@ -502,3 +502,19 @@ def test_hostile_forwarded_for_from_a_trusted_proxy_is_a_clean_403(xff):
                                  client=("10.0.0.1", 51000))
     _assert_clean_refusal(status, headers, body, 403)
     assert body.isascii() and b"\x1b" not in body and len(body) < 600
+
+
+def test_a_zone_id_in_a_forged_client_is_not_echoed_raw(caplog):
+    # uvicorn trusting everyone takes "[::1%<ESC>...]:4444" from X-Forwarded-For as the client;
+    # the refusal and the audit line named it with the zone's bytes as they came
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    app = ProxyHeadersMiddleware(AuthMiddleware(_inner, Settings(**PROXIED)), trusted_hosts="*")
+    forged = (b"x-forwarded-for", b"[::1%\x1b[2J\xe2\x80\xa8]:4444")
+    status, headers, body = asyncio.run(_drive(app, [forged, BEARER],
+                                               client=("203.0.113.9", 51000)))
+    _assert_clean_refusal(status, headers, body, 403)
+    assert body.isascii() and b"\x1b" not in body and b"%" not in body
+    (line,) = _audit_lines(caplog)
+    assert "client=unverified:::1 " in line and "\x1b" not in line

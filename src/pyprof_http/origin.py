@@ -157,15 +157,25 @@ def cross_site_refusal(scope: Scope) -> str | None:
 
 
 def parse_ip(text: object) -> IPAddress | None:
-    """An address from ``text``, IPv4-mapped IPv6 as IPv4; None for anything else."""
+    """An address from ``text``, IPv4-mapped IPv6 as IPv4, without an IPv6 zone id; None for
+    anything else.
+
+    The zone (``fe80::1%eth0``) names a link on the machine that saw the address and has no
+    bearing on ``allow_clients``; to :mod:`ipaddress` it is free text (ESC, NEL, U+2028 pass),
+    and a forwarding header or a server that believed one can put it here, so it is dropped
+    before the address is ever shown in a refusal or the audit line.
+    """
     if not isinstance(text, str):
         return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
     return address
 
 
