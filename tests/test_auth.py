@@ -518,3 +518,16 @@ def test_a_zone_id_in_a_forged_client_is_not_echoed_raw(caplog):
     assert body.isascii() and b"\x1b" not in body and b"%" not in body
     (line,) = _audit_lines(caplog)
     assert "client=unverified:::1 " in line and "\x1b" not in line
+
+
+@pytest.mark.parametrize("rewritten", [b"127.0.0.1", b"rebound.evil.example:6060"])
+def test_a_host_that_may_come_from_x_forwarded_host_is_not_served_without_a_token(rewritten):
+    # hypercorn's ProxyFixMiddleware (legacy mode, its default) replaces Host with
+    # X-Forwarded-Host and keeps that header; after rebinding, the attacker's page is
+    # same-origin, so its fetch() may set X-Forwarded-Host: 127.0.0.1 and pass the Host check
+    headers = [(b"host", rewritten), (b"x-forwarded-host", b"127.0.0.1")]
+    status, response_headers, body = _raw(Settings(), headers)
+    _assert_clean_refusal(status, response_headers, body, 403)
+    assert b"X-Forwarded-Host" in body and b"DNS rebinding" in body
+    assert _raw(Settings(token=TOKEN), [*headers, BEARER])[0] == 200  # with a token Host is moot
+    assert _raw(Settings(allowed_hosts=["*"]), headers)[0] == 200  # any Host, as configured

@@ -17,7 +17,9 @@ and says in one line why when it cannot:
 - **The Host.** Without a token or an authorizer, a browser on the same machine is the threat: a
   page whose name is rebound to 127.0.0.1 (DNS rebinding) reaches the profiler with its own name
   in ``Host``. So only an IP literal, ``localhost`` or a configured name is served. A request
-  without ``Host`` (HTTP/1.0) is not from a browser and is served.
+  without ``Host`` (HTTP/1.0) is not from a browser and is served. One with
+  ``X-Forwarded-Host`` is not: hypercorn's ``ProxyFixMiddleware`` copies that into ``Host``,
+  and the rebound page, being same-origin by then, may set it.
 - **Cross-site requests.** A page on another site can make the browser fire
   ``profile?seconds=60`` at a loopback port (and send cached Basic credentials along) without
   reading the answer. Browsers label such requests ``Sec-Fetch-Site: cross-site``; only a
@@ -106,7 +108,12 @@ def see_client(scope: Scope, trusted_proxies: tuple[Network, ...]) -> Client:
 
 def host_refusal(scope: Scope, allowed_hosts: tuple[str, ...]) -> str | None:
     """Why the ``Host`` of ``scope`` may not be served without credentials; None if it may."""
-    hosts = [value for name, value in scope.get("headers", ()) if name == b"host"]
+    headers = scope.get("headers", ())
+    if "*" not in allowed_hosts and any(name == b"x-forwarded-host" for name, _ in headers):
+        return ("request carries X-Forwarded-Host, from which Host may have been rewritten "
+                "(hypercorn's ProxyFixMiddleware does), so Host cannot be checked against DNS "
+                "rebinding; without a token only direct requests are served: set a token")
+    hosts = [value for name, value in headers if name == b"host"]
     if not hosts:
         return None  # HTTP/1.0 without Host: not a browser, so not a rebinding page
     if len(hosts) > 1:
