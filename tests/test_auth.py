@@ -183,10 +183,10 @@ def test_audit_line_has_fields_and_never_the_token(caplog):
 
 # --- raw ASGI requests: header values are bytes, exactly as a server hands them over ---------
 
-async def _drive(app, headers, client=("127.0.0.1", 40000), path="/x"):
+async def _drive(app, headers, client=("127.0.0.1", 40000), path="/x", query=b""):
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
         "root_path": "", "headers": list(headers), "client": client,
         "server": ("127.0.0.1", 8000),
     }
@@ -531,3 +531,16 @@ def test_a_host_that_may_come_from_x_forwarded_host_is_not_served_without_a_toke
     assert b"X-Forwarded-Host" in body and b"DNS rebinding" in body
     assert _raw(Settings(token=TOKEN), [*headers, BEARER])[0] == 200  # with a token Host is moot
     assert _raw(Settings(allowed_hosts=["*"]), headers)[0] == 200  # any Host, as configured
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(allow_clients=["127.0.0.2/32"])])
+def test_a_query_string_that_is_not_utf_8_is_audited_not_raised(caplog, settings):
+    # ASGI hands the query string over as bytes; hypercorn passes raw 0xff from an HTTP/2 :path.
+    # The audit line read request.url, which decodes it as strict UTF-8: a UnicodeDecodeError
+    # after the answer, i.e. the server's "Exception in ASGI application" traceback per request,
+    # for any client, refused ones too
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    app = AuthMiddleware(_inner, settings)
+    status, _, _ = asyncio.run(_drive(app, [], path="/goroutine", query=b"debug=\xff&seconds=\xc3"))
+    (line,) = _audit_lines(caplog)
+    assert f"status={status}" in line and "path=/goroutine" in line

@@ -135,9 +135,12 @@ class AuthMiddleware:
         redact = self._redact
         params = {redact(k)[:64]: (redact(v)[:64] if k in _LOGGED_PARAMS else "<not logged>")
                   for k, v in request.query_params.items()}
+        # scope["path"], not request.url.path: building the URL decodes the query string as
+        # strict UTF-8, and ASGI allows any bytes there (hypercorn passes them from HTTP/2)
+        path = redact(scope.get("path", ""))[:256]
         AUDIT.info(
             "client=%s principal=%s path=%s params=%s status=%s duration_ms=%.1f",
-            client or "-", principal, redact(request.url.path)[:256],
+            client or "-", principal, path,
             json.dumps(params, sort_keys=True), status, seconds * 1000,
         )
 
