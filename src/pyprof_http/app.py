@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -76,7 +77,7 @@ class PprofApp:
         except PprofError as exc:
             response = error_response(exc.status_code, exc.reason)
         except Exception:  # a bug of ours must not become the host's bare 500 page
-            _LOG.exception("pyprof_http failed to serve %s", request.url.path)
+            _LOG.exception("pyprof_http failed to serve %s", request.scope["path"])
             response = error_response(500, "internal error in pyprof_http; see the server log")
         response.headers.update(SECURITY_HEADERS)
         await response(scope, receive, send)
@@ -88,7 +89,7 @@ class PprofApp:
             response.headers["Allow"] = "GET, HEAD"
             return response
         if path == "":
-            return RedirectResponse(request.url.path + "/" + _query(request), status_code=301)
+            return RedirectResponse(request.scope["path"] + "/" + _query(request), status_code=301)
         if path == "/":
             return self._index(request)
         spec = BY_NAME.get(path[1:])
@@ -183,7 +184,10 @@ def _route_path(scope: Scope) -> str:
 
 
 def _query(request: Request) -> str:
-    return f"?{request.url.query}" if request.url.query else ""
+    """``?`` and the query as sent, bytes outside ASCII percent-encoded. Not request.url: it
+    decodes the query as strict UTF-8, and ASGI allows any bytes (hypercorn passes them)."""
+    raw: bytes = request.scope.get("query_string", b"")
+    return "?" + quote_from_bytes(raw, safe="/?:@!$&'()*+,;=%") if raw else ""
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
