@@ -544,3 +544,13 @@ def test_a_query_string_that_is_not_utf_8_is_audited_not_raised(caplog, settings
     status, _, _ = asyncio.run(_drive(app, [], path="/goroutine", query=b"debug=\xff&seconds=\xc3"))
     (line,) = _audit_lines(caplog)
     assert f"status={status}" in line and "path=/goroutine" in line
+
+
+def test_daphne_proxy_headers_cannot_spoof_loopback_with_x_forwarded_port():
+    # daphne --proxy-headers (no trusted-host list) sets scope["client"] to the left-most
+    # X-Forwarded-For address and int(X-Forwarded-Port): a remote client became 127.0.0.1:4444,
+    # neither port 0 nor a hop's port, and passed allow_clients (issue 10 item 18)
+    headers = [(b"x-forwarded-for", b"127.0.0.1"), (b"x-forwarded-port", b"4444"), BEARER]
+    status, _, body = _raw(Settings(**PROXIED), headers, client=("127.0.0.1", 4444))
+    assert status == 403, body
+    assert b"replaced the client address" in body and b"daphne" in body

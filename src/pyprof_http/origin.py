@@ -11,7 +11,8 @@ and says in one line why when it cannot:
   and with ``--forwarded-allow-ips '*'`` anyone can claim to be ``127.0.0.1``. Such a rewrite is
   recognised by what those middlewares leave behind: the forwarding header stays in the scope,
   and the new client has port 0 (no TCP peer has; both set it when the hop names no port) or is
-  exactly a hop's ``address:port`` (uvicorn >= 0.30 takes the port from the hop). The request is
+  exactly a hop's ``address:port`` (uvicorn >= 0.30 takes the port from the hop) or a hop's
+  address with a port from ``X-Forwarded-Port`` (daphne ``--proxy-headers``). The request is
   then refused rather than guessed at. A server that rewrote the client *and* dropped the header
   could not be recognised: none known does.
 - **The Host.** Without a token or an authorizer, a browser on the same machine is the threat: a
@@ -28,6 +29,7 @@ and says in one line why when it cannot:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 from collections.abc import Iterable, Iterator
@@ -79,12 +81,15 @@ def see_client(scope: Scope, trusted_proxies: tuple[Network, ...]) -> Client:
             "request carries a forwarding header (X-Forwarded-For, Forwarded or X-Real-IP) but "
             "trusted_proxies is not set, so its client cannot be established; a proxy in front "
             "needs PYPROF_TRUSTED_PROXIES and a token"))
-    if port == 0 or (peer, port) in set(_hops(forwarding)):
+    hops = set(_hops(forwarding))
+    if (port == 0 or (peer, port) in hops
+            or (port in _forwarded_ports(scope) and any(peer == hop for hop, _ in hops))):
         return Client(peer, str(peer), doubt=(
             f"the server replaced the client address ({peer}) with one from a forwarding "
             "header, so the connecting peer is unknown; with trusted_proxies the server must "
             "leave that to pyprof_http: run uvicorn with --forwarded-allow-ips '' (or "
-            "--no-proxy-headers), hypercorn without ProxyFixMiddleware"))
+            "--no-proxy-headers), hypercorn without ProxyFixMiddleware, daphne without "
+            "--proxy-headers"))
     if not within(peer, trusted_proxies):
         return Client(peer, f"{peer} (not a trusted proxy, so its X-Forwarded-For is ignored)")
     chain = _forwarded_for(forwarding)
@@ -226,6 +231,17 @@ def _hops(forwarding: list[tuple[bytes, bytes]]) -> Iterator[tuple[IPAddress, in
             address, port = _hop(text)
             if address is not None:
                 yield address, port
+
+
+def _forwarded_ports(scope: Scope) -> set[int]:
+    """The ports ``X-Forwarded-Port`` names, read as daphne ``--proxy-headers`` reads them
+    (UTF-8, ``int()``) when it pairs one with the left-most X-Forwarded-For address."""
+    ports: set[int] = set()
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-port":
+            with contextlib.suppress(ValueError):
+                ports.add(int(value.decode("utf-8", "replace")))
+    return ports
 
 
 def _hop_ip(text: str) -> IPAddress | None:
