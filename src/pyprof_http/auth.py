@@ -133,8 +133,11 @@ class AuthMiddleware:
             return
         request = Request(scope)
         redact = self._redact
-        params = {redact(k)[:64]: (redact(v)[:64] if k in _LOGGED_PARAMS else "<not logged>")
-                  for k, v in request.query_params.items()}
+        params = {}
+        for k, v in request.query_params.items():
+            # redacted as one "k=v": a token holding '=' (base64) is split across key and value
+            key, _, value = redact(f"{k}={v}").partition("=")
+            params[key[:64]] = value[:64] if k in _LOGGED_PARAMS else "<not logged>"
         # scope["path"], not request.url.path: building the URL decodes the query string as
         # strict UTF-8, and ASGI allows any bytes there (hypercorn passes them from HTTP/2)
         path = redact(scope.get("path", ""))[:256]
@@ -145,9 +148,15 @@ class AuthMiddleware:
         )
 
     def _redact(self, text: str) -> str:
-        """A token pasted into a URL must not reach the log (redacted before any truncation)."""
+        """A token pasted into a URL must not reach the log (redacted before any truncation),
+        in either spelling: a query string reads each '+' of a base64 token as a space."""
         token = self.settings.token
-        return text.replace(token.get_secret_value(), "<redacted>") if token is not None else text
+        if token is None:
+            return text
+        secret = token.get_secret_value()
+        for spelling in (secret, secret.replace("+", " ")):
+            text = text.replace(spelling, "<redacted>")
+        return text
 
 
 def credentials(scope: Scope) -> bytes | None:
