@@ -581,3 +581,28 @@ def test_cpu_mode_off_linux_is_412_with_the_alternative(monkeypatch: pytest.Monk
     response = get(APP, "/debug/pprof/profile?seconds=1&mode=cpu")
     assert response.status_code == 412
     assert "mode=wall" in response.text
+
+
+@pytest.mark.parametrize(("path", "status"),
+                         [("/debug/pprof", 301), ("/debug/pprof/goroutine", 400)])
+def test_a_query_string_that_is_not_utf_8_is_never_a_500(path: str, status: int) -> None:
+    # ASGI hands the query string over as bytes and hypercorn passes raw 0xff from an HTTP/2
+    # :path; request.url decodes it as strict UTF-8, which the bare-prefix redirect and the
+    # error handler's own log line both did: the host's 500 page and a traceback
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "2", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"debug=\xff", "root_path": "/debug/pprof",
+             "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 40000),
+             "server": ("127.0.0.1", 8000)}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(PprofApp()(scope, receive, send))
+    assert sent[0]["status"] == status
+    if status == 301:
+        assert (b"location", b"/debug/pprof/?debug=%FF") in sent[0]["headers"]

@@ -183,10 +183,10 @@ def test_audit_line_has_fields_and_never_the_token(caplog):
 
 # --- raw ASGI requests: header values are bytes, exactly as a server hands them over ---------
 
-async def _drive(app, headers, client=("127.0.0.1", 40000), path="/x"):
+async def _drive(app, headers, client=("127.0.0.1", 40000), path="/x", query=b""):
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
         "root_path": "", "headers": list(headers), "client": client,
         "server": ("127.0.0.1", 8000),
     }
@@ -502,3 +502,67 @@ def test_hostile_forwarded_for_from_a_trusted_proxy_is_a_clean_403(xff):
                                  client=("10.0.0.1", 51000))
     _assert_clean_refusal(status, headers, body, 403)
     assert body.isascii() and b"\x1b" not in body and len(body) < 600
+
+
+def test_a_zone_id_in_a_forged_client_is_not_echoed_raw(caplog):
+    # uvicorn trusting everyone takes "[::1%<ESC>...]:4444" from X-Forwarded-For as the client;
+    # the refusal and the audit line named it with the zone's bytes as they came
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    app = ProxyHeadersMiddleware(AuthMiddleware(_inner, Settings(**PROXIED)), trusted_hosts="*")
+    forged = (b"x-forwarded-for", b"[::1%\x1b[2J\xe2\x80\xa8]:4444")
+    status, headers, body = asyncio.run(_drive(app, [forged, BEARER],
+                                               client=("203.0.113.9", 51000)))
+    _assert_clean_refusal(status, headers, body, 403)
+    assert body.isascii() and b"\x1b" not in body and b"%" not in body
+    (line,) = _audit_lines(caplog)
+    assert "client=unverified:::1 " in line and "\x1b" not in line
+
+
+@pytest.mark.parametrize("rewritten", [b"127.0.0.1", b"rebound.evil.example:6060"])
+def test_a_host_that_may_come_from_x_forwarded_host_is_not_served_without_a_token(rewritten):
+    # hypercorn's ProxyFixMiddleware (legacy mode, its default) replaces Host with
+    # X-Forwarded-Host and keeps that header; after rebinding, the attacker's page is
+    # same-origin, so its fetch() may set X-Forwarded-Host: 127.0.0.1 and pass the Host check
+    headers = [(b"host", rewritten), (b"x-forwarded-host", b"127.0.0.1")]
+    status, response_headers, body = _raw(Settings(), headers)
+    _assert_clean_refusal(status, response_headers, body, 403)
+    assert b"X-Forwarded-Host" in body and b"DNS rebinding" in body
+    assert _raw(Settings(token=TOKEN), [*headers, BEARER])[0] == 200  # with a token Host is moot
+    assert _raw(Settings(allowed_hosts=["*"]), headers)[0] == 200  # any Host, as configured
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(allow_clients=["127.0.0.2/32"])])
+def test_a_query_string_that_is_not_utf_8_is_audited_not_raised(caplog, settings):
+    # ASGI hands the query string over as bytes; hypercorn passes raw 0xff from an HTTP/2 :path.
+    # The audit line read request.url, which decodes it as strict UTF-8: a UnicodeDecodeError
+    # after the answer, i.e. the server's "Exception in ASGI application" traceback per request,
+    # for any client, refused ones too
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    app = AuthMiddleware(_inner, settings)
+    status, _, _ = asyncio.run(_drive(app, [], path="/goroutine", query=b"debug=\xff&seconds=\xc3"))
+    (line,) = _audit_lines(caplog)
+    assert f"status={status}" in line and "path=/goroutine" in line
+
+
+def test_daphne_proxy_headers_cannot_spoof_loopback_with_x_forwarded_port():
+    # daphne --proxy-headers (no trusted-host list) sets scope["client"] to the left-most
+    # X-Forwarded-For address and int(X-Forwarded-Port): a remote client became 127.0.0.1:4444,
+    # neither port 0 nor a hop's port, and passed allow_clients (issue 10 item 18)
+    headers = [(b"x-forwarded-for", b"127.0.0.1"), (b"x-forwarded-port", b"4444"), BEARER]
+    status, _, body = _raw(Settings(**PROXIED), headers, client=("127.0.0.1", 4444))
+    assert status == 403, body
+    assert b"replaced the client address" in body and b"daphne" in body
+
+
+def test_a_token_with_plus_signs_pasted_into_the_query_is_not_logged(caplog):
+    # base64 tokens (openssl rand -base64 32) hold '+'; a query string decodes '+' as a space,
+    # so the redaction, looking for the token as configured, let "abc def ..." through
+    caplog.set_level(logging.INFO, logger="pyprof_http.audit")
+    token = "Zm9v+YmFy/YmF6+cXV4+cXV1eA=="
+    _get(Settings(token=token), headers={"Authorization": f"Bearer {token}"},
+         path=f"/goroutine?seconds={token}&{token}=1")
+    (line,) = _audit_lines(caplog)
+    assert token.replace("+", " ") not in line and "YmFy/YmF6" not in line
+    assert "<redacted>" in line

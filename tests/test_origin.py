@@ -91,3 +91,47 @@ def test_a_trusted_proxy_without_x_forwarded_for_is_doubted_not_taken_as_the_cli
     value = "for=203.0.113.9" if name == b"forwarded" else "203.0.113.9"
     seen = see_client(_scope("10.0.0.1", value, 51000, name), PROXIES)
     assert seen.doubt is not None and "no X-Forwarded-For" in seen.doubt
+
+
+@pytest.mark.parametrize(("peer", "port", "xff"), [
+    ("10.0.0.1", 51000, "fe80::1%\x1b[2J"),              # a trusted proxy's hop
+    ("10.0.0.1", 51000, "[::1%\x85evil]:80"),
+    ("::1%\x1b[2J\u2028", 0, "[::1%\x1b[2J\u2028]:0"),    # uvicorn rewrote the client from it
+    ("fe80::1%\x1b]0;pwned\x07", 4444, None),           # whatever the server reported
+])
+def test_an_ipv6_zone_id_never_reaches_what_is_shown_or_logged(peer, port, xff):
+    # A zone id ("%eth0") is free text to ipaddress: ESC, BEL, NEL, U+2028 pass. It names a link
+    # on the machine that saw the address, says nothing about allow_clients, and was echoed raw
+    # into the 403 body and the audit line's client= field.
+    seen = see_client(_scope(peer, xff, port), PROXIES)
+    for text in (seen.shown, seen.logged, seen.doubt or ""):
+        assert "%" not in text and text.isascii() and text.isprintable(), text
+    assert seen.address is not None and getattr(seen.address, "scope_id", None) is None
+
+
+def test_a_zone_id_does_not_change_which_network_an_address_is_in():
+    assert str(see_client(_scope("fe80::1%eth0"), ()).address) == "fe80::1"
+    assert str(see_client(_scope("10.0.0.1", "::1%lo"), PROXIES).address) == "::1"
+
+
+@pytest.mark.parametrize(("xff", "port_header", "port"), [
+    (b"127.0.0.1", b"4444", 4444),
+    (b"127.0.0.1, 203.0.113.9", b" 4444", 4444),
+    (b"::1", b"+4_444", 4444),
+    (b"127.0.0.1", "\u0664\u0664\u0664\u0664".encode(), 4444),  # int() reads Arabic-Indic digits
+])
+def test_a_client_rewritten_with_a_port_from_x_forwarded_port_is_doubted(xff, port_header, port):
+    # daphne --proxy-headers trusts anyone: the left-most X-Forwarded-For address becomes the
+    # client, with int(X-Forwarded-Port) as its port, so neither port 0 nor a hop's port shows
+    peer = xff.split(b",")[0].decode()
+    scope = {"client": (peer, port),
+             "headers": [(b"x-forwarded-for", xff), (b"x-forwarded-port", port_header)]}
+    seen = see_client(scope, PROXIES)
+    assert seen.doubt is not None and "replaced the client address" in seen.doubt
+
+
+def test_x_forwarded_port_alone_does_not_doubt_a_real_peer():
+    scope = {"client": ("10.0.0.1", 51000),
+             "headers": [(b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-port", b"443")]}
+    seen = see_client(scope, PROXIES)
+    assert seen.doubt is None and str(seen.address) == "203.0.113.9"

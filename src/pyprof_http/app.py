@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -82,7 +83,7 @@ class PprofApp:
         except PprofError as exc:
             response = error_response(exc.status_code, exc.reason)
         except Exception:  # a bug of ours must not become the host's bare 500 page
-            _LOG.exception("pyprof_http failed to serve %s", printable(request.url.path))
+            _LOG.exception("pyprof_http failed to serve %s", printable(request.scope["path"]))
             response = error_response(500, "internal error in pyprof_http; see the server log")
         finally:
             CURRENT_OWNER.reset(owner)
@@ -96,7 +97,7 @@ class PprofApp:
             response.headers["Allow"] = "GET, HEAD"
             return response
         if path == "":
-            return RedirectResponse(request.url.path + "/" + _query(request), status_code=301)
+            return RedirectResponse(request.scope["path"] + "/" + _query(request), status_code=301)
         if path == "/":
             return self._index(request)
         spec = BY_NAME.get(path[1:])
@@ -192,7 +193,10 @@ def _route_path(scope: Scope) -> str:
 
 
 def _query(request: Request) -> str:
-    return f"?{request.url.query}" if request.url.query else ""
+    """``?`` and the query as sent, bytes outside ASCII percent-encoded. Not request.url: it
+    decodes the query as strict UTF-8, and ASGI allows any bytes (hypercorn passes them)."""
+    raw: bytes = request.scope.get("query_string", b"")
+    return "?" + quote_from_bytes(raw, safe="/?:@!$&'()*+,;=%") if raw else ""
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -134,22 +134,33 @@ class AuthMiddleware:
             return
         request = Request(scope)
         redact = self._redact
-        params = {redact(k)[:64]: (redact(v)[:64] if k in _LOGGED_PARAMS else "<not logged>")
-                  for k, v in request.query_params.items()}
+        params = {}
+        for k, v in request.query_params.items():
+            # redacted as one "k=v": a token holding '=' (base64) is split across key and value
+            key, _, value = redact(f"{k}={v}").partition("=")
+            params[key[:64]] = value[:64] if k in _LOGGED_PARAMS else "<not logged>"
+        # scope["path"], not request.url.path: building the URL decodes the query string as
+        # strict UTF-8, and ASGI allows any bytes there (hypercorn passes them from HTTP/2).
         # The path and an authorizer's principal are foreign text: escaped so that a refused
         # client cannot forge audit lines (NEL, U+2028) or write terminal escapes into the log;
         # the params are JSON with ASCII escapes already.
+        path = printable(redact(scope.get("path", ""))[:256])
         AUDIT.info(
             "client=%s principal=%s path=%s params=%s status=%s duration_ms=%.1f",
-            printable(client or "-"), printable(principal),
-            printable(redact(request.url.path)[:256]),
+            printable(client or "-"), printable(principal), path,
             json.dumps(params, sort_keys=True), status, seconds * 1000,
         )
 
     def _redact(self, text: str) -> str:
-        """A token pasted into a URL must not reach the log (redacted before any truncation)."""
+        """A token pasted into a URL must not reach the log (redacted before any truncation),
+        in either spelling: a query string reads each '+' of a base64 token as a space."""
         token = self.settings.token
-        return text.replace(token.get_secret_value(), "<redacted>") if token is not None else text
+        if token is None:
+            return text
+        secret = token.get_secret_value()
+        for spelling in (secret, secret.replace("+", " ")):
+            text = text.replace(spelling, "<redacted>")
+        return text
 
 
 def credentials(scope: Scope) -> bytes | None:

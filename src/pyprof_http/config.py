@@ -57,7 +57,8 @@ class Settings(BaseSettings):
         default=(),
         description="Peers whose X-Forwarded-For is believed, and only when such a peer is the "
         "one connected: the server must pass the real peer in scope['client'] (uvicorn "
-        "--forwarded-allow-ips '', no hypercorn ProxyFixMiddleware); a request whose client the "
+        "--forwarded-allow-ips '', no hypercorn ProxyFixMiddleware, no daphne --proxy-headers); "
+        "a request whose client the "
         "server already replaced from a forwarding header is refused.",
     )
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(

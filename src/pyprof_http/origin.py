@@ -11,13 +11,16 @@ and says in one line why when it cannot:
   and with ``--forwarded-allow-ips '*'`` anyone can claim to be ``127.0.0.1``. Such a rewrite is
   recognised by what those middlewares leave behind: the forwarding header stays in the scope,
   and the new client has port 0 (no TCP peer has; both set it when the hop names no port) or is
-  exactly a hop's ``address:port`` (uvicorn >= 0.30 takes the port from the hop). The request is
+  exactly a hop's ``address:port`` (uvicorn >= 0.30 takes the port from the hop) or a hop's
+  address with a port from ``X-Forwarded-Port`` (daphne ``--proxy-headers``). The request is
   then refused rather than guessed at. A server that rewrote the client *and* dropped the header
   could not be recognised: none known does.
 - **The Host.** Without a token or an authorizer, a browser on the same machine is the threat: a
   page whose name is rebound to 127.0.0.1 (DNS rebinding) reaches the profiler with its own name
   in ``Host``. So only an IP literal, ``localhost`` or a configured name is served. A request
-  without ``Host`` (HTTP/1.0) is not from a browser and is served.
+  without ``Host`` (HTTP/1.0) is not from a browser and is served. One with
+  ``X-Forwarded-Host`` is not: hypercorn's ``ProxyFixMiddleware`` copies that into ``Host``,
+  and the rebound page, being same-origin by then, may set it.
 - **Cross-site requests.** A page on another site can make the browser fire
   ``profile?seconds=60`` at a loopback port (and send cached Basic credentials along) without
   reading the answer. Browsers label such requests ``Sec-Fetch-Site: cross-site``; only a
@@ -26,6 +29,7 @@ and says in one line why when it cannot:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 from collections.abc import Iterable, Iterator
@@ -77,12 +81,15 @@ def see_client(scope: Scope, trusted_proxies: tuple[Network, ...]) -> Client:
             "request carries a forwarding header (X-Forwarded-For, Forwarded or X-Real-IP) but "
             "trusted_proxies is not set, so its client cannot be established; a proxy in front "
             "needs PYPROF_TRUSTED_PROXIES and a token"))
-    if port == 0 or (peer, port) in set(_hops(forwarding)):
+    hops = set(_hops(forwarding))
+    if (port == 0 or (peer, port) in hops
+            or (port in _forwarded_ports(scope) and any(peer == hop for hop, _ in hops))):
         return Client(peer, str(peer), doubt=(
             f"the server replaced the client address ({peer}) with one from a forwarding "
             "header, so the connecting peer is unknown; with trusted_proxies the server must "
             "leave that to pyprof_http: run uvicorn with --forwarded-allow-ips '' (or "
-            "--no-proxy-headers), hypercorn without ProxyFixMiddleware"))
+            "--no-proxy-headers), hypercorn without ProxyFixMiddleware, daphne without "
+            "--proxy-headers"))
     if not within(peer, trusted_proxies):
         return Client(peer, f"{peer} (not a trusted proxy, so its X-Forwarded-For is ignored)")
     chain = _forwarded_for(forwarding)
@@ -106,7 +113,12 @@ def see_client(scope: Scope, trusted_proxies: tuple[Network, ...]) -> Client:
 
 def host_refusal(scope: Scope, allowed_hosts: tuple[str, ...]) -> str | None:
     """Why the ``Host`` of ``scope`` may not be served without credentials; None if it may."""
-    hosts = [value for name, value in scope.get("headers", ()) if name == b"host"]
+    headers = scope.get("headers", ())
+    if "*" not in allowed_hosts and any(name == b"x-forwarded-host" for name, _ in headers):
+        return ("request carries X-Forwarded-Host, from which Host may have been rewritten "
+                "(hypercorn's ProxyFixMiddleware does), so Host cannot be checked against DNS "
+                "rebinding; without a token only direct requests are served: set a token")
+    hosts = [value for name, value in headers if name == b"host"]
     if not hosts:
         return None  # HTTP/1.0 without Host: not a browser, so not a rebinding page
     if len(hosts) > 1:
@@ -157,15 +169,25 @@ def cross_site_refusal(scope: Scope) -> str | None:
 
 
 def parse_ip(text: object) -> IPAddress | None:
-    """An address from ``text``, IPv4-mapped IPv6 as IPv4; None for anything else."""
+    """An address from ``text``, IPv4-mapped IPv6 as IPv4, without an IPv6 zone id; None for
+    anything else.
+
+    The zone (``fe80::1%eth0``) names a link on the machine that saw the address and has no
+    bearing on ``allow_clients``; to :mod:`ipaddress` it is free text (ESC, NEL, U+2028 pass),
+    and a forwarding header or a server that believed one can put it here, so it is dropped
+    before the address is ever shown in a refusal or the audit line.
+    """
     if not isinstance(text, str):
         return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped  # dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
     return address
 
 
@@ -209,6 +231,17 @@ def _hops(forwarding: list[tuple[bytes, bytes]]) -> Iterator[tuple[IPAddress, in
             address, port = _hop(text)
             if address is not None:
                 yield address, port
+
+
+def _forwarded_ports(scope: Scope) -> set[int]:
+    """The ports ``X-Forwarded-Port`` names, read as daphne ``--proxy-headers`` reads them
+    (UTF-8, ``int()``) when it pairs one with the left-most X-Forwarded-For address."""
+    ports: set[int] = set()
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-port":
+            with contextlib.suppress(ValueError):
+                ports.add(int(value.decode("utf-8", "replace")))
+    return ports
 
 
 def _hop_ip(text: str) -> IPAddress | None:
