@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .errors import Forbidden, PprofError, Unauthorized, error_response
-from .origin import Client, cross_site_refusal, host_refusal, see_client, shown_networks, within
+from .origin import Client, cross_site_refusal, host_refusal, see_client, within
 from .sanitize import printable
 
 AUDIT = logging.getLogger("pyprof_http.audit")
@@ -44,6 +45,10 @@ class Decision(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     CHALLENGE = "challenge"
+
+
+_DECISION_WORDS = frozenset(d.value for d in Decision) | {"true", "false", "none"}
+"""Strings an authorizer may return by mistake for a Decision or a bool: never a principal."""
 
 
 class AuthMiddleware:
@@ -98,10 +103,10 @@ class AuthMiddleware:
             raise Forbidden(client.doubt)
         if client.address is None or not within(client.address, settings.allow_clients):
             raise Forbidden(
-                f"client {client.shown} is not in allow_clients "
-                f"(PYPROF_ALLOW_CLIENTS={shown_networks(settings.allow_clients)}); to let it in, "
-                "add it there, and for an address beyond loopback a token (PYPROF_TOKEN) or an "
-                "authorizer is then required too"
+                # the configured networks are not shown: they may map internal ranges
+                f"client {client.shown} is not in allow_clients; to let it in, add it to "
+                "PYPROF_ALLOW_CLIENTS, and for an address beyond loopback a token "
+                "(PYPROF_TOKEN) or an authorizer is then required too"
             )
         refusal = cross_site_refusal(scope)
         if refusal is not None:
@@ -199,13 +204,18 @@ async def _ask(authorize: Callable[[Request], Any], request: Request) -> str:
         answer = authorize(request)
         if inspect.isawaitable(answer):
             answer = await answer
+    except HTTPException as exc:  # the app's own way to say 401 or 403: honoured, not logged
+        if exc.status_code == 401:
+            raise Unauthorized("credentials required by the application's authorizer") from None
+        raise Forbidden("denied by the application's authorizer") from None
     except Exception:  # the app's bug must not become a 500 or an open door
         logging.getLogger("pyprof_http").exception("the authorize callable raised; denying")
         raise Forbidden("the application's authorizer failed; denied") from None
     if answer is True or answer is Decision.ALLOW:
         return "authorizer"
-    if isinstance(answer, str) and answer and not isinstance(answer, Decision):
-        return answer
+    if (isinstance(answer, str) and not isinstance(answer, Decision) and answer.strip()
+            and answer.strip().lower() not in _DECISION_WORDS):
+        return answer  # a principal name; a blank one or "deny" is no grant (fail closed)
     if answer is Decision.CHALLENGE:
         raise Unauthorized("credentials required by the application's authorizer")
     raise Forbidden("denied by the application's authorizer")

@@ -21,10 +21,12 @@ and says in one line why when it cannot:
   without ``Host`` (HTTP/1.0) is not from a browser and is served. One with
   ``X-Forwarded-Host`` is not: hypercorn's ``ProxyFixMiddleware`` copies that into ``Host``,
   and the rebound page, being same-origin by then, may set it.
-- **Cross-site requests.** A page on another site can make the browser fire
+- **Requests from other sites.** A page on another site can make the browser fire
   ``profile?seconds=60`` at a loopback port (and send cached Basic credentials along) without
-  reading the answer. Browsers label such requests ``Sec-Fetch-Site: cross-site``; only a
-  top-level navigation (a link the user followed) is served then.
+  reading the answer. Browsers label such requests ``Sec-Fetch-Site: cross-site``, or
+  ``same-site`` when the page is another port of the same host (a notebook or dev server on
+  127.0.0.1, whose pages may show anyone's content). Only a top-level navigation that a user
+  made (``Sec-Fetch-User: ?1``: a click, not a script re-navigating a popup) is served then.
 """
 
 from __future__ import annotations
@@ -156,16 +158,20 @@ def host_accepted(value: bytes, allowed_hosts: Iterable[str]) -> bool:
     return True
 
 
+_SEC_FETCH = (b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest", b"sec-fetch-user")
+
+
 def cross_site_refusal(scope: Scope) -> str | None:
     """Why a browser request from another site is refused; None for anything else."""
-    fetch = {name: value for name, value in scope.get("headers", ())
-             if name in (b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest")}
-    if fetch.get(b"sec-fetch-site") != b"cross-site":
+    fetch = {name: value for name, value in scope.get("headers", ()) if name in _SEC_FETCH}
+    site = fetch.get(b"sec-fetch-site")
+    if site not in (b"cross-site", b"same-site"):
         return None
-    if fetch.get(b"sec-fetch-mode") == b"navigate" and fetch.get(b"sec-fetch-dest") == b"document":
+    if (fetch.get(b"sec-fetch-mode") == b"navigate" and fetch.get(b"sec-fetch-dest") == b"document"
+            and fetch.get(b"sec-fetch-user") == b"?1"):
         return None  # the user followed a link: what they see is what they asked for
-    return ("cross-site request from a web page refused (Sec-Fetch-Site: cross-site); open the "
-            "URL directly")
+    return (f"request from another site's web page refused (Sec-Fetch-Site: {site.decode()}); "
+            "open the URL directly")
 
 
 def parse_ip(text: object) -> IPAddress | None:
@@ -194,14 +200,6 @@ def parse_ip(text: object) -> IPAddress | None:
 def within(address: IPAddress, networks: tuple[Network, ...]) -> bool:
     """Whether ``address`` is in any of ``networks``."""
     return any(address.version == n.version and address in n for n in networks)
-
-
-def shown_networks(networks: tuple[Network, ...], limit: int = 4) -> str:
-    """``127.0.0.0/8,::1`` for a refusal, cut after ``limit`` networks."""
-    if not networks:
-        return "(empty)"
-    names = [str(n) for n in networks[:limit]]
-    return ",".join(names) + (f",... ({len(networks)} in all)" if len(networks) > limit else "")
 
 
 def _is_port(text: str) -> bool:
