@@ -274,8 +274,9 @@ PROFILES: tuple[ProfileSpec, ...] = (
     ),
     ProfileSpec(
         name="objects",
-        description="Live objects by type (gc.get_objects, shallow sys.getsizeof; ints, strs "
-        "and floats are mostly not gc-tracked, so absent); seconds=N shows the types whose "
+        description="Live objects by type (gc.get_objects, shallow sizes that never call the "
+        "app's __sizeof__; ints, strs and floats are mostly not gc-tracked, so absent); "
+        "seconds=N shows the types whose "
         "count grew. No tracing needed: ~0.2 s per million objects, off the event loop.",
         collect=_collect_objects,
         formats=_profile_formats("pprof", "flamegraph", "json") | {"text": _needs(
