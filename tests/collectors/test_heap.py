@@ -342,3 +342,14 @@ def test_a_cut_off_window_stops_tracing_before_the_request_runs_again() -> None:
     asyncio.run(main())
     assert tracing_when_told == [False]
     assert not tracemalloc.is_tracing()
+
+
+def test_a_window_that_ends_before_tracing_began_is_empty_not_an_error() -> None:
+    """Shutdown can end a wait within its first loop turns, before tracing starts."""
+
+    async def wait(seconds: float) -> None:
+        return None
+
+    capture = asyncio.run(heap.trace_window(5, 8, wait))
+    assert capture.profile.samples == ()
+    assert not tracemalloc.is_tracing()

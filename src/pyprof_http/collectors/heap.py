@@ -209,6 +209,8 @@ async def _own_window(seconds: float, frames: int, wait: Callable[[float], Await
 
     def snapshot_and_stop() -> tuple[tracemalloc.Snapshot, TraceState]:
         try:
+            if not window.began:  # ended (shutdown) before its first loop turns: nothing seen
+                return tracemalloc.Snapshot((), frames), read_state()
             return take_snapshot(gc_first)
         finally:
             window.end()
@@ -218,6 +220,7 @@ async def _own_window(seconds: float, frames: int, wait: Callable[[float], Await
             window.end()
             taker.cancel()
         else:
+            window.seal()
             taker.start()
 
     taker = Standby(snapshot_and_stop)
@@ -230,6 +233,7 @@ async def _own_window(seconds: float, frames: int, wait: Callable[[float], Await
         window.end()
         taker.cancel()
         raise
+    window.seal()  # the wait may end without a wake hook (a wait that never suspended)
     try:
         return await taker.run()
     finally:
@@ -244,12 +248,20 @@ class _Window:
         self._frames = frames
         self._state: Literal["pending", "tracing", "ended"] = "pending"
         self._lock = threading.Lock()  # ended by the snapshot thread or the loop
+        self.began = False
 
     def begin(self) -> None:
         with self._lock:
             if self._state == "pending" and not tracemalloc.is_tracing():
                 tracemalloc.start(self._frames)
                 self._state = "tracing"
+                self.began = True
+
+    def seal(self) -> None:
+        """No start from now on (the window is over); tracing, if on, stays for the snapshot."""
+        with self._lock:
+            if self._state == "pending":
+                self._state = "ended"
 
     def end(self) -> None:
         with self._lock:
