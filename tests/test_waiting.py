@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import yappi
-from starlette.requests import Request
 
+from asgi_client import FakeClient
 from pyprof_http import PprofApp, Settings
 from pyprof_http._waiting import (
     ClientDisconnected,
@@ -28,26 +28,6 @@ from pyprof_http._waiting import (
     before_wake,
     sleep_unless_disconnected,
 )
-
-
-class FakeClient:
-    """An ASGI ``receive`` whose client disconnects when told to."""
-
-    def __init__(self) -> None:
-        self.gone = asyncio.Event()
-        self.sent_body = False
-
-    async def receive(self) -> dict[str, Any]:
-        if not self.sent_body:
-            self.sent_body = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.gone.wait()
-        return {"type": "http.disconnect"}
-
-
-def _request(client: FakeClient) -> Request:
-    return Request({"type": "http", "method": "GET", "path": "/", "headers": [],
-                    "query_string": b""}, client.receive)
 
 
 def test_wait_parks_the_request_on_one_suspension() -> None:
@@ -72,7 +52,7 @@ def test_wait_parks_the_request_on_one_suspension() -> None:
 
     async def main() -> None:
         client = FakeClient()
-        await Counting(sleep_unless_disconnected(_request(client), 0.35))
+        await Counting(sleep_unless_disconnected(client.request(), 0.35))
 
     asyncio.run(main())
     assert resumes == 1
@@ -84,11 +64,11 @@ def test_before_wake_runs_before_the_request_resumes_and_says_why() -> None:
     async def main() -> None:
         stays, leaves = FakeClient(), FakeClient()
         with before_wake(lambda gone: order.append(f"hook gone={gone}")):
-            await sleep_unless_disconnected(_request(stays), 0.05)
+            await sleep_unless_disconnected(stays.request(), 0.05)
             order.append("resumed")
             asyncio.get_running_loop().call_later(0.05, leaves.gone.set)
             with pytest.raises(ClientDisconnected):
-                await sleep_unless_disconnected(_request(leaves), 30)
+                await sleep_unless_disconnected(leaves.request(), 30)
             order.append("resumed")
 
     asyncio.run(main())

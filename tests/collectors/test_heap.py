@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from starlette.requests import Request
 
 import pprof_schema
-from pyprof_http._waiting import ClientDisconnected, sleep_unless_disconnected
+from asgi_client import FakeClient
+from pyprof_http._waiting import ClientDisconnected
 from pyprof_http.collectors import heap
 from pyprof_http.collectors.heap import HeapCapture
 from pyprof_http.errors import PreconditionFailed
@@ -261,27 +261,6 @@ def test_build_profile_drops_the_repeated_comprehension_frame() -> None:
     assert sample.values == (1, 10)
 
 
-class _Client:
-    """An ASGI receive whose client leaves when told."""
-
-    def __init__(self) -> None:
-        self.gone = asyncio.Event()
-
-    async def receive(self) -> dict[str, object]:
-        await self.gone.wait()
-        return {"type": "http.disconnect"}
-
-
-def _waiting_request(client: _Client) -> Callable[[float], Awaitable[None]]:
-    request = Request({"type": "http", "method": "GET", "path": "/", "headers": [],
-                       "query_string": b""}, client.receive)
-
-    async def wait(seconds: float) -> None:  # as app.py's
-        await sleep_unless_disconnected(request, seconds)
-
-    return wait
-
-
 def test_a_window_starts_no_thread_and_sets_nothing_up_while_tracing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before CPython 3.12.5 every traceback tracemalloc records stays allocated after stop
@@ -304,7 +283,7 @@ def test_a_window_starts_no_thread_and_sets_nothing_up_while_tracing(
         return real_create_task(self, coro, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(asyncio.BaseEventLoop, "create_task", recording_create_task)
-    capture = asyncio.run(heap.trace_window(0.3, 8, _waiting_request(_Client())))
+    capture = asyncio.run(heap.trace_window(0.3, 8, FakeClient().wait()))
     assert capture.mode == "window"
     assert tracing_at_start and not any(tracing_at_start), tracing_at_start
     assert created_while_tracing == []
@@ -317,8 +296,8 @@ def test_a_cut_off_window_stops_tracing_before_the_request_runs_again() -> None:
     tracing_when_told: list[bool] = []
 
     async def main() -> None:
-        client = _Client()
-        inner = _waiting_request(client)
+        client = FakeClient()
+        inner = client.wait()
 
         async def wait(seconds: float) -> None:
             try:

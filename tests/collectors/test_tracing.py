@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import yappi
-from starlette.requests import Request
 
 import pyprof_http
-from pyprof_http._waiting import ClientDisconnected, sleep_unless_disconnected
+from asgi_client import FakeClient
+from pyprof_http._waiting import ClientDisconnected
 from pyprof_http.collectors import tracing
 from pyprof_http.collectors.tracing import FunctionStats, Tracer, TracingCapture
 from pyprof_http.errors import Conflict
@@ -301,17 +301,6 @@ def test_loop_keeps_running_while_a_large_trace_is_read(monkeypatch: pytest.Monk
     _assert_yappi_clean("cpu")
 
 
-class _Client:
-    """An ASGI receive for a request whose client stays, or leaves when told."""
-
-    def __init__(self) -> None:
-        self.gone = asyncio.Event()
-
-    async def receive(self) -> dict[str, Any]:
-        await self.gone.wait()
-        return {"type": "http.disconnect"}
-
-
 def _coroutines() -> int:
     gc.collect()
     return sum(1 for o in gc.get_objects() if isinstance(o, types.CoroutineType))
@@ -324,12 +313,10 @@ def test_a_trace_keeps_none_of_its_requests_coroutines() -> None:
     request_chain_depth = 4
 
     async def one_trace() -> TracingCapture:
-        client = _Client()
-        request = Request({"type": "http", "method": "GET", "path": "/", "headers": [],
-                           "query_string": b""}, client.receive)
+        stays = FakeClient().wait()
 
-        async def wait(seconds: float) -> None:  # as app.py's, a coroutine or two deep
-            await sleep_unless_disconnected(request, 0.05)
+        async def wait(seconds: float) -> None:
+            await stays(0.05)
 
         async def nested(depth: int) -> TracingCapture:
             if depth:

@@ -8,37 +8,13 @@ no timeline (our samples are aggregated by stack: there is no time order to draw
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from live_server import Server
-from playwright.sync_api import Browser, ConsoleMessage, Route, sync_playwright
-
-CHROMIUM = "/usr/bin/chromium"
-RECORD_CSP_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", function (e) {
-  window.__cspViolations.push(e.violatedDirective + " blocked " + e.blockedURI);
-});
-"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is required (Debian package chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield launched
-        finally:
-            launched.close()
+from playwright.sync_api import Browser, ConsoleMessage, Route
+from test_browser import RECORD_CSP_VIOLATIONS, browser  # noqa: F401 -- its fixture
 
 
 def test_pyinstrument_page_needs_no_network_and_shows_no_timeline(
-        browser: Browser, server: Server) -> None:
+        browser: Browser, server: Server) -> None:  # noqa: F811 -- the imported fixture
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
