@@ -142,6 +142,8 @@ def rate_in_window(seconds: float, frames: int) -> float:
     result = [0.0]
 
     async def wait(s: float) -> None:
+        await asyncio.sleep(0.01)  # a window starts tracing once the request is parked
+        assert tracemalloc.is_tracing()
         result[0] = handler_work(HANDLER_DEPTH, time.perf_counter() + s) / s
 
     asyncio.run(heap.trace_window(seconds, frames, wait))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
-import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from starlette.requests import Request
 
@@ -26,6 +26,23 @@ _RENDERS = threading.BoundedSemaphore(4)
 """Renders at once; more wait their turn (each is bounded work)."""
 
 
+WakeHook = Callable[[bool], None]
+"""Called with whether the client went away."""
+_BEFORE_WAKE: contextvars.ContextVar[WakeHook | None] = contextvars.ContextVar(
+    "pyprof_http_before_wake", default=None)
+
+
+@contextlib.contextmanager
+def before_wake(hook: WakeHook) -> Iterator[None]:
+    """Run ``hook(client_gone)`` (on the loop, from a callback) just before a wait in this
+    block wakes its request: a profiler stops there, before the request's code runs again."""
+    token = _BEFORE_WAKE.set(hook)
+    try:
+        yield
+    finally:
+        _BEFORE_WAKE.reset(token)
+
+
 class ClientDisconnected(Exception):
     """The client went away; the work stops and nothing is sent."""
 
@@ -36,8 +53,17 @@ async def sleep_unless_disconnected(
     """Wait ``seconds``; raise :class:`ClientDisconnected` as soon as the client goes away.
 
     ``stop`` (set at app shutdown) ends the wait early; the profile then covers what elapsed.
+
+    The request's coroutines stay parked on one future for the whole wait, and the checks run
+    as plain timer callbacks: a profiler that is on meanwhile sees the request suspend once and
+    resume once, and nothing new is allocated per check. That matters for yappi 1.7.6, which
+    keeps a reference to a coroutine each time it sees one suspend or return (upstream #217),
+    and for CPython's tracemalloc before 3.12.5, which never frees a traceback it recorded
+    (gh-121390). A :func:`before_wake` hook runs before the request is woken.
     """
-    deadline = time.monotonic() + seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    done: asyncio.Future[None] = loop.create_future()
 
     async def disconnected() -> None:
         while True:
@@ -45,43 +71,96 @@ async def sleep_unless_disconnected(
             if message["type"] == "http.disconnect":
                 return
 
-    watcher = asyncio.get_running_loop().create_task(
-        disconnected(), name="pyprof_http-disconnect-watch"
-    )
+    watcher = loop.create_task(disconnected(), name="pyprof_http-disconnect-watch")
+    timer: asyncio.TimerHandle | None = None
+    hook = _BEFORE_WAKE.get()
+
+    def wake(_: object = None) -> None:
+        if done.done():
+            return
+        try:
+            if hook is not None:
+                hook(_client_gone(watcher))
+        finally:  # a failing hook is the loop's to log; the request must still wake
+            done.set_result(None)
+
+    def check() -> None:
+        nonlocal timer
+        left = deadline - loop.time()
+        if left <= 0 or (stop is not None and stop.is_set()) or SESSIONS.shutting_down:
+            wake()
+        elif not done.done():
+            timer = loop.call_at(loop.time() + min(left, _STOP_POLL_S), check)
+
+    watcher.add_done_callback(wake)
+    check()
     try:
-        while not watcher.done() and not (stop is not None and stop.is_set()) \
-                and not SESSIONS.shutting_down:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            await asyncio.wait({watcher}, timeout=min(left, _STOP_POLL_S))
+        await done
     finally:
+        if timer is not None:
+            timer.cancel()
+        watcher.remove_done_callback(wake)
         watcher.cancel()
-    if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
+    if _client_gone(watcher):
         raise ClientDisconnected
+
+
+def _client_gone(watcher: asyncio.Task[None]) -> bool:
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None
+
+
+class Standby(Generic[_T]):
+    """A ``pyprof_http-render`` thread started now that runs ``fn`` once :meth:`run` is awaited.
+
+    For work that must happen while something process-wide is switched on but must not see
+    the thread being started: a heap window starts it before tracemalloc, which never frees a
+    traceback it recorded before CPython 3.12.5 (gh-121390), and a thread start is dozens.
+    """
+
+    def __init__(self, fn: Callable[[], _T]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[_T] = self._loop.create_future()
+        self._fn = fn
+        self._go = threading.Event()
+        self._cancelled = False
+        threading.Thread(target=self._main, name="pyprof_http-render", daemon=True).start()
+
+    def start(self) -> None:
+        """Set ``fn`` going now (from a callback); :meth:`run` then only waits for it."""
+        self._go.set()
+
+    async def run(self) -> _T:
+        """Run ``fn`` on the thread (unless started) and return its result or raise its error."""
+        self._go.set()
+        return await self._future
+
+    def cancel(self) -> None:
+        """Let the thread end without running ``fn``. Idempotent; too late once ``run``."""
+        if not self._go.is_set():
+            self._cancelled = True
+            self._go.set()
+
+    def _deliver(self, ok: bool, value: object) -> None:
+        if self._future.done():  # the request was cancelled meanwhile
+            return
+        if ok:
+            self._future.set_result(value)  # type: ignore[arg-type]
+        else:
+            self._future.set_exception(value)  # type: ignore[arg-type]
+
+    def _main(self) -> None:
+        self._go.wait()
+        if self._cancelled:
+            return
+        with _RENDERS:
+            try:
+                result: tuple[bool, object] = (True, self._fn())
+            except BaseException as exc:  # handed to the waiting request
+                result = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            self._loop.call_soon_threadsafe(self._deliver, *result)
 
 
 async def render_in_thread(fn: Callable[..., _T], *args: object) -> _T:
     """Run ``fn(*args)`` on a fresh daemon thread named ``pyprof_http-render``."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def deliver(ok: bool, value: object) -> None:
-        if future.done():  # the request was cancelled meanwhile
-            return
-        if ok:
-            future.set_result(value)  # type: ignore[arg-type]
-        else:
-            future.set_exception(value)  # type: ignore[arg-type]
-
-    def run() -> None:
-        with _RENDERS:
-            try:
-                result: tuple[bool, object] = (True, fn(*args))
-            except BaseException as exc:  # handed to the waiting request
-                result = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(deliver, *result)
-
-    threading.Thread(target=run, name="pyprof_http-render", daemon=True).start()
-    return await future
+    return await Standby(lambda: fn(*args)).run()

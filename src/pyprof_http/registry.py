@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._waiting import render_in_thread
-from .collectors import cpu, heap, locks, objects, stacks, threads
+from .collectors import cpu, heap, locks, objects, stacks, threads, tracing
 from .collectors.loop import WATCHDOGS, StallCapture
 from .collectors.session import SESSIONS
-from .collectors.tracing import Tracer
 from .config import Settings
 from .errors import PreconditionFailed
 from .model import Granularity, Profile, by_function
@@ -160,15 +159,7 @@ async def _collect_cpu(context: CollectContext) -> Capture:
     what = f"{query.mode} ({query.clock} clock)" if query.mode == "tracing" else query.mode
     with SESSIONS.claim("cpu", what, seconds) as stop:
         if query.mode == "tracing":
-            tracer = Tracer(query.clock)
-            tracer.start()
-            try:
-                await context.wait(seconds, stop)
-            except BaseException:  # disconnect, cancellation: stop without reading
-                tracer.cancel()
-                raise
-            capture: Capture = tracer.stop()
-            return capture
+            return await tracing.trace(query.clock, seconds, lambda s: context.wait(s, stop))
         return await cpu.record(query.mode, query.hz, seconds, settings.max_stack_depth,
                                 lambda s: context.wait(s, stop))
 
@@ -285,8 +276,9 @@ PROFILES: tuple[ProfileSpec, ...] = (
     ),
     ProfileSpec(
         name="objects",
-        description="Live objects by type (gc.get_objects, shallow sys.getsizeof; ints, strs "
-        "and floats are mostly not gc-tracked, so absent); seconds=N shows the types whose "
+        description="Live objects by type (gc.get_objects, shallow sizes that never call the "
+        "app's __sizeof__; ints, strs and floats are mostly not gc-tracked, so absent); "
+        "seconds=N shows the types whose "
         "count grew. No tracing needed: ~0.2 s per million objects, off the event loop.",
         collect=_collect_objects,
         formats=_profile_formats("pprof", "flamegraph", "json") | {"text": _needs(

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
 import pprof_schema
+from asgi_client import FakeClient
 from pyprof_http._waiting import ClientDisconnected
 from pyprof_http.collectors import heap
 from pyprof_http.collectors.heap import HeapCapture
@@ -73,6 +76,7 @@ def app_tracing() -> Iterator[int]:
 def allocating_wait(seconds: float) -> Callable[[float], Awaitable[None]]:
     async def wait(s: float) -> None:
         assert s == seconds
+        await asyncio.sleep(0.01)  # tracing starts once the request is parked (two loop turns)
         heap_hot_caller()
         await asyncio.sleep(s)
 
@@ -255,3 +259,76 @@ def test_build_profile_drops_the_repeated_comprehension_frame() -> None:
     (sample,) = profile.samples
     assert [f.function for f in sample.stack] == ["heap_hot_allocator", "heap_hot_caller"]
     assert sample.values == (1, 10)
+
+
+def test_a_window_starts_no_thread_and_sets_nothing_up_while_tracing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before CPython 3.12.5 every traceback tracemalloc records stays allocated after stop
+    (gh-121390): a window must not record its own machinery. The snapshot thread is started
+    before tracing, and the wait (future, watcher task, timer) is set up before it starts."""
+    tracing_at_start: list[bool] = []
+    real_start = threading.Thread.start
+
+    def recording_start(self: threading.Thread) -> None:
+        tracing_at_start.append(tracemalloc.is_tracing())
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    created_while_tracing: list[str] = []
+    real_create_task = asyncio.BaseEventLoop.create_task
+
+    def recording_create_task(self: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if tracemalloc.is_tracing():
+            created_while_tracing.append(getattr(coro, "__qualname__", "?"))
+        return real_create_task(self, coro, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_task", recording_create_task)
+    capture = asyncio.run(heap.trace_window(0.3, 8, FakeClient().wait()))
+    assert capture.mode == "window"
+    assert tracing_at_start and not any(tracing_at_start), tracing_at_start
+    assert created_while_tracing == []
+    assert not tracemalloc.is_tracing()
+
+
+def test_a_cut_off_window_stops_tracing_before_the_request_runs_again() -> None:
+    """The client went away: tracing stops in the callback that wakes the request, so the
+    error raised through its coroutines is not recorded (nor anything after)."""
+    tracing_when_told: list[bool] = []
+
+    async def main() -> None:
+        client = FakeClient()
+        inner = client.wait()
+
+        async def wait(seconds: float) -> None:
+            try:
+                await inner(seconds)
+            except ClientDisconnected:
+                tracing_when_told.append(tracemalloc.is_tracing())
+                raise
+
+        loop = asyncio.get_running_loop()
+
+        def leave_once_tracing() -> None:
+            if tracemalloc.is_tracing():
+                client.gone.set()
+            else:
+                loop.call_later(0.001, leave_once_tracing)
+
+        loop.call_soon(leave_once_tracing)
+        with pytest.raises(ClientDisconnected):
+            await heap.trace_window(30, 8, wait)
+
+    asyncio.run(main())
+    assert tracing_when_told == [False]
+    assert not tracemalloc.is_tracing()
+
+
+def test_a_window_that_ends_before_tracing_began_is_empty_not_an_error() -> None:
+    """Shutdown can end a wait within its first loop turns, before tracing starts."""
+
+    async def wait(seconds: float) -> None:
+        return None
+
+    capture = asyncio.run(heap.trace_window(5, 8, wait))
+    assert capture.profile.samples == ()
+    assert not tracemalloc.is_tracing()

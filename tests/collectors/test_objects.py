@@ -12,7 +12,7 @@ from pyprof_http.collectors.objects import (
     FILENAME,
     UNTRACKED_NOTE,
     ObjectsCapture,
-    _constant_size,
+    _sizer,
     growth,
     histogram,
     qualified_name,
@@ -102,23 +102,38 @@ def test_holding_a_capture_through_the_window_is_not_growth():
     assert sum(row.count for row in grown.rows) < 20, grown.rows
 
 
-def test_an_object_whose_sizeof_raises_is_counted_with_zero_bytes():
-    class BadSize:
-        def __init__(self, result: object) -> None:
-            self.result = result
+def test_the_applications_sizeof_is_never_called():
+    """pandas' ``__sizeof__`` scans the whole frame: the side thread must not run app code.
+    Such objects get what ``sys.getsizeof`` gives a class without ``__sizeof__``."""
+    calls: list[str] = []
+
+    class Deep:
+        def __init__(self) -> None:
+            self.payload = list(range(10))
 
         def __sizeof__(self) -> int:
-            if isinstance(self.result, Exception):
-                raise self.result
-            return self.result  # type: ignore[return-value]
+            calls.append("called")
+            raise RuntimeError("a deep scan")
 
-    bad = [BadSize(RuntimeError("no")), BadSize(-1), BadSize("big"), BadSize(10**30)]
+    class Plain:
+        def __init__(self) -> None:
+            self.payload = list(range(10))
+
+    class DeepList(list):  # a built-in base does not make the override safe to call
+        def __sizeof__(self) -> int:
+            calls.append("called")
+            return 10**9
+
+    deep, plain, deep_list = [Deep() for _ in range(4)], [Plain() for _ in range(4)], DeepList()
     capture = histogram()
-    name = f"{__name__}.{BadSize.__qualname__}"
-    assert _row(capture, name) == (4, 0)
-    assert capture.unsized >= 4
-    assert any("__sizeof__ raised" in c for c in capture.profile.comments)
-    assert len(bad) == 4
+    assert calls == []
+    assert capture.unsized == 0
+    assert _row(capture, f"{__name__}.{Deep.__qualname__}") == (4, 4 * sys.getsizeof(plain[0]))
+    header = sys.getsizeof(plain[0]) - object.__sizeof__(plain[0])  # GC head, managed dict
+    assert _row(capture, f"{__name__}.{DeepList.__qualname__}") == (
+        1, object.__sizeof__(deep_list) + header)
+    assert not any("could not be read" in c for c in capture.profile.comments)
+    assert len(deep) == 4
 
 
 def test_a_metaclass_with_hostile_hash_and_module_is_counted():
@@ -182,17 +197,27 @@ def test_a_hostile_type_name_stays_data():
     ]
 
 
-def test_constant_size_shortcut_matches_getsizeof_of_every_object():
-    """Types measured on their first object only really have one size, on the live heap."""
+def test_sizes_match_getsizeof_wherever_no_app_sizeof_is_defined():
+    """On the live heap, every object whose type keeps CPython's own ``__sizeof__`` is sized as
+    ``sys.getsizeof`` sizes it (the header arithmetic holds on this Python), and the types
+    measured on their first object only really have one size."""
     # keyed by id: the heap may hold classes whose metaclass refuses hashing (see above)
-    sizes: dict[int, tuple[type, set[int]]] = {}
+    constant: dict[int, tuple[type, set[int]]] = {}
+    wrong: list[tuple[str, int, int]] = []
     for obj in gc.get_objects():
         cls = type(obj)
-        if _constant_size(cls):
-            sizes.setdefault(id(cls), (cls, set()))[1].add(sys.getsizeof(obj))
-    assert len(sizes) > 20
-    assert [(cls.__qualname__, s) for cls, s in sizes.values() if len(s) != 1] == []
-    assert not _constant_size(list) and not _constant_size(tuple) and not _constant_size(type)
+        size, fixed = _sizer(cls)
+        owner = getattr(getattr(cls, "__sizeof__", None), "__objclass__", None)
+        if getattr(owner, "__module__", None) != "builtins":
+            continue  # the app's or an extension's own __sizeof__: getsizeof would run it
+        if size(obj) != sys.getsizeof(obj):
+            wrong.append((cls.__qualname__, size(obj), sys.getsizeof(obj)))
+        if fixed:
+            constant.setdefault(id(cls), (cls, set()))[1].add(sys.getsizeof(obj))
+    assert wrong == []
+    assert len(constant) > 20
+    assert [(cls.__qualname__, s) for cls, s in constant.values() if len(s) != 1] == []
+    assert not _sizer(list)[1] and not _sizer(tuple)[1] and not _sizer(type)[1]
 
 
 def test_variable_size_types_are_measured_per_object():

@@ -1,13 +1,18 @@
 import asyncio
+import gc
 import os
 import sys
 import threading
+import types
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yappi
 
 import pyprof_http
+from asgi_client import FakeClient
+from pyprof_http._waiting import ClientDisconnected
 from pyprof_http.collectors import tracing
 from pyprof_http.collectors.tracing import FunctionStats, Tracer, TracingCapture
 from pyprof_http.errors import Conflict
@@ -237,3 +242,122 @@ def test_many_cycles_leave_nothing_behind() -> None:
     assert set(threading.enumerate()) == threads_before
     assert len(yappi._fn_descriptor_dict) == descriptors_before
     assert tracing._active is None
+
+
+def _generated_functions(n: int) -> list[Any]:
+    """``n`` distinct functions, so that yappi has a large table to convert."""
+    source = "\n".join(f"def generated_{i}(x):\n    return x + {i}\n" for i in range(n))
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<generated for test_tracing>", "exec"), namespace)
+    return [namespace[f"generated_{i}"] for i in range(n)]
+
+
+def test_loop_keeps_running_while_a_large_trace_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converting yappi's stats (1.3 s for 20,000 functions) must not hold the event loop: the
+    conversion here waits until it has seen the loop run five callbacks, which it can only if
+    it runs elsewhere (on the loop it would wait out its timeout and record that it did)."""
+    functions = _generated_functions(3_000)
+    events: list[str] = []
+    loop_ran = threading.Event()
+    real_convert = tracing._convert
+
+    def gated_convert(*args: Any) -> Any:
+        events.append("convert start")
+        if not loop_ran.wait(30):
+            events.append("the loop did not run during the conversion")
+        converted = real_convert(*args)
+        events.append("convert end")
+        return converted
+
+    monkeypatch.setattr(tracing, "_convert", gated_convert)
+
+    async def wait(seconds: float) -> None:
+        await asyncio.sleep(0.05)  # yappi starts two loop turns after the wait begins
+        for function in functions:
+            function(1)
+
+    async def main() -> TracingCapture:
+        loop = asyncio.get_running_loop()
+        ticks = 0
+
+        def tick() -> None:
+            nonlocal ticks
+            if "convert start" in events:
+                ticks += 1
+                events.append("loop callback")
+                if ticks == 5:
+                    loop_ran.set()
+                    return
+            loop.call_later(0.001, tick)
+
+        loop.call_soon(tick)
+        return await tracing.trace("cpu", 1, wait)
+
+    capture = asyncio.run(main())
+    assert events[0] == "convert start" and events[-1] == "convert end", events
+    assert events.count("loop callback") == 5, events
+    names = {f.frame.function for f in capture.functions}
+    assert {f"generated_{i}" for i in range(3_000)} <= names
+    _assert_yappi_clean("cpu")
+
+
+def _coroutines() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, types.CoroutineType))
+
+
+def test_a_trace_keeps_none_of_its_requests_coroutines() -> None:
+    """yappi 1.7.6 keeps every coroutine it sees suspend or return after it saw it resume
+    (upstream #217). The request that waits for the trace must not be one of them: its
+    coroutines are parked before yappi starts and yappi halts before they run again."""
+    request_chain_depth = 4
+
+    async def one_trace() -> TracingCapture:
+        stays = FakeClient().wait()
+
+        async def wait(seconds: float) -> None:
+            await stays(0.05)
+
+        async def nested(depth: int) -> TracingCapture:
+            if depth:
+                return await nested(depth - 1)
+            return await tracing.trace("wall", 1, wait)
+
+        return await nested(request_chain_depth)
+
+    async def main() -> int:
+        for _ in range(3):  # warm-up
+            await one_trace()
+        before = _coroutines()
+        for _ in range(20):
+            await one_trace()
+        return _coroutines() - before
+
+    assert asyncio.run(main()) == 0
+    _assert_yappi_clean("cpu")
+
+
+def test_a_request_cancelled_before_yappi_starts_never_starts_it() -> None:
+    async def main() -> None:
+        async def wait(seconds: float) -> None:
+            raise ClientDisconnected
+
+        with pytest.raises(ClientDisconnected):
+            await tracing.trace("wall", 1, wait)
+        for _ in range(3):  # the delayed start's two loop turns, and one more
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    _assert_yappi_clean("cpu")
+    assert tracing._active is None
+
+
+def test_a_start_during_a_read_is_refused_at_once() -> None:
+    """The loop never waits for the module lock, which a large read holds for seconds."""
+    tracer = Tracer("cpu")
+    tracer.start()
+    tracer.halt()
+    with tracing._LOCK, pytest.raises(Conflict, match="running or being read"):  # as read()
+        Tracer("wall").start()
+    tracer.read()
+    _assert_yappi_clean("cpu")

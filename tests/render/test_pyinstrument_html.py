@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyprof_http.model import Profile, Sample, ValueType, frame
+from pyprof_http.model import Frame, Profile, Sample, ValueType, frame
 from pyprof_http.render.pyinstrument_html import render_pyinstrument, session_from_profile
 
 SAMPLES = ValueType("samples", "count")
@@ -179,7 +179,7 @@ def test_csp_allows_exactly_the_inline_blocks() -> None:
     parsed = _parse(page)
     scripts = [_sha(text) for kind, text in parsed.blocks if kind == "script"]
     styles = [_sha(text) for kind, text in parsed.blocks if kind == "style"]
-    assert len(scripts) == 2 and len(styles) == 1
+    assert len(scripts) == 3 and len(styles) == 2  # ours (call tree only), app.js, the data
     policy = rendered.content_security_policy
     assert policy.endswith("; frame-ancestors 'none'")
     directives = _directives(policy)
@@ -204,7 +204,7 @@ def test_csp_allows_exactly_the_inline_blocks() -> None:
 def test_hostile_name_is_not_markup() -> None:
     page = _render(_profile()).body.decode()
     assert "<img" not in page
-    assert page.count("</script") == 2  # only the two real script blocks end
+    assert page.count("</script") == 3  # only the three real script blocks end
     assert "<!--" not in page and "\u2028" not in page
     parsed = _parse(page)
     assert [tag for tag, _ in parsed.tags] == [
@@ -212,6 +212,8 @@ def test_hostile_name_is_not_markup() -> None:
         "head",
         "meta",
         "meta",
+        "script",
+        "style",
         "body",
         "div",
         "script",
@@ -227,3 +229,48 @@ def test_empty_profile_renders_pyinstruments_no_samples_page() -> None:
     empty = Profile((SAMPLES, CPU), (), default_sample_type="cpu")
     page = _render(empty, "empty").body.decode()
     assert _session_data(page)["frame_tree"] is None
+
+
+RESOURCE_URL = re.compile(
+    r"""(?:href|src|srcset|action|poster|data)\s*=\s*["']?\s*https?://"""  # attributes
+    r"""|\.(?:href|src)\s*=\s*["'`]https?://"""  # set from script
+    r"""|@import\s*(?:url\()?\s*["']?https?://|url\(\s*["']?https?://"""  # CSS
+    r"""|(?:fetch|open|import)\(\s*["'`]https?://""",
+    re.IGNORECASE,
+)
+
+
+def test_page_references_nothing_on_the_network() -> None:
+    """The page must work offline: no link, script, image, @import, url() or fetch to http(s).
+    What remains of "http" are XML namespace names (``http://www.w3.org/2000/svg``), which are
+    identifiers, never fetched."""
+    page = _render(_profile()).body.decode()
+    assert RESOURCE_URL.findall(page) == []
+    assert "fonts.googleapis" not in page and "fonts.gstatic" not in page
+    assert set(re.findall(r"https?://[^\s\"'`)]*", page)) <= {"http://www.w3.org/2000/svg"}
+    assert RESOURCE_URL.search('r.href="https://fonts.googleapis.com/css"')  # the check bites
+
+
+def test_timeline_is_hidden_and_call_tree_forced() -> None:
+    """Samples are aggregated by stack, so a timeline would draw them as if in time order: the
+    view switch is hidden and the saved view reset, before app.js reads it."""
+    page = _render(_profile()).body.decode()
+    parsed = _parse(page)
+    ours_first = [text for _, text in parsed.blocks[:2]]
+    assert 'localStorage.setItem("pyinstrument:viewOptions"' in ours_first[0]
+    assert '\'{"viewMode":"call-stack"}\'' in ours_first[0]
+    assert ours_first[1] == ".toggle{display:none}"
+    app_js = parsed.blocks[2][1]
+    assert app_js.count('"toggle"') == 1  # the switch is the only element of that class
+
+
+def test_lone_surrogates_render_and_hashes_match_the_bytes() -> None:
+    odd = Frame("handle_\udc80", "/srv/caf\udce9.py", 3)
+    profile = Profile((SAMPLES, CPU), (Sample((odd, MAIN), (1, MS)),), default_sample_type="cpu")
+    rendered = _render(profile, "odd \udcff title")
+    body = rendered.body
+    body.decode("utf-8")
+    directives = _directives(rendered.content_security_policy)
+    for block in re.findall(rb"<script>(.*?)</script>", body, re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(block).digest()).decode()
+        assert f"'sha256-{digest}'" in directives["script-src"]

@@ -1,7 +1,13 @@
 """Live objects by type from ``gc.get_objects()``: the ``objects`` profile and its growth.
 
 It answers "what is eating memory?" at any time without tracemalloc (x10-x30 slower allocation):
-one pass over the collector's list, counting per type with the shallow ``sys.getsizeof`` size.
+one pass over the collector's list, counting per type with each object's shallow size. The size
+never runs the application's code: ``__sizeof__`` may be anything (pandas' scans a whole frame,
+on this side thread, for every object), so only CPython's own built-in types (list, dict, set,
+bytearray, ...) are measured by their C ``__sizeof__`` (through ``sys.getsizeof``); every other
+object gets ``object.__sizeof__``'s size (basic size + item size x length) plus the header
+``sys.getsizeof`` would add, which is what ``sys.getsizeof`` gives for any class that does not
+define ``__sizeof__``.
 Only GC-tracked objects are seen (containers, instances); ints, strs, floats and tuples of atoms
 are mostly untracked and absent. Growth keeps the types whose count grew (``objgraph.growth``).
 
@@ -13,9 +19,12 @@ it back at the switch interval) and ``gc.get_objects()`` is one C call that neve
 from __future__ import annotations
 
 import gc
+import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import MethodDescriptorType
 from typing import Any, Final
 
 from ..model import Frame, Profile, Sample, ValueType
@@ -26,12 +35,22 @@ FILENAME: Final = "<objects>"
 """The file of every synthetic frame: one frame per type, there is no real source location."""
 UNTRACKED_NOTE: Final = (
     "only gc-tracked objects are counted (containers, instances); ints, strs, floats and other "
-    "atoms are mostly untracked and absent; bytes are shallow (sys.getsizeof)"
+    "atoms are mostly untracked and absent; bytes are shallow (object.__sizeof__; built-in "
+    "containers: their own __sizeof__; an application's __sizeof__ is never called)"
 )
 _TYPE: Final = type.__dict__
 """``type``'s own descriptors, read directly: a metaclass may override ``__module__``,
 ``__getattribute__`` or ``__hash__`` with code that raises."""
 _OBJECT_SIZEOF: Final = object.__dict__["__sizeof__"]
+_GC_HEAD: Final = sys.getsizeof([]) - [].__sizeof__()
+_PREHEADER_FLAGS: Final = (
+    0 if sys.version_info < (3, 11)
+    else 1 << 4 if sys.version_info < (3, 12)  # Py_TPFLAGS_MANAGED_DICT
+    else 1 << 3 | 1 << 4  # and Py_TPFLAGS_MANAGED_WEAKREF
+)
+"""Types with these flags carry two pointers before the object (``_PyType_PreHeaderSize``)."""
+_POINTER: Final = struct.calcsize("P")
+Sizer = Callable[[object], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +71,7 @@ class ObjectsCapture:
     ``rows`` and ``profile`` are built on access: a ``before`` capture held through a growth
     window adds one object (itself) to the ``after`` histogram, not a few per type that would
     show up as growth of ``tuple``, ``Frame`` and ``Sample``. ``elapsed``: None, or the growth
-    window in seconds; ``unsized``: objects whose ``__sizeof__`` raised (counted as 0 bytes).
+    window in seconds; ``unsized``: objects whose size could not be read (counted as 0 bytes).
     """
 
     counts: dict[str, int]
@@ -83,7 +102,7 @@ class ObjectsCapture:
                 f"{types} types whose count grew; {self.total_before} -> {self.total_objects} "
                 "gc-tracked objects"
             )
-        unsized = f"{self.unsized} objects whose __sizeof__ raised are counted with 0 bytes"
+        unsized = f"{self.unsized} objects whose size could not be read are counted with 0 bytes"
         return (first, UNTRACKED_NOTE, *([unsized] if self.unsized else []))
 
     @property
@@ -109,20 +128,37 @@ def qualified_name(cls: type) -> str:
     return f"{module}.{qualname}"
 
 
-def _constant_size(cls: type) -> bool:
-    """Whether every instance has the same ``sys.getsizeof``: no variable part (itemsize 0) and
-    ``__sizeof__`` is ``object``'s (then it is the type's basic size). Read through ``type``'s
-    own descriptors so that no metaclass code runs."""
+def _sizer(cls: type) -> tuple[Sizer, bool]:
+    """How to size ``cls``'s objects without running application code, and whether every one
+    has the same size. Read through ``type``'s own descriptors so that no metaclass code runs."""
     try:
-        if _TYPE["__itemsize__"].__get__(cls, type):
-            return False
         for base in _TYPE["__mro__"].__get__(cls, type):
             namespace = _TYPE["__dict__"].__get__(base, type)
             if "__sizeof__" in namespace:
-                return bool(namespace["__sizeof__"] is _OBJECT_SIZEOF)
-    except Exception:  # a broken type: measure each object
-        return False
-    return False  # unreachable: object has __sizeof__
+                found = namespace["__sizeof__"]
+                break
+        else:  # unreachable: object has __sizeof__
+            found = _OBJECT_SIZEOF
+        if found is not _OBJECT_SIZEOF and _builtin_method(found):
+            return sys.getsizeof, False  # list, dict, bytearray...: their exact C sizes
+        header = _GC_HEAD + (
+            2 * _POINTER if _TYPE["__flags__"].__get__(cls, type) & _PREHEADER_FLAGS else 0)
+        constant = not _TYPE["__itemsize__"].__get__(cls, type)
+    except Exception:  # a broken type: the object's own basic size, measured each time
+        return _object_size, False
+    return (lambda obj: _OBJECT_SIZEOF(obj) + header), constant
+
+
+def _builtin_method(method: object) -> bool:
+    """A ``__sizeof__`` written in C by CPython itself (``builtins``' types): it reads sizes and
+    runs nothing else. A C extension's may scan (numpy's counts buffers), so only these."""
+    owner = getattr(method, "__objclass__", None) if isinstance(method, MethodDescriptorType) \
+        else None
+    return isinstance(owner, type) and _read(_TYPE["__module__"], owner) == "builtins"
+
+
+def _object_size(obj: object) -> int:
+    return int(_OBJECT_SIZEOF(obj)) + _GC_HEAD
 
 
 def _read(descriptor: Any, cls: type) -> str | None:
@@ -138,15 +174,15 @@ def histogram() -> ObjectsCapture:
     """One pass over ``gc.get_objects()``: count and shallow bytes per type.
 
     Keyed by ``id(type)`` during the pass (an int hash: no metaclass ``__hash__`` runs); names
-    are built once per type afterwards. ``sys.getsizeof`` is half the cost of the pass, so a
-    type whose size cannot vary (:func:`_constant_size`) is measured on its first object only.
-    The list is the only large allocation (8 bytes per object) and is dropped right after.
+    are built once per type afterwards. Sizing is half the cost of the pass, so a type whose
+    size cannot vary (see :func:`_sizer`) is measured on its first object only. The list is the
+    only large allocation (8 bytes per object) and is dropped right after.
     """
     counts: dict[int, int] = {}
     sizes: dict[int, int] = {}  # constant-size types: the size of one object until the end
     classes: dict[int, type] = {}
-    variable: set[int] = set()
-    unsized, getsizeof = 0, sys.getsizeof
+    sizers: dict[int, Sizer] = {}  # variable-size types only
+    unsized = 0
     objects = gc.get_objects()
     total = len(objects)
     try:
@@ -157,19 +193,21 @@ def histogram() -> ObjectsCapture:
                 cls = classes[key] = type(obj)
                 counts[key] = 1
                 sizes[key] = 0
-                if not _constant_size(cls):
-                    variable.add(key)
+                size, constant = _sizer(cls)
+                if not constant:
+                    sizers[key] = size
             else:
                 counts[key] = seen + 1
-                if key not in variable:
+                size = sizers.get(key)  # type: ignore[assignment]
+                if size is None:
                     continue
             try:
-                sizes[key] += getsizeof(obj)
-            except Exception:  # __sizeof__ raised or returned garbage: count it, 0 bytes
+                sizes[key] += size(obj)
+            except Exception:  # a C __sizeof__ that failed: count it, 0 bytes
                 unsized += 1
     finally:
         del objects
-    for key in counts.keys() - variable:
+    for key in counts.keys() - sizers.keys():
         sizes[key] *= counts[key]
     named: dict[str, int] = {}  # distinct types can share a name (a class defined twice)
     named_sizes: dict[str, int] = {}

@@ -19,8 +19,6 @@ page runs under a strict Content-Security-Policy without ``'unsafe-inline'``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import json
 import re
@@ -29,6 +27,7 @@ from typing import Any, Final
 
 from pyprof_http.model import Frame, Profile
 from pyprof_http.render import Rendered
+from pyprof_http.render.csp import sha256_source
 
 
 def _asset(name: str) -> str:
@@ -38,11 +37,6 @@ def _asset(name: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _sha256(text: str) -> str:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
-
-
 TEMPLATE: Final = _asset("flamegraph.html")
 SCRIPT: Final = _asset("flamegraph.js")
 STYLE: Final = _asset("flamegraph.css")
@@ -50,7 +44,7 @@ if re.search(r"</script|<!--", SCRIPT, re.IGNORECASE) or re.search(r"</style", S
     raise RuntimeError("flamegraph assets must not contain their own closing tag")
 
 _POLICY: Final = (
-    f"default-src 'none'; script-src {_sha256(SCRIPT)}; style-src {_sha256(STYLE)}; "
+    f"default-src 'none'; script-src {sha256_source(SCRIPT)}; style-src {sha256_source(STYLE)}; "
     "img-src data:; base-uri 'none'; form-action 'none'"
 )
 CONTENT_SECURITY_POLICY: Final = _POLICY + "; frame-ancestors 'none'"

@@ -6,13 +6,12 @@ without its trailing slash to the slash form, as a relative link needs).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
 from . import Rendered, utf8
+from .csp import sha256_source
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222}
@@ -49,14 +48,10 @@ document.querySelectorAll("form.record").forEach(function (form) {
 """
 
 
-def _sha256(text: str) -> str:
-    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-
-
 CSP = (
     "default-src 'none'; "
-    f"style-src 'sha256-{_sha256(_STYLE)}'; "
-    f"script-src 'sha256-{_sha256(_SCRIPT)}'; "
+    f"style-src {sha256_source(_STYLE)}; "
+    f"script-src {sha256_source(_SCRIPT)}; "
     "img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 

@@ -1,4 +1,4 @@
-"""pyinstrument's own interactive HTML page (call tree, timeline) for our CPU and wall samples.
+"""pyinstrument's own interactive HTML page (its call tree) for our CPU and wall samples.
 
 Users who know pyinstrument get its viewer without running pyinstrument's profiler (which sees
 one thread and slows the app about x3 here). Our samples are turned into a pyinstrument
@@ -9,28 +9,27 @@ A frame record is ``(call stack root first, seconds)``; each stack entry is a fr
 ``function NUL filename NUL line`` optionally followed by ``SOH``-separated attributes. Like
 pyinstrument, a function is one node (its identifier line is the lowest line sampled, our best
 guess at the ``def``) and the line being run is an ``l<line>`` attribute. One record per distinct
-stack, with its summed time, sorted by stack: the page's timeline view therefore shows stacks side
-by side like a flame graph, not in time order (samples are aggregated as they are taken).
+stack, with its summed time, sorted by stack. Samples are aggregated as they are taken, so there
+is no time order to show: the page's Timeline view (which would draw the stacks side by side as
+if in time) is hidden, and the saved view reset to the call tree.
 
-Two things pyinstrument's page does not do and we add after rendering:
+What pyinstrument's page does not do and we add after rendering:
 
 - It embeds the session as a JS object literal from ``json.dumps``, which leaves ``</script>``
   and ``<!--`` in names as they are: a function named ``</script><img src=x onerror=...>`` would
   break out of the script. We re-escape ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\uXXXX``
   inside that literal (JSON has those characters only inside strings, so its value is the same).
-- A strict Content-Security-Policy: the inline scripts and stylesheet by sha256, computed per page
-  because the data script differs each time. The app also sets a few inline ``style`` attributes
-  (the time colours, a spacer, the timeline tooltip's font); those are allowed by hash with
-  ``'unsafe-hashes'`` (exact strings only, never ``'unsafe-inline'``). Allowed too: ``img-src
-  data:`` (the page's logo is a data: PNG). Not allowed: its Google Fonts stylesheet (no CDN: the
-  browser reports it refused and falls back to local fonts) and the colour swatch in the timeline
-  tooltip (computed colours, cannot be hashed; cosmetic).
+- Its script preloads Google Fonts: removed, so the page needs no network (the stylesheet's
+  fallback fonts apply).
+- A strict Content-Security-Policy: the inline scripts and stylesheets by sha256 of the bytes
+  sent (:mod:`.csp`), computed per page because the data script differs each time. The app also
+  sets a few inline ``style`` attributes (the time colours, a spacer, the timeline tooltip's
+  font); those are allowed by hash with ``'unsafe-hashes'`` (exact strings only, never
+  ``'unsafe-inline'``). Allowed too: ``img-src data:`` (the page's logo is a data: PNG).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import sys
 from importlib import resources
@@ -40,7 +39,8 @@ from pyinstrument.renderers.html import HTMLRenderer
 from pyinstrument.session import Session
 
 from ..model import Frame, Profile
-from . import Rendered
+from . import Rendered, utf8
+from .csp import sha256_source
 
 _JS_ESCAPES: Final = {
     ord("<"): "\\u003c",
@@ -53,11 +53,20 @@ _FIELD_ESCAPES: Final = {0: "\ufffd", 1: "\ufffd"}  # NUL and SOH are pyinstrume
 _DATA_START: Final = "const sessionData = "
 _META: Final = '<meta charset="utf-8">'
 _BLOCK: Final = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
-
-
-def _sha256(text: str) -> str:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+_WEB_FONTS: Final = re.compile(r'(\w+)\.href="https?://fonts\.(?:googleapis|gstatic)\.com/[^"]*",'
+                               r"document\.head\.appendChild\(\1\)")
+"""app.js preloads Google Fonts by adding a ``<link>`` to the head: the page must work offline
+(and the policy refuses it, a console error). Dropped; the stylesheet's fallback fonts apply."""
+_CALL_TREE_ONLY: Final = (
+    # Before app.js reads its saved view: a viewer who used pyinstrument's timeline elsewhere
+    # (same origin) would otherwise land in it. localStorage may be refused: then it is unset.
+    '<script>try{localStorage.setItem("pyinstrument:viewOptions",'
+    '\'{"viewMode":"call-stack"}\')}catch(e){}</script>'
+    # The call-stack / timeline switch: the only element of class "toggle" in app.js.
+    "<style>.toggle{display:none}</style>"
+)
+"""The timeline is hidden: our samples are aggregated by stack as they are taken, so there is
+no time order to show, and pyinstrument would draw the stacks side by side as if in time."""
 
 
 def _style_attributes() -> tuple[str, ...]:
@@ -78,7 +87,7 @@ def _style_attributes() -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-_STYLE_ATTRIBUTE_HASHES: Final = " ".join(_sha256(s) for s in _style_attributes())
+_STYLE_ATTRIBUTE_HASHES: Final = " ".join(sha256_source(s) for s in _style_attributes())
 
 
 def session_from_profile(profile: Profile, title: str, sample_type: str | None = None) -> Session:
@@ -156,10 +165,11 @@ def render_pyinstrument(profile: Profile, title: str, sample_type: str | None = 
     page = HTMLRenderer(resample_interval=0).render(session)
     # The HTML parser turns CR LF and CR into LF before hashing: do the same.
     page = _escape_data(page.replace("\r\n", "\n").replace("\r", "\n"))
+    page = _WEB_FONTS.sub("void 0", page).replace(_META, _META + _CALL_TREE_ONLY, 1)
     scripts: list[str] = []
     styles: list[str] = []
     for match in _BLOCK.finditer(page):
-        (scripts if match[1] == "script" else styles).append(_sha256(match[2]))
+        (scripts if match[1] == "script" else styles).append(sha256_source(match[2]))
     if not scripts or _META not in page:
         raise RuntimeError("pyinstrument's HTML page changed shape: no inline script found")
     policy = (
@@ -171,7 +181,7 @@ def render_pyinstrument(profile: Profile, title: str, sample_type: str | None = 
     meta = f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
     page = page.replace(_META, _META + meta, 1)
     return Rendered(
-        page.encode("utf-8", "replace"),
+        utf8(page),  # the bytes the hashes were taken over
         "text/html; charset=utf-8",
         content_security_policy=policy + "; frame-ancestors 'none'",
     )
