@@ -1,6 +1,7 @@
 """Latency of the ``goroutine`` endpoints under a real uvicorn server (DESIGN §6).
 
 Run:  .venv/bin/python benchmarks/stacks.py [--tasks 1000 10000] [--threads 100] [--repeat 15]
+          [--concurrent 1 25 50 200] [--concurrent-tasks 2000]
 
 For each task count N this script starts a fresh uvicorn server in a child process (this same
 file, in ``--serve`` mode) on a free 127.0.0.1 port. The served FastAPI app has
@@ -11,7 +12,12 @@ file, in ``--serve`` mode) on a free 127.0.0.1 port. The served FastAPI app has
 and ``GET /debug/pprof/goroutine?debug=0|1|2``: 2 warm-up requests, then ``--repeat`` timed ones,
 each bracketed by ``/maxgap`` calls, so the loop stall seen during that very request is known.
 
-Prints one table and the DESIGN §6 targets with PASS/MISS. Only loopback traffic; the server is
+Then, against a server parking ``--concurrent-tasks`` tasks (issue 10 item 10 used 2,000), it fires
+C concurrent ``goroutine?debug=2`` requests for each C in ``--concurrent`` and prints the worst
+loop stall and the slowest response of the burst (DESIGN §6: loop lateness during 100 concurrent
+dumps no more than one dump's time).
+
+Prints the tables and the DESIGN §6 targets with PASS/MISS. Only loopback traffic; the server is
 stopped (SIGINT, then SIGKILL after a grace period) whatever happens.
 """
 
@@ -198,6 +204,59 @@ def measure(n_tasks: int, n_threads: int, repeat: int, loop_impl: str) -> list[R
     return rows
 
 
+@dataclass
+class Burst:
+    concurrent: int
+    stall_ms: float
+    slowest_ms: float
+    total_ms: float
+
+
+def measure_bursts(n_tasks: int, n_threads: int, sizes: list[int], loop_impl: str) -> list[Burst]:
+    """For each size C: C concurrent debug=2 requests at once; the loop's worst stall meanwhile."""
+    import asyncio
+
+    import httpx
+
+    async def burst(client: httpx.AsyncClient, n: int) -> Burst:
+        (await client.get("/maxgap")).raise_for_status()  # reset
+
+        async def one() -> float:
+            start = time.perf_counter()
+            response = await client.get("/debug/pprof/goroutine?debug=2")
+            response.raise_for_status()
+            return (time.perf_counter() - start) * 1000.0
+
+        start = time.perf_counter()
+        times = await asyncio.gather(*(one() for _ in range(n)))
+        total = (time.perf_counter() - start) * 1000.0
+        stall = (await client.get("/maxgap")).json()["max_gap_ms"]
+        return Burst(n, stall, max(times), total)
+
+    async def run() -> list[Burst]:
+        limits = httpx.Limits(max_connections=max(sizes) + 2, max_keepalive_connections=None)
+        with server_process(n_tasks, n_threads, loop_impl) as server:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}",
+                                         timeout=REQUEST_TIMEOUT_S * 5, trust_env=False,
+                                         limits=limits) as client:
+                with httpx.Client(base_url=f"http://127.0.0.1:{server.port}",
+                                  timeout=REQUEST_TIMEOUT_S, trust_env=False) as sync_client:
+                    wait_ready(sync_client, n_tasks, n_threads)
+                await burst(client, min(sizes))  # warm-up
+                return [await burst(client, n) for n in sizes]
+
+    return asyncio.run(run())
+
+
+def print_bursts(bursts: list[Burst], n_tasks: int, n_threads: int) -> None:
+    print()
+    print(f"concurrent goroutine?debug=2 against {n_tasks:,} tasks + {n_threads} threads:")
+    print("concurrent | loop worst stall ms | slowest response ms | whole burst ms")
+    for b in bursts:
+        print(f"{b.concurrent:>10} | {b.stall_ms:>19.1f} | {b.slowest_ms:>19.1f} | "
+              f"{b.total_ms:>14.1f}")
+
+
 def print_table(rows: list[Row]) -> None:
     ping = {r.tasks: r.median_ms for r in rows if r.endpoint == "/ping"}
     header = ("tasks", "threads", "endpoint", "median ms", "p90 ms", "max ms", "bytes",
@@ -341,6 +400,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop", "auto"),
                         help="uvicorn event loop implementation (default: asyncio)")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[1, 25, 50, 200],
+                        help="burst sizes of concurrent debug=2 requests (none: skip)")
+    parser.add_argument("--concurrent-tasks", type=int, default=2_000,
+                        help="tasks parked by the server the bursts are fired at")
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: time each stage in-process (largest --tasks) and cProfile")
     parser.add_argument("--top", type=int, default=15, help="cProfile rows with --breakdown")
@@ -368,6 +431,9 @@ def main() -> int:
     print("('loop max stall' = longest gap between ticks of a 1 ms asyncio.sleep ticker on the "
           "server loop during one request, max over the timed requests; ~1 ms means no stall)")
     ok = print_targets(rows)
+    if args.concurrent:
+        bursts = measure_bursts(args.concurrent_tasks, args.threads, args.concurrent, args.loop)
+        print_bursts(bursts, args.concurrent_tasks, args.threads)
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     return 0 if ok else 1
 

@@ -491,7 +491,7 @@ def test_walk_threads_directly_puts_the_caller_first() -> None:
     threads = stacks.walk_threads(16)
     assert threads[0].ident == threading.get_ident()
     assert threads[0].state == "running"
-    assert _fn(threads[0].stack[1].function) == "test_walk_threads_directly_puts_the_caller_first"
+    assert "test_walk_threads_directly_puts_the_caller_first" in _here(threads[0])
 
 
 # --- other loops ----------------------------------------------------------------------------

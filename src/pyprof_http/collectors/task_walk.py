@@ -1,0 +1,243 @@
+"""Asyncio tasks' stacks in two steps: read on the loop, understand off it.
+
+A suspended task has no thread stack, so its stack is rebuilt by walking the coroutine chain
+(``cr_await`` / ``gi_yieldfrom`` / ``ag_await``) down to the innermost suspended coroutine,
+stepping through C wrappers (``async_generator_asend``, ``FutureIter``) with
+``gc.get_referents``. ``task.get_stack()`` is no help: it gives only the outermost frame.
+
+:func:`capture_tasks` runs while the loop's tasks stand still (on the loop's own thread, or
+from another thread when that loop is blocked) and reads only what a task's next step would
+change: the task list, each task's name, what it waits on, its chain of frames and each frame's
+instruction offset, and for a few waits a value that moves (a sleep's deadline, how many of a
+gather's children are done, a TaskGroup's live children). That is a few attribute reads per
+frame, so the loop is held briefly and every task is seen at the same moment.
+:func:`build_tasks` turns that into records on any thread: frame names and lines (from code
+and offset, which do not change), ids and origins, what each task waits on in words, and who
+awaits whom. Everything is read-only: nothing is resumed, awaited or patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
+from typing import Any
+
+from ..loops import ASYNCIO_DIR, ORIGINS, LoopInfo, code_name_of, running_task
+from .frames import CodeTable, frame_at
+from .stack_records import TaskStack
+
+_GatheringFuture: type = getattr(asyncio.tasks, "_GatheringFuture", asyncio.Future)
+_TASKGROUP_EXIT: tuple[CodeType, ...] = tuple(
+    getattr(asyncio.TaskGroup, name).__code__
+    for name in ("__aexit__", "_aexit")
+    if hasattr(asyncio, "TaskGroup") and hasattr(asyncio.TaskGroup, name)
+)
+"""Code of the TaskGroup methods a parent task waits in (3.11+), to link it to its children.
+Held as code objects and compared by identity: a reloaded asyncio cannot confuse them."""
+_SLEEP: CodeType = asyncio.sleep.__code__
+_MAX_CHAIN = 100_000
+"""Objects walked per task at most: a guard against a pathological (or cyclic) chain."""
+
+RawTask = tuple[asyncio.Task[Any], str, Any, list[FrameType], list[int], Any]
+"""(task, name, what it waits on, frames outermost first, their ``f_lasti``, extra): plain
+tuples, since 10,000 of them are made while the loop waits. ``extra`` is a sleep's deadline
+(loop time), a gather's count of done children, or a TaskGroup's children."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoopCapture:
+    """One loop's tasks as read at one moment; no names or lines worked out yet."""
+
+    info: LoopInfo
+    running: asyncio.Task[Any] | None
+    tasks: list[RawTask]
+    monotonic: float
+    """``time.monotonic()`` when read (for task ages)."""
+    loop_time: float
+    """The loop's clock when read (for sleep deadlines)."""
+
+
+def capture_tasks(info: LoopInfo, max_depth: int) -> LoopCapture:
+    """Read every pending task of one loop; best called on that loop's own thread.
+
+    From another thread (the loop is blocked), the running task's frames are the loop thread's
+    real frames, so the dump shows where it blocks.
+    """
+    loop = info.loop
+    on_thread = threading.get_ident() == info.thread_ident
+    current = asyncio.current_task(loop) if on_thread else running_task(loop)
+    out: list[RawTask] = []
+    append = out.append
+    for task in asyncio.all_tasks(loop):
+        if task is current:
+            frames = _running_frames(task, info, on_thread, max_depth)
+            append((task, task.get_name(), None, frames, [f.f_lasti for f in frames], None))
+            continue
+        fut = getattr(task, "_fut_waiter", None)
+        frames, waited = _await_chain(task.get_coro(), fut)
+        if fut is None:
+            fut = waited
+        extra: Any = None
+        if fut is not None:
+            if frames:
+                code = frames[-1].f_code
+                if code is _SLEEP:
+                    handle = frames[-1].f_locals.get("h")
+                    if isinstance(handle, asyncio.TimerHandle):
+                        extra = handle.when()
+                elif code in _TASKGROUP_EXIT:
+                    extra = tuple(getattr(frames[-1].f_locals.get("self"), "_tasks", ()))
+            if isinstance(fut, _GatheringFuture):
+                children = fut._children  # type: ignore[attr-defined]
+                extra = sum([1 for c in children if c.done()])
+        if len(frames) > max_depth:  # the innermost end is the one worth keeping
+            frames = frames[-max_depth:] if max_depth > 0 else []
+        append((task, task.get_name(), fut, frames, [f.f_lasti for f in frames], extra))
+    return LoopCapture(info, current, out, time.monotonic(), loop.time())
+
+
+def build_tasks(capture: LoopCapture) -> list[TaskStack]:
+    """Records of a captured loop's tasks, the running one first, then by id. Any thread."""
+    lookup = ORIGINS.lookup
+    thread_name = capture.info.thread_name
+    now = capture.monotonic
+    awaited_by: dict[int, list[int]] = {}
+    out: list[TaskStack] = []
+    for task, name, fut, frames, lastis, extra in capture.tasks:
+        task_id, origin = lookup(task)
+        waiting_on: str | None = None
+        if task is capture.running:
+            state = "running"
+        elif fut is None:
+            state = "runnable"
+        else:
+            state = "awaiting"
+            waiting_on = _describe_wait(frames, fut, extra, capture.loop_time)
+            for child in _children(fut, frames, extra):
+                awaited_by.setdefault(id(child), []).append(task_id)
+        stack = tuple([frame_at(f.f_code, lasti)
+                       for f, lasti in zip(reversed(frames), reversed(lastis), strict=True)])
+        if origin is None:
+            out.append(TaskStack(task_id, name, state, waiting_on, stack, thread_name))
+        else:
+            out.append(TaskStack(task_id, name, state, waiting_on, stack, thread_name,
+                                 (), now - origin.created_at, origin.site, origin.parent))
+    if awaited_by:
+        for i, raw in enumerate(capture.tasks):
+            waiters = awaited_by.get(id(raw[0]))
+            if waiters:
+                out[i] = out[i]._replace(awaited_by=tuple(waiters))
+    out.sort(key=lambda t: (t.state != "running", t.id))
+    return out
+
+
+def _await_chain(coro: Any, fut_waiter: Any = None) -> tuple[list[FrameType], Any]:
+    """Frames outermost first down the whole await chain, and the future at its end (if any).
+
+    The chain is walked to its end even when it is deeper than the frames kept: what the task
+    waits on is at the innermost end, and that is the end worth keeping. Plain coroutines take
+    a fast path; C wrappers (``async_generator_asend``, ``FutureIter``) are looked inside with
+    ``gc.get_referents``, except a ``FutureIter`` when the task already says what it waits on.
+    """
+    frames: list[FrameType] = []
+    obj = coro
+    for _ in range(_MAX_CHAIN):
+        kind = type(obj)
+        if kind is CoroutineType:
+            f = obj.cr_frame
+            if f is not None:
+                frames.append(f)
+            obj = obj.cr_await
+        elif kind is GeneratorType:
+            if obj.gi_frame is not None:
+                frames.append(obj.gi_frame)
+            obj = obj.gi_yieldfrom
+        elif kind is AsyncGeneratorType:
+            if obj.ag_frame is not None:
+                frames.append(obj.ag_frame)
+            obj = obj.ag_await
+        elif obj is None:
+            return frames, None
+        elif isinstance(obj, asyncio.Future):
+            return frames, obj
+        elif fut_waiter is not None and kind.__name__ == "FutureIter":
+            return frames, fut_waiter
+        elif hasattr(obj, "cr_frame") or hasattr(obj, "gi_frame"):  # foreign coroutine types
+            f = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+            if f is not None:
+                frames.append(f)
+            obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        else:  # a C wrapper: the object it wraps is among its referents
+            obj = next((r for r in gc.get_referents(obj) if _chain_link(r)), None)
+    return frames, None
+
+
+def _chain_link(obj: Any) -> bool:
+    return isinstance(obj, (asyncio.Future, CoroutineType, GeneratorType, AsyncGeneratorType))
+
+
+def _running_frames(task: asyncio.Task[Any], info: LoopInfo, on_thread: bool,
+                    max_depth: int) -> list[FrameType]:
+    """The running task's real frames, outermost (its coroutine) first: the loop thread's
+    stack from the task's coroutine to wherever it is now (here, or blocked in a call)."""
+    coro: Any = task.get_coro()
+    outer = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    frames: list[FrameType] = []
+    f: FrameType | None = (sys._getframe(2) if on_thread
+                           else sys._current_frames().get(info.thread_ident))
+    while f is not None:
+        frames.append(f)
+        if f is outer:
+            frames.reverse()
+            return frames[-max_depth:] if max_depth > 0 else []
+        f = f.f_back
+    frames = _await_chain(coro)[0]
+    return frames[-max_depth:] if max_depth > 0 else []
+
+
+def _children(fut: Any, frames: list[FrameType], extra: Any) -> list[Any] | tuple[Any, ...]:
+    """Tasks that ``fut`` stands for: a task itself, gather's children, a TaskGroup's tasks."""
+    if isinstance(fut, asyncio.Task):
+        return [fut]
+    if isinstance(fut, _GatheringFuture):
+        return list(fut._children)  # type: ignore[attr-defined]
+    if frames and frames[-1].f_code in _TASKGROUP_EXIT and isinstance(extra, tuple):
+        return extra
+    return []
+
+
+_ASYNCIO_NAMES: CodeTable[str] = CodeTable(max_entries=10_000)
+"""code -> its name if it is asyncio's own code, else ""."""
+
+
+def _asyncio_name(code: CodeType) -> str:
+    name = _ASYNCIO_NAMES.get(code)
+    if name is None:
+        own = code.co_filename.startswith(ASYNCIO_DIR)
+        name = _ASYNCIO_NAMES.put(code, code_name_of(code) if own else "")
+    return name
+
+
+def _describe_wait(frames: list[FrameType], fut: Any, extra: Any, loop_time: float) -> str:
+    """Name what a suspended task waits on, from the asyncio frames at the end of its chain."""
+    if isinstance(fut, asyncio.Task):
+        return f'Task "{fut.get_name()}"'
+    if isinstance(fut, _GatheringFuture):
+        children = fut._children  # type: ignore[attr-defined]
+        return f"gather ({extra} of {len(children)} done)"
+    outer_name = ""
+    for f in reversed(frames):  # innermost first; stop at the first frame that is not asyncio
+        name = _asyncio_name(f.f_code)
+        if not name:
+            break
+        outer_name = name
+    if not outer_name:
+        return type(fut).__name__
+    if outer_name == "sleep" and isinstance(extra, float):
+        return f"sleep ({max(0.0, extra - loop_time):.1f} s left)"
+    return outer_name
