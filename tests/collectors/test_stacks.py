@@ -54,6 +54,13 @@ def _wait_until(predicate, timeout: float = 3.0) -> None:
         time.sleep(0.002)
 
 
+def _workers_gone() -> None:
+    """The snapshot is built on a ``pyprof_http-render`` thread that ends right after handing
+    it back: wait for it, so thread counts compare what the test itself started."""
+    _wait_until(lambda: not any(t.name.startswith("pyprof_http-render")
+                                for t in threading.enumerate()))
+
+
 def _blocked_in(thread: threading.Thread, function: str) -> bool:
     """Whether ``thread``'s innermost Python frames include ``function`` (it is blocked there)."""
     frame = sys._current_frames().get(thread.ident)
@@ -539,9 +546,10 @@ def test_a_second_loop_in_another_thread_is_walked() -> None:
             return await stacks.collect()
 
         snap = asyncio.run(main())
+        _workers_gone()
         after = {t.ident for t in threading.enumerate()}
 
-    assert after == before  # collecting started no thread
+    assert after == before  # collecting left no thread behind
     remote = _task(snap, "second-loop-task")
     assert remote.thread == "second-loop"
     assert remote.state == "awaiting"
@@ -573,6 +581,7 @@ def test_a_blocked_loop_is_read_from_here_without_waiting_for_it() -> None:
                 return snap, time.monotonic() - start
 
             snap, elapsed = asyncio.run(main())
+            _workers_gone()
             after = {t.ident for t in threading.enumerate()}
         finally:
             release.set()
@@ -616,6 +625,7 @@ def test_snapshot_profile_counts_every_thread_and_task() -> None:
         unnamed = [asyncio.create_task(leaf_wait(event)) for _ in range(10)]  # Task-N names
         await asyncio.sleep(0)
         snap = await stacks.collect()
+        _workers_gone()
         counted = stacks.count()
         await _finish(named, *unnamed)
         return snap, counted

@@ -38,7 +38,9 @@ _TASKGROUP_EXIT: tuple[CodeType, ...] = tuple(
     if hasattr(asyncio, "TaskGroup") and hasattr(asyncio.TaskGroup, name)
 )
 """Code of the TaskGroup methods a parent task waits in (3.11+), to link it to its children.
-Held as code objects and compared by identity: a reloaded asyncio cannot confuse them."""
+Held as code objects (so their ids stay theirs) and compared by identity: a reloaded asyncio
+cannot confuse them, and ``==`` on code objects compares their contents, which is slow."""
+_TASKGROUP_EXIT_IDS = frozenset(map(id, _TASKGROUP_EXIT))
 _SLEEP: CodeType = asyncio.sleep.__code__
 _MAX_CHAIN = 100_000
 """Objects walked per task at most: a guard against a pathological (or cyclic) chain."""
@@ -73,15 +75,30 @@ def capture_tasks(info: LoopInfo, max_depth: int) -> LoopCapture:
     current = asyncio.current_task(loop) if on_thread else running_task(loop)
     out: list[RawTask] = []
     append = out.append
-    for task in asyncio.all_tasks(loop):
+    coroutine = CoroutineType
+    for task in list(asyncio.all_tasks(loop)):  # a list walks faster than the set
         if task is current:
             frames = _running_frames(task, info, on_thread, max_depth)
             append((task, task.get_name(), None, frames, [f.f_lasti for f in frames], None))
             continue
         fut = getattr(task, "_fut_waiter", None)
-        frames, waited = _await_chain(task.get_coro(), fut)
-        if fut is None:
-            fut = waited
+        frames = []
+        lastis = []
+        obj = task.get_coro()
+        while type(obj) is coroutine:  # the common case, inlined: this loop is the loop's cost
+            f = obj.cr_frame
+            if f is not None:
+                frames.append(f)
+                lastis.append(f.f_lasti)
+            obj = obj.cr_await
+        if obj is not None:
+            if isinstance(obj, asyncio.Future):
+                fut = fut or obj
+            else:  # generators, async generators, C wrappers: the general walk
+                more, waited = _await_chain(obj, fut)
+                frames.extend(more)
+                lastis.extend([f.f_lasti for f in more])
+                fut = fut or waited
         extra: Any = None
         if fut is not None:
             if frames:
@@ -90,14 +107,15 @@ def capture_tasks(info: LoopInfo, max_depth: int) -> LoopCapture:
                     handle = frames[-1].f_locals.get("h")
                     if isinstance(handle, asyncio.TimerHandle):
                         extra = handle.when()
-                elif code in _TASKGROUP_EXIT:
+                elif id(code) in _TASKGROUP_EXIT_IDS:
                     extra = tuple(getattr(frames[-1].f_locals.get("self"), "_tasks", ()))
             if isinstance(fut, _GatheringFuture):
                 children = fut._children  # type: ignore[attr-defined]
                 extra = sum([1 for c in children if c.done()])
         if len(frames) > max_depth:  # the innermost end is the one worth keeping
-            frames = frames[-max_depth:] if max_depth > 0 else []
-        append((task, task.get_name(), fut, frames, [f.f_lasti for f in frames], extra))
+            keep = len(frames) - max_depth
+            frames, lastis = frames[keep:], lastis[keep:]
+        append((task, task.get_name(), fut, frames, lastis, extra))
     return LoopCapture(info, current, out, time.monotonic(), loop.time())
 
 
@@ -206,7 +224,7 @@ def _children(fut: Any, frames: list[FrameType], extra: Any) -> list[Any] | tupl
         return [fut]
     if isinstance(fut, _GatheringFuture):
         return list(fut._children)  # type: ignore[attr-defined]
-    if frames and frames[-1].f_code in _TASKGROUP_EXIT and isinstance(extra, tuple):
+    if frames and id(frames[-1].f_code) in _TASKGROUP_EXIT_IDS and isinstance(extra, tuple):
         return extra
     return []
 
