@@ -28,7 +28,7 @@ from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
 from .lifecycle import LifecycleMiddleware, apply_lock_fraction
 from .loops import LOOPS
-from .model import subtract
+from .model import Profile, subtract
 from .params import parse_query
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
@@ -136,7 +136,8 @@ class PprofApp:
                 before = await spec.collect(context)
                 await wait(query.seconds)
                 after = await spec.collect(context)
-            capture = ProfileCapture(subtract(after.profile, before.profile))
+            # off the loop: building and subtracting profiles of 10,000 tasks is real work
+            capture = ProfileCapture(await render_in_thread(_delta, before, after))
         elif query.seconds is not None and spec.window:
             with self._window(spec.name):
                 capture = await spec.collect(context)
@@ -162,6 +163,10 @@ class PprofApp:
             yield
         finally:
             self._windows[name] -= 1
+
+
+def _delta(before: Capture, after: Capture) -> Profile:
+    return subtract(after.profile, before.profile)
 
 
 def to_response(rendered: Rendered) -> Response:

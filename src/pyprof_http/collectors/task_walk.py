@@ -84,7 +84,7 @@ def capture_tasks(info: LoopInfo, max_depth: int) -> LoopCapture:
         fut = getattr(task, "_fut_waiter", None)
         frames = []
         lastis = []
-        obj = task.get_coro()
+        obj: Any = task.get_coro()
         while type(obj) is coroutine:  # the common case, inlined: this loop is the loop's cost
             f = obj.cr_frame
             if f is not None:
