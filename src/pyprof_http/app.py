@@ -143,7 +143,7 @@ class PprofApp:
                 capture = await spec.collect(context)
         else:
             capture = await spec.collect(context)
-        rendered = await render_in_thread(spec.formats[fmt].render, capture, spec.name)
+        rendered = await _render(spec, fmt, capture)
         response = to_response(rendered)
         describe = getattr(capture, "describe", None)
         if callable(describe):
@@ -163,6 +163,21 @@ class PprofApp:
             yield
         finally:
             self._windows[name] -= 1
+
+
+async def _render(spec: ProfileSpec, fmt: str, capture: Capture) -> Rendered:
+    """Off the loop; once per capture and format when the capture is shared (a goroutine
+    snapshot handed to every request that arrived while it was taken)."""
+    render = spec.formats[fmt].render
+
+    async def rendered() -> Rendered:
+        return await render_in_thread(render, capture, spec.name)
+
+    once = getattr(capture, "render_once", None)
+    if callable(once):
+        shared: Rendered = await once((fmt, spec.name), rendered)
+        return shared
+    return await rendered()
 
 
 def _delta(before: Capture, after: Capture) -> Profile:

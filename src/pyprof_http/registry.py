@@ -136,22 +136,6 @@ def _profile_formats(*only: str) -> dict[str, Format]:
 
 
 
-def _once_per_snapshot(formats: Mapping[str, Format]) -> dict[str, Format]:
-    """Formats that render a shared stacks snapshot once, however many requests share it
-    (a burst of concurrent dumps would otherwise render the same bytes once each)."""
-
-    def once(fmt: str, render: Callable[[Capture, str], Rendered]) -> Callable[
-            [Capture, str], Rendered]:
-        def shared(capture: Capture, name: str) -> Rendered:
-            if isinstance(capture, stacks.StackSnapshot):
-                return capture.derived((fmt, name), lambda: render(capture, name))
-            return render(capture, name)
-
-        return shared
-
-    return {fmt: Format(once(fmt, f.render), f.delta, f.modes) for fmt, f in formats.items()}
-
-
 async def _collect_stacks(context: CollectContext) -> Capture:
     delta = context.query.seconds is not None
     return await stacks.collect(context.settings.max_stack_depth, skip_self=delta)
@@ -250,9 +234,9 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "loop is held only while the task list and frames are read (about 2 µs a task), the "
         "rest is done on a worker thread, and concurrent requests share one snapshot.",
         collect=_collect_stacks,
-        formats=_once_per_snapshot({**_profile_formats(), "dump": _needs(
+        formats={**_profile_formats(), "dump": _needs(
             stacks.StackSnapshot, lambda snapshot, name: render_dump(snapshot),
-            "the dump needs a stacks snapshot (only a live snapshot has states)")}),
+            "the dump needs a stacks snapshot (only a live snapshot has states)")},
         debug_formats=("pprof", "text", "dump"),
         count=stacks.count,
         delta=True,

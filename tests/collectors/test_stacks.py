@@ -600,6 +600,38 @@ def test_a_blocked_loop_is_read_from_here_without_waiting_for_it() -> None:
     assert "block" in _here(blocked_thread)
 
 
+def blocking_call(blocked: threading.Event, release: threading.Event) -> None:
+    blocked.set()
+    release.wait(5)
+
+
+async def stuck_handler(blocked: threading.Event, release: threading.Event) -> None:
+    blocking_call(blocked, release)  # a sync call inside a task: the loop is blocked here
+
+
+def test_a_blocked_loops_running_task_shows_the_blocking_call() -> None:
+    """Read from another thread (a side server reading the app's loop), the running task's
+    stack is the loop thread's real one, down to the call that blocks it."""
+    with _OtherLoop("stuck-loop") as other:
+        blocked = threading.Event()
+        release = threading.Event()
+        assert other.loop is not None
+        other.loop.call_soon_threadsafe(
+            lambda: other.loop.create_task(stuck_handler(blocked, release), name="stuck"))
+        assert blocked.wait(5)
+        try:
+            snap = asyncio.run(stacks.collect())
+            _workers_gone()
+        finally:
+            release.set()
+
+    stuck = _task(snap, "stuck")
+    assert stuck.state == "running"
+    assert _here(stuck) == ["blocking_call", "stuck_handler"]
+    assert _fn(stuck.stack[0].function) == "wait"  # threading.Event.wait, innermost
+    assert stuck.thread == "stuck-loop"
+
+
 def test_stopped_loops_are_not_walked() -> None:
     async def first():
         asyncio.current_task().set_name("gone")

@@ -8,14 +8,14 @@ kept on it.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
 from ..loops import is_auto_task_name
 from ..model import Frame, Profile, Sample, ValueType
+from .in_flight import InFlight
 
 COUNT = ValueType("goroutine", "count")
 _T = TypeVar("_T")
@@ -62,17 +62,14 @@ class StackSnapshot:
     comments: tuple[str, ...] = field(default=())
     loop_hold_ns: int = 0
     """How long the requesting event loop was held to read it (the rest was done off the loop)."""
-    _derived: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
-    _derive_lock: threading.RLock = field(default_factory=threading.RLock, compare=False,
-                                         repr=False)
+    _renderings: InFlight[Any] = field(default_factory=lambda: InFlight(keep=True),
+                                       compare=False, repr=False)
 
-    def derived(self, key: Hashable, make: Callable[[], _T]) -> _T:
-        """``make()``, computed once per snapshot and key however many requests share it."""
-        with self._derive_lock:
-            if key not in self._derived:
-                self._derived[key] = make()
-            found: _T = self._derived[key]
-            return found
+    async def render_once(self, key: Hashable, render: Callable[[], Awaitable[_T]]) -> _T:
+        """``await render()`` once per snapshot and key, however many requests share it
+        (the others wait for that one, without a thread of their own)."""
+        found: _T = await self._renderings.run(key, render)
+        return found
 
     @cached_property
     def profile(self) -> Profile:

@@ -28,6 +28,7 @@ from .._gc import paused_gc
 from .._waiting import render_in_thread
 from ..loops import LOOPS, ORIGINS, LoopInfo
 from .frames import frame_at
+from .in_flight import InFlight
 from .stack_records import COUNT, StackSnapshot, TaskStack, ThreadStack
 from .task_walk import LoopCapture, build_tasks, capture_tasks
 from .thread_state import TOP_FRAMES_CHECKED, state_of
@@ -67,43 +68,13 @@ async def collect(max_depth: int = 128, skip_self: bool = False) -> StackSnapsho
         snapshot.time_ns, snapshot.comments, snapshot.loop_hold_ns)
 
 
-class _Abandoned(Exception):
-    """The request taking a shared snapshot was cancelled: a waiter takes it over."""
-
-
-_IN_FLIGHT: dict[int, concurrent.futures.Future[StackSnapshot]] = {}
+_SNAPSHOTS: InFlight[StackSnapshot] = InFlight()
 """max_depth -> the snapshot being taken now. Process-wide, so requests on different loops
 (the app's and a side server's) share it too."""
-_IN_FLIGHT_LOCK = threading.Lock()
 
 
 async def _shared(max_depth: int) -> StackSnapshot:
-    while True:
-        with _IN_FLIGHT_LOCK:
-            pending = _IN_FLIGHT.get(max_depth)
-            leader = pending is None
-            if pending is None:
-                pending = _IN_FLIGHT[max_depth] = concurrent.futures.Future()
-        if not leader:
-            try:  # shield: a waiter that goes away must not cancel the others' snapshot
-                return await asyncio.shield(asyncio.wrap_future(pending))
-            except _Abandoned:
-                continue
-        try:
-            snapshot = await _take(max_depth)
-        except BaseException as exc:
-            _done(max_depth)
-            failure = _Abandoned() if isinstance(exc, asyncio.CancelledError) else exc
-            pending.set_exception(failure)
-            raise
-        _done(max_depth)
-        pending.set_result(snapshot)
-        return snapshot
-
-
-def _done(max_depth: int) -> None:
-    with _IN_FLIGHT_LOCK:
-        del _IN_FLIGHT[max_depth]
+    return await _SNAPSHOTS.run(max_depth, lambda: _take(max_depth))
 
 
 async def _take(max_depth: int) -> StackSnapshot:
