@@ -309,7 +309,7 @@ def breakdown(n_tasks: int, n_threads: int, repeat: int, top: int) -> None:
     import pstats
     import threading
 
-    from pyprof_http.collectors import stacks
+    from pyprof_http.collectors import stacks, task_walk
     from pyprof_http.loops import LOOPS, ORIGINS
     from pyprof_http.pprof.encode import render_pprof
     from pyprof_http.render.dump import render_dump
@@ -361,14 +361,21 @@ def breakdown(n_tasks: int, n_threads: int, repeat: int, top: int) -> None:
         try:
             print(f"in-process breakdown: {n_tasks:,} tasks + {n_threads} threads, "
                   f"median of {repeat} runs")
-            timed("walk_loop_tasks (on the loop: stalls it)",
-                  lambda: stacks.walk_loop_tasks(info, 128))
             gc.disable()
             try:
-                timed("walk_loop_tasks with gc disabled", lambda: stacks.walk_loop_tasks(info, 128))
+                timed("capture_tasks (on the loop: holds it, gc off)",
+                      lambda: task_walk.capture_tasks(info, 128))
+                captured = task_walk.capture_tasks(info, 128)
+                timed("build_tasks (worker thread)", lambda: task_walk.build_tasks(captured))
             finally:
                 gc.enable()
-            timed("walk_threads", lambda: stacks.walk_threads(128))
+            timed("walk_threads (capture + build)", lambda: stacks.walk_threads(128))
+            holds = []
+            for _ in range(repeat):
+                stacks._SNAPSHOTS = type(stacks._SNAPSHOTS)()  # no sharing between runs
+                holds.append((await stacks.collect()).loop_hold_ns / 1e6)
+            print(f"  {'collect(): loop held (recorded)':<46} median "
+                  f"{statistics.median(holds):7.1f} ms   max {max(holds):7.1f} ms")
             timed("StackSnapshot.profile (samples + labels)", lambda: fresh().profile)
             timed("render_text (debug=1, excl. .profile)", lambda: render_text(snap.profile,
                                                                                "goroutine"))

@@ -93,11 +93,10 @@ async def _take(max_depth: int) -> StackSnapshot:
             found = capture_tasks(info, max_depth)
         captures.append(found)
     started = time.perf_counter_ns()
-    with paused_gc():  # thousands of small lists, no cycles: nothing for the collector to find
-        time_ns = time.time_ns()
-        captures = [capture_tasks(info, max_depth) if found is None else found
-                    for info, found in zip(loops, captures, strict=True)]
-        threads = _capture_threads(max_depth)
+    time_ns = time.time_ns()
+    captures = [capture_tasks(info, max_depth) if found is None else found
+                for info, found in zip(loops, captures, strict=True)]
+    threads = _capture_threads(max_depth)
     held_ns = time.perf_counter_ns() - started
     return await render_in_thread(_build, captures, threads, time_ns, tuple(comments), held_ns)
 
@@ -116,8 +115,7 @@ async def _capture_on_own_thread(info: LoopInfo, max_depth: int) -> LoopCapture 
     def capture() -> None:
         if result.set_running_or_notify_cancel():
             try:
-                with paused_gc():
-                    result.set_result(capture_tasks(info, max_depth))
+                result.set_result(capture_tasks(info, max_depth))
             except BaseException as exc:  # handed back to the waiting request
                 result.set_exception(exc)
 
@@ -179,5 +177,4 @@ def walk_threads(max_depth: int) -> list[ThreadStack]:
 
 def walk_loop_tasks(info: LoopInfo, max_depth: int) -> list[TaskStack]:
     """All pending tasks of one loop, read and built on the calling thread (best: the loop's)."""
-    with paused_gc():
-        return build_tasks(capture_tasks(info, max_depth))
+    return build_tasks(capture_tasks(info, max_depth))

@@ -28,6 +28,7 @@ from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, Genera
 from typing import Any
 
 from ..loops import ASYNCIO_DIR, ORIGINS, LoopInfo, code_name_of, running_task
+from ..model import Frame
 from .frames import CodeTable, frame_at
 from .stack_records import TaskStack
 
@@ -45,19 +46,25 @@ _SLEEP: CodeType = asyncio.sleep.__code__
 _MAX_CHAIN = 100_000
 """Objects walked per task at most: a guard against a pathological (or cyclic) chain."""
 
-RawTask = tuple[asyncio.Task[Any], str, Any, list[FrameType], list[int], Any]
-"""(task, name, what it waits on, frames outermost first, their ``f_lasti``, extra): plain
-tuples, since 10,000 of them are made while the loop waits. ``extra`` is a sleep's deadline
-(loop time), a gather's count of done children, or a TaskGroup's children."""
+_HEADER = 5
+"""A task's record in a capture: task, name, what it waits on, extra, frame count N, then N
+pairs of frame and its ``f_lasti``, outermost first. ``extra`` is a sleep's deadline (loop
+time), a gather's count of done children, or a TaskGroup's children."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoopCapture:
-    """One loop's tasks as read at one moment; no names or lines worked out yet."""
+    """One loop's tasks as read at one moment; no names or lines worked out yet.
+
+    ``flat`` holds every task's record back to back in one list: the loop is held while it is
+    filled, and one list is cheaper to fill than a list per task; it is also one object for
+    the garbage collector instead of 30,000 (which, kept alive until the records are built,
+    would be promoted and bring on full collections of the application's heap).
+    """
 
     info: LoopInfo
     running: asyncio.Task[Any] | None
-    tasks: list[RawTask]
+    flat: list[Any]
     monotonic: float
     """``time.monotonic()`` when read (for task ages)."""
     loop_time: float
@@ -73,49 +80,57 @@ def capture_tasks(info: LoopInfo, max_depth: int) -> LoopCapture:
     loop = info.loop
     on_thread = threading.get_ident() == info.thread_ident
     current = asyncio.current_task(loop) if on_thread else running_task(loop)
-    out: list[RawTask] = []
+    out: list[Any] = []
     append = out.append
+    extend = out.extend
     coroutine = CoroutineType
     for task in list(asyncio.all_tasks(loop)):  # a list walks faster than the set
+        start = len(out)
+        extend((task, task.get_name(), None, None, 0))
         if task is current:
-            frames = _running_frames(task, info, on_thread, max_depth)
-            append((task, task.get_name(), None, frames, [f.f_lasti for f in frames], None))
+            for real in _running_frames(task, info, on_thread, max_depth):
+                append(real)
+                append(real.f_lasti)
+            out[start + 4] = (len(out) - start - _HEADER) // 2
             continue
         fut = getattr(task, "_fut_waiter", None)
-        frames = []
-        lastis = []
+        last: FrameType | None = None
         obj: Any = task.get_coro()
         while type(obj) is coroutine:  # the common case, inlined: this loop is the loop's cost
             f = obj.cr_frame
             if f is not None:
-                frames.append(f)
-                lastis.append(f.f_lasti)
+                append(f)
+                append(f.f_lasti)
+                last = f
             obj = obj.cr_await
         if obj is not None:
             if isinstance(obj, asyncio.Future):
                 fut = fut or obj
             else:  # generators, async generators, C wrappers: the general walk
                 more, waited = _await_chain(obj, fut)
-                frames.extend(more)
-                lastis.extend([f.f_lasti for f in more])
+                for inner in more:
+                    append(inner)
+                    append(inner.f_lasti)
+                    last = inner
                 fut = fut or waited
-        extra: Any = None
+        n = (len(out) - start - _HEADER) // 2
         if fut is not None:
-            if frames:
-                code = frames[-1].f_code
+            out[start + 2] = fut
+            if last is not None:
+                code = last.f_code
                 if code is _SLEEP:
-                    handle = frames[-1].f_locals.get("h")
+                    handle = last.f_locals.get("h")
                     if isinstance(handle, asyncio.TimerHandle):
-                        extra = handle.when()
+                        out[start + 3] = handle.when()
                 elif id(code) in _TASKGROUP_EXIT_IDS:
-                    extra = tuple(getattr(frames[-1].f_locals.get("self"), "_tasks", ()))
+                    out[start + 3] = tuple(getattr(last.f_locals.get("self"), "_tasks", ()))
             if isinstance(fut, _GatheringFuture):
                 children = fut._children  # type: ignore[attr-defined]
-                extra = sum([1 for c in children if c.done()])
-        if len(frames) > max_depth:  # the innermost end is the one worth keeping
-            keep = len(frames) - max_depth
-            frames, lastis = frames[keep:], lastis[keep:]
-        append((task, task.get_name(), fut, frames, lastis, extra))
+                out[start + 3] = sum([1 for c in children if c.done()])
+        if n > max_depth:  # the innermost end is the one worth keeping
+            del out[start + _HEADER:start + _HEADER + 2 * (n - max_depth)]
+            n = max_depth
+        out[start + 4] = n
     return LoopCapture(info, current, out, time.monotonic(), loop.time())
 
 
@@ -124,9 +139,20 @@ def build_tasks(capture: LoopCapture) -> list[TaskStack]:
     lookup = ORIGINS.lookup
     thread_name = capture.info.thread_name
     now = capture.monotonic
+    flat = capture.flat
     awaited_by: dict[int, list[int]] = {}
+    stacks: dict[tuple[Frame, ...], tuple[Frame, ...]] = {}
+    """One tuple per distinct stack: 10,000 tasks parked in one place share it."""
+    tasks: list[asyncio.Task[Any]] = []
     out: list[TaskStack] = []
-    for task, name, fut, frames, lastis, extra in capture.tasks:
+    i = 0
+    while i < len(flat):
+        task, name, fut, extra, n = flat[i:i + _HEADER]
+        end = i + _HEADER + 2 * n
+        frames: list[FrameType] = flat[i + _HEADER:end:2]
+        lastis: list[int] = flat[i + _HEADER + 1:end:2]
+        i = end
+        tasks.append(task)
         task_id, origin = lookup(task)
         waiting_on: str | None = None
         if task is capture.running:
@@ -136,20 +162,21 @@ def build_tasks(capture: LoopCapture) -> list[TaskStack]:
         else:
             state = "awaiting"
             waiting_on = _describe_wait(frames, fut, extra, capture.loop_time)
-            for child in _children(fut, frames, extra):
+            for child in _children(fut, extra):
                 awaited_by.setdefault(id(child), []).append(task_id)
         stack = tuple([frame_at(f.f_code, lasti)
                        for f, lasti in zip(reversed(frames), reversed(lastis), strict=True)])
+        stack = stacks.setdefault(stack, stack)
         if origin is None:
             out.append(TaskStack(task_id, name, state, waiting_on, stack, thread_name))
         else:
             out.append(TaskStack(task_id, name, state, waiting_on, stack, thread_name,
                                  (), now - origin.created_at, origin.site, origin.parent))
     if awaited_by:
-        for i, raw in enumerate(capture.tasks):
-            waiters = awaited_by.get(id(raw[0]))
+        for k, task in enumerate(tasks):
+            waiters = awaited_by.get(id(task))
             if waiters:
-                out[i] = out[i]._replace(awaited_by=tuple(waiters))
+                out[k] = out[k]._replace(awaited_by=tuple(waiters))
     out.sort(key=lambda t: (t.state != "running", t.id))
     return out
 
@@ -218,13 +245,14 @@ def _running_frames(task: asyncio.Task[Any], info: LoopInfo, on_thread: bool,
     return frames[-max_depth:] if max_depth > 0 else []
 
 
-def _children(fut: Any, frames: list[FrameType], extra: Any) -> list[Any] | tuple[Any, ...]:
-    """Tasks that ``fut`` stands for: a task itself, gather's children, a TaskGroup's tasks."""
+def _children(fut: Any, extra: Any) -> list[Any] | tuple[Any, ...]:
+    """Tasks that ``fut`` stands for: a task itself, gather's children, a TaskGroup's tasks
+    (read with the loop held, in ``extra``)."""
     if isinstance(fut, asyncio.Task):
         return [fut]
     if isinstance(fut, _GatheringFuture):
         return list(fut._children)  # type: ignore[attr-defined]
-    if frames and id(frames[-1].f_code) in _TASKGROUP_EXIT_IDS and isinstance(extra, tuple):
+    if isinstance(extra, tuple):
         return extra
     return []
 
