@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._gc import paused_gc
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
 from .collectors import heap
@@ -131,23 +132,28 @@ class PprofApp:
 
         context = CollectContext(self.settings, query, wait)
         capture: Capture
-        if query.seconds is not None and spec.delta:
-            with self._window(spec.name):
-                before = await spec.collect(context)
-                await wait(query.seconds)
-                after = await spec.collect(context)
-            # off the loop: building and subtracting profiles of 10,000 tasks is real work
-            capture = ProfileCapture(await render_in_thread(_delta, before, after))
-        elif query.seconds is not None and spec.window:
-            with self._window(spec.name):
+        # a snapshot built and rendered at once may keep the collector quiet (ProfileSpec.quiet_gc)
+        quiet = spec.quiet_gc and query.seconds is None
+        with paused_gc() if quiet else contextlib.nullcontext():
+            if query.seconds is not None and spec.delta:
+                with self._window(spec.name):
+                    before = await spec.collect(context)
+                    await wait(query.seconds)
+                    after = await spec.collect(context)
+                # off the loop: building and subtracting profiles of 10,000 tasks is real work
+                capture = ProfileCapture(await render_in_thread(_delta, before, after))
+            elif query.seconds is not None and spec.window:
+                with self._window(spec.name):
+                    capture = await spec.collect(context)
+            else:
                 capture = await spec.collect(context)
-        else:
-            capture = await spec.collect(context)
-        rendered = await _render(spec, fmt, capture)
+            rendered = await _render(spec, fmt, capture)
+            describe = getattr(capture, "describe", None)
+            sampler = describe() if callable(describe) else None
+            del capture  # a snapshot's records are freed here, while the collector is paused
         response = to_response(rendered)
-        describe = getattr(capture, "describe", None)
-        if callable(describe):
-            response.headers["X-Pyprof-Sampler"] = describe()
+        if sampler is not None:
+            response.headers["X-Pyprof-Sampler"] = sampler
         return response
 
 

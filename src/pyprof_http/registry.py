@@ -101,6 +101,11 @@ class ProfileSpec:
     """Extra query for the index's links (heap without tracing links to a 10 s window)."""
     raw: Callable[[], Rendered] | None = None
     """For pseudo profiles such as cmdline: the whole answer, taking no parameters."""
+    quiet_gc: bool = False
+    """Pause the cyclic garbage collector while one capture is taken and rendered: its tens of
+    thousands of short-lived records, promoted by the collections they would set off, bring on
+    full collections of the application's heap, which hold the GIL (the event loop's too)
+    for hundreds of milliseconds. Only for captures built in bounded time."""
 
     @property
     def default_format(self) -> str:
@@ -240,6 +245,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         debug_formats=("pprof", "text", "dump"),
         count=stacks.count,
         delta=True,
+        quiet_gc=True,
     ),
     ProfileSpec(
         name="profile",

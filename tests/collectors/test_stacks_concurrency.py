@@ -1,10 +1,10 @@
 """The goroutine snapshot and the event loop: what it holds, and what concurrent dumps share.
 
 These tests assert on what was recorded (how many snapshots were taken, which thread read a
-file, which of two requests finished first). The one time bound (loop lateness during a
-burst of dumps) is relative to one dump's own time, measured in the same test on the same
-machine, and generous: the code under test takes one snapshot for the whole burst, the code it
-replaced took a hundred back to back on the loop.
+file, which of two requests finished first, whether a collection ran inside a dump). The one
+time bound (loop lateness during a burst of dumps) is relative to one dump's own time, measured
+in the same test on the same machine, and generous: the code under test takes one snapshot for
+the whole burst, the code it replaced took a hundred back to back on the loop (2.5-3 s late).
 """
 
 from __future__ import annotations
@@ -246,5 +246,67 @@ def test_100_concurrent_dumps_of_2000_tasks_keep_the_loop_within_one_dumps_time(
     one_dump, late, statuses = asyncio.run(main())
     _workers_gone()
     assert statuses == [200] * 100
-    assert late <= 2 * one_dump + 0.05, (late, one_dump, len(takes))
-    assert 1 <= len(takes) <= 25  # shared: far fewer snapshots than requests
+    assert 1 <= len(takes) <= 25  # shared: far fewer snapshots than requests (recorded)
+    # Generous, relative to one dump measured just before on the same machine, plus room for
+    # a loaded 2-core box descheduling the process: the dumps this replaced held the loop
+    # 2.5-3 s here (one after another, a snapshot each); the shared snapshot holds it ~20-90 ms.
+    assert late <= 4 * one_dump + 0.25, (late, one_dump, len(takes))
+
+
+def test_no_garbage_collection_runs_while_a_dump_is_built_and_rendered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The records of 10,000 tasks, promoted by the collections they set off, brought on full
+    collections of the whole heap (hundreds of ms holding the GIL, the loop's too, 17 in 30
+    requests in benchmarks/stacks.py). The collector stays paused from the snapshot's start
+    to the end of its rendering, and is on again after."""
+    import gc
+
+    from pyprof_http import app as app_module
+
+    app = PprofApp(Settings())
+    inside: list[bool] = [False]
+    seen: list[bool] = []
+    take, render = stacks._take, app_module._render
+
+    async def taking(max_depth: int) -> StackSnapshot:
+        inside[0] = True
+        return await take(max_depth)
+
+    async def rendering(*args: object) -> object:
+        try:
+            return await render(*args)  # type: ignore[arg-type]
+        finally:
+            inside[0] = False
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(inside[0])
+
+    monkeypatch.setattr(stacks, "_take", taking)
+    monkeypatch.setattr(app_module, "_render", rendering)
+
+    async def main() -> list[int]:
+        LOOPS.register_running()
+        event = asyncio.Event()
+        tasks = [asyncio.create_task(parked(event)) for _ in range(10_000)]
+        await asyncio.sleep(0)
+        statuses = []
+        gc.callbacks.append(record)
+        try:
+            for query in ("debug=0", "debug=1", "debug=2"):
+                statuses.append(await _get(app, "/goroutine", query))
+            gc.collect()  # one certain collection, outside any dump
+        finally:
+            gc.callbacks.remove(record)
+        event.set()
+        await asyncio.gather(*tasks)
+        return statuses
+
+    assert gc.isenabled()
+    statuses = asyncio.run(main())
+    _workers_gone()
+    assert statuses == [200, 200, 200]
+    assert seen and seen[-1] is False  # the callback works: it saw the explicit collection
+    assert True not in seen
+    assert gc.isenabled()
