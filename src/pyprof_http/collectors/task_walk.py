@@ -143,8 +143,15 @@ def build_tasks(capture: LoopCapture) -> list[TaskStack]:
     awaited_by: dict[int, list[int]] = {}
     stacks: dict[tuple[Frame, ...], tuple[Frame, ...]] = {}
     """One tuple per distinct stack: 10,000 tasks parked in one place share it."""
+    names: dict[int, str] = {}
+    """id(code) -> its asyncio name or "", for this build only (as ``found``)."""
+    found: dict[tuple[int, int], Frame] = {}
+    """(id(code), f_lasti) -> frame, for this build only: the capture keeps every code alive
+    meanwhile, so an id cannot be reused, and a plain dict is faster than the shared table."""
     tasks: list[asyncio.Task[Any]] = []
     out: list[TaskStack] = []
+    append = out.append
+    new = tuple.__new__
     i = 0
     while i < len(flat):
         task, name, fut, extra, n = flat[i:i + _HEADER]
@@ -161,17 +168,18 @@ def build_tasks(capture: LoopCapture) -> list[TaskStack]:
             state = "runnable"
         else:
             state = "awaiting"
-            waiting_on = _describe_wait(frames, fut, extra, capture.loop_time)
+            waiting_on = _describe_wait(frames, fut, extra, capture.loop_time, names)
             for child in _children(fut, extra):
                 awaited_by.setdefault(id(child), []).append(task_id)
-        stack = tuple([frame_at(f.f_code, lasti)
+        stack = tuple([found.get((id(f.f_code), lasti)) or _frame(found, f.f_code, lasti)
                        for f, lasti in zip(reversed(frames), reversed(lastis), strict=True)])
         stack = stacks.setdefault(stack, stack)
-        if origin is None:
-            out.append(TaskStack(task_id, name, state, waiting_on, stack, thread_name))
+        if origin is None:  # tuple.__new__: a named tuple's own __new__ is Python code
+            append(new(TaskStack, (task_id, name, state, waiting_on, stack, thread_name, (),
+                                   None, None, None)))
         else:
-            out.append(TaskStack(task_id, name, state, waiting_on, stack, thread_name,
-                                 (), now - origin.created_at, origin.site, origin.parent))
+            append(new(TaskStack, (task_id, name, state, waiting_on, stack, thread_name, (),
+                                   now - origin.created_at, origin.site, origin.parent)))
     if awaited_by:
         for k, task in enumerate(tasks):
             waiters = awaited_by.get(id(task))
@@ -269,7 +277,8 @@ def _asyncio_name(code: CodeType) -> str:
     return name
 
 
-def _describe_wait(frames: list[FrameType], fut: Any, extra: Any, loop_time: float) -> str:
+def _describe_wait(frames: list[FrameType], fut: Any, extra: Any, loop_time: float,
+                   names: dict[int, str]) -> str:
     """Name what a suspended task waits on, from the asyncio frames at the end of its chain."""
     if isinstance(fut, asyncio.Task):
         return f'Task "{fut.get_name()}"'
@@ -278,7 +287,10 @@ def _describe_wait(frames: list[FrameType], fut: Any, extra: Any, loop_time: flo
         return f"gather ({extra} of {len(children)} done)"
     outer_name = ""
     for f in reversed(frames):  # innermost first; stop at the first frame that is not asyncio
-        name = _asyncio_name(f.f_code)
+        code = f.f_code
+        name = names.get(id(code))
+        if name is None:
+            name = names[id(code)] = _asyncio_name(code)
         if not name:
             break
         outer_name = name
@@ -287,3 +299,8 @@ def _describe_wait(frames: list[FrameType], fut: Any, extra: Any, loop_time: flo
     if outer_name == "sleep" and isinstance(extra, float):
         return f"sleep ({max(0.0, extra - loop_time):.1f} s left)"
     return outer_name
+
+
+def _frame(found: dict[tuple[int, int], Frame], code: CodeType, lasti: int) -> Frame:
+    result = found[(id(code), lasti)] = frame_at(code, lasti)
+    return result
