@@ -310,3 +310,48 @@ def test_no_garbage_collection_runs_while_a_dump_is_built_and_rendered(
     assert seen and seen[-1] is False  # the callback works: it saw the explicit collection
     assert True not in seen
     assert gc.isenabled()
+
+
+def test_a_snapshot_stuck_on_a_blocked_loop_does_not_hold_up_another_loops_request(
+    takes: list[int],
+) -> None:
+    """A side server's request must not wait for a snapshot whose taker is on the app's loop
+    when that loop blocks before it can deliver (the very case a side server is for)."""
+    started = threading.Event()
+    blocked = threading.Event()
+    release = threading.Event()
+    holder: dict[str, object] = {}
+
+    def block() -> None:
+        blocked.set()
+        release.wait(10)
+
+    async def app_loop() -> None:
+        LOOPS.register_running()
+        loop = asyncio.get_running_loop()
+        holder["taker"] = loop.create_task(stacks.collect(), name="stuck-taker")
+        loop.call_soon(block)  # runs right after the taker's first step: it is in flight
+        started.set()
+        await asyncio.sleep(0.05)
+        await holder["taker"]  # type: ignore[misc]
+
+    thread = threading.Thread(target=lambda: asyncio.run(app_loop()), name="app-loop",
+                              daemon=True)
+    thread.start()
+    try:
+        assert started.wait(5) and blocked.wait(5)
+        assert len(stacks._SNAPSHOTS) == 1  # the app loop's snapshot is in flight, stuck
+
+        async def side() -> StackSnapshot:
+            return await stacks.collect()
+
+        snap = asyncio.run(side())
+    finally:
+        release.set()
+        thread.join(10)
+    _workers_gone()
+    assert not thread.is_alive()
+    assert len(takes) == 2  # the stuck one, and the side request's own
+    assert any(t.name == "stuck-taker" for t in snap.tasks)
+    blocked_thread = [t for t in snap.threads if t.name == "app-loop"]
+    assert blocked_thread and any(f.function.endswith("block") for f in blocked_thread[0].stack)

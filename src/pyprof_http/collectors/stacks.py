@@ -68,9 +68,10 @@ async def collect(max_depth: int = 128, skip_self: bool = False) -> StackSnapsho
         snapshot.time_ns, snapshot.comments, snapshot.loop_hold_ns)
 
 
-_SNAPSHOTS: InFlight[StackSnapshot] = InFlight()
+_SNAPSHOTS: InFlight[StackSnapshot] = InFlight(other_loop_wait_s=2 * OTHER_LOOP_TIMEOUT_S)
 """max_depth -> the snapshot being taken now. Process-wide, so requests on different loops
-(the app's and a side server's) share it too."""
+(the app's and a side server's) share it too; one on another loop than the snapshot's taker
+waits for it only briefly, since that loop may be blocked (the reason to ask a side server)."""
 
 
 async def _shared(max_depth: int) -> StackSnapshot:
