@@ -1,6 +1,7 @@
 """Latency of the ``goroutine`` endpoints under a real uvicorn server (DESIGN §6).
 
 Run:  .venv/bin/python benchmarks/stacks.py [--tasks 1000 10000] [--threads 100] [--repeat 15]
+          [--concurrent 1 25 50 200] [--concurrent-tasks 2000]
 
 For each task count N this script starts a fresh uvicorn server in a child process (this same
 file, in ``--serve`` mode) on a free 127.0.0.1 port. The served FastAPI app has
@@ -11,7 +12,12 @@ file, in ``--serve`` mode) on a free 127.0.0.1 port. The served FastAPI app has
 and ``GET /debug/pprof/goroutine?debug=0|1|2``: 2 warm-up requests, then ``--repeat`` timed ones,
 each bracketed by ``/maxgap`` calls, so the loop stall seen during that very request is known.
 
-Prints one table and the DESIGN §6 targets with PASS/MISS. Only loopback traffic; the server is
+Then, against a server parking ``--concurrent-tasks`` tasks (issue 10 item 10 used 2,000), it fires
+C concurrent ``goroutine?debug=2`` requests for each C in ``--concurrent`` and prints the worst
+loop stall and the slowest response of the burst (DESIGN §6: loop lateness during 100 concurrent
+dumps no more than one dump's time).
+
+Prints the tables and the DESIGN §6 targets with PASS/MISS. Only loopback traffic; the server is
 stopped (SIGINT, then SIGKILL after a grace period) whatever happens.
 """
 
@@ -138,6 +144,7 @@ class Row:
     max_ms: float
     size: int
     stall_ms: float
+    stall_median_ms: float
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -194,20 +201,74 @@ def measure(n_tasks: int, n_threads: int, repeat: int, loop_impl: str) -> list[R
                 latencies.append(elapsed * 1000.0)
                 size = len(response.content)
             rows.append(Row(n_tasks, n_threads, label, statistics.median(latencies),
-                            percentile(latencies, 90), max(latencies), size, max(stalls)))
+                            percentile(latencies, 90), max(latencies), size, max(stalls),
+                            statistics.median(stalls)))
     return rows
+
+
+@dataclass
+class Burst:
+    concurrent: int
+    stall_ms: float
+    slowest_ms: float
+    total_ms: float
+
+
+def measure_bursts(n_tasks: int, n_threads: int, sizes: list[int], loop_impl: str) -> list[Burst]:
+    """For each size C: C concurrent debug=2 requests at once; the loop's worst stall meanwhile."""
+    import asyncio
+
+    import httpx
+
+    async def burst(client: httpx.AsyncClient, n: int) -> Burst:
+        (await client.get("/maxgap")).raise_for_status()  # reset
+
+        async def one() -> float:
+            start = time.perf_counter()
+            response = await client.get("/debug/pprof/goroutine?debug=2")
+            response.raise_for_status()
+            return (time.perf_counter() - start) * 1000.0
+
+        start = time.perf_counter()
+        times = await asyncio.gather(*(one() for _ in range(n)))
+        total = (time.perf_counter() - start) * 1000.0
+        stall = (await client.get("/maxgap")).json()["max_gap_ms"]
+        return Burst(n, stall, max(times), total)
+
+    async def run() -> list[Burst]:
+        limits = httpx.Limits(max_connections=max(sizes) + 2, max_keepalive_connections=None)
+        with server_process(n_tasks, n_threads, loop_impl) as server:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}",
+                                         timeout=REQUEST_TIMEOUT_S * 5, trust_env=False,
+                                         limits=limits) as client:
+                with httpx.Client(base_url=f"http://127.0.0.1:{server.port}",
+                                  timeout=REQUEST_TIMEOUT_S, trust_env=False) as sync_client:
+                    wait_ready(sync_client, n_tasks, n_threads)
+                await burst(client, min(sizes))  # warm-up
+                return [await burst(client, n) for n in sizes]
+
+    return asyncio.run(run())
+
+
+def print_bursts(bursts: list[Burst], n_tasks: int, n_threads: int) -> None:
+    print()
+    print(f"concurrent goroutine?debug=2 against {n_tasks:,} tasks + {n_threads} threads:")
+    print("concurrent | loop worst stall ms | slowest response ms | whole burst ms")
+    for b in bursts:
+        print(f"{b.concurrent:>10} | {b.stall_ms:>19.1f} | {b.slowest_ms:>19.1f} | "
+              f"{b.total_ms:>14.1f}")
 
 
 def print_table(rows: list[Row]) -> None:
     ping = {r.tasks: r.median_ms for r in rows if r.endpoint == "/ping"}
     header = ("tasks", "threads", "endpoint", "median ms", "p90 ms", "max ms", "bytes",
-              "loop max stall ms", "x /ping")
+              "loop stall median ms", "loop max stall ms", "x /ping")
     lines = [header]
     for r in rows:
         ratio = r.median_ms / ping[r.tasks] if ping.get(r.tasks) else float("nan")
         lines.append((f"{r.tasks:,}", str(r.threads), r.endpoint, f"{r.median_ms:.1f}",
-                      f"{r.p90_ms:.1f}", f"{r.max_ms:.1f}", f"{r.size:,}", f"{r.stall_ms:.1f}",
-                      f"{ratio:.0f}x"))
+                      f"{r.p90_ms:.1f}", f"{r.max_ms:.1f}", f"{r.size:,}",
+                      f"{r.stall_median_ms:.1f}", f"{r.stall_ms:.1f}", f"{ratio:.0f}x"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for n, line in enumerate(lines):
         print(" | ".join(cell.rjust(w) if i not in (2,) else cell.ljust(w)
@@ -250,7 +311,7 @@ def breakdown(n_tasks: int, n_threads: int, repeat: int, top: int) -> None:
     import pstats
     import threading
 
-    from pyprof_http.collectors import stacks
+    from pyprof_http.collectors import stacks, task_walk
     from pyprof_http.loops import LOOPS, ORIGINS
     from pyprof_http.pprof.encode import render_pprof
     from pyprof_http.render.dump import render_dump
@@ -302,14 +363,21 @@ def breakdown(n_tasks: int, n_threads: int, repeat: int, top: int) -> None:
         try:
             print(f"in-process breakdown: {n_tasks:,} tasks + {n_threads} threads, "
                   f"median of {repeat} runs")
-            timed("walk_loop_tasks (on the loop: stalls it)",
-                  lambda: stacks.walk_loop_tasks(info, 128))
             gc.disable()
             try:
-                timed("walk_loop_tasks with gc disabled", lambda: stacks.walk_loop_tasks(info, 128))
+                timed("capture_tasks (on the loop: holds it, gc off)",
+                      lambda: task_walk.capture_tasks(info, 128))
+                captured = task_walk.capture_tasks(info, 128)
+                timed("build_tasks (worker thread)", lambda: task_walk.build_tasks(captured))
             finally:
                 gc.enable()
-            timed("walk_threads", lambda: stacks.walk_threads(128))
+            timed("walk_threads (capture + build)", lambda: stacks.walk_threads(128))
+            holds = []
+            for _ in range(repeat):
+                stacks._SNAPSHOTS = type(stacks._SNAPSHOTS)()  # no sharing between runs
+                holds.append((await stacks.collect()).loop_hold_ns / 1e6)
+            print(f"  {'collect(): loop held (recorded)':<46} median "
+                  f"{statistics.median(holds):7.1f} ms   max {max(holds):7.1f} ms")
             timed("StackSnapshot.profile (samples + labels)", lambda: fresh().profile)
             timed("render_text (debug=1, excl. .profile)", lambda: render_text(snap.profile,
                                                                                "goroutine"))
@@ -341,6 +409,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop", "auto"),
                         help="uvicorn event loop implementation (default: asyncio)")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[1, 25, 50, 200],
+                        help="burst sizes of concurrent debug=2 requests (none: skip)")
+    parser.add_argument("--concurrent-tasks", type=int, default=2_000,
+                        help="tasks parked by the server the bursts are fired at")
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: time each stage in-process (largest --tasks) and cProfile")
     parser.add_argument("--top", type=int, default=15, help="cProfile rows with --breakdown")
@@ -365,9 +437,13 @@ def main() -> int:
         rows.extend(measure(n, args.threads, args.repeat, args.loop))
     print()
     print_table(rows)
-    print("('loop max stall' = longest gap between ticks of a 1 ms asyncio.sleep ticker on the "
-          "server loop during one request, max over the timed requests; ~1 ms means no stall)")
+    print("('loop stall' = longest gap between ticks of a 1 ms asyncio.sleep ticker on the "
+          "server loop during one request, median and max over the timed requests; ~1 ms means "
+          "no stall)")
     ok = print_targets(rows)
+    if args.concurrent:
+        bursts = measure_bursts(args.concurrent_tasks, args.threads, args.concurrent, args.loop)
+        print_bursts(bursts, args.concurrent_tasks, args.threads)
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     return 0 if ok else 1
 

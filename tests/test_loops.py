@@ -371,6 +371,29 @@ def test_code_name_is_qualified_where_python_has_it() -> None:
         assert name == "method"
 
 
+def test_the_310_name_table_keeps_its_code_and_checks_identity() -> None:
+    """Keyed by id(code): each entry keeps its code alive (so a reload cannot free it and hand
+    its id to new code) and a lookup confirms identity before giving the stdlib name."""
+    import asyncio.locks
+
+    from pyprof_http import loops
+
+    table = loops._qualnames()
+    assert table and all(id(code) == key for key, (code, _) in table.items())
+    wait = asyncio.locks.Event.wait.__code__
+    assert table[id(wait)] == (wait, "Event.wait")
+    impostor = compile("def wait():\n    pass\n", "<x>", "exec").co_consts[0]
+    saved = table.get(id(impostor))
+    table[id(impostor)] = (wait, "Event.wait")  # an entry whose code is not this one
+    try:
+        assert loops.code_name_of(impostor) == "wait"
+    finally:
+        if saved is None:
+            del table[id(impostor)]
+        else:
+            table[id(impostor)] = saved
+
+
 def test_module_singletons_exist() -> None:
     assert isinstance(LOOPS, LoopRegistry)
     assert isinstance(ORIGINS, TaskOrigins)

@@ -1,10 +1,11 @@
 """Pause the cyclic garbage collector around bursts of small allocations.
 
-Walking 10,000 tasks or building a profile of them makes tens of thousands of tuples; with the
-collector on, that triggers dozens of collections, and sometimes a full one over the whole
-application heap, in the middle of a request that holds the event loop. None of these objects
-form cycles, so the collector has nothing to find in them: pause it, and restore it exactly as
-it was (an application that disabled it keeps it disabled).
+Building the records of 10,000 tasks makes tens of thousands of tuples; with the collector on,
+that triggers dozens of collections, and these promote records that are about to be thrown
+away, bringing on full collections of the whole application heap, which hold the GIL and so
+every thread, the event loop's too. None of these objects form cycles, so the collector has
+nothing to find in them: pause it, and restore it exactly as it was (an application that
+disabled it keeps it disabled).
 """
 
 from __future__ import annotations

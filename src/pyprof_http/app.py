@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._gc import paused_gc
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
 from .collectors import heap
@@ -29,7 +30,7 @@ from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
 from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
-from .model import subtract
+from .model import Granularity, Profile, subtract
 from .params import parse_query
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
@@ -140,23 +141,28 @@ class PprofApp:
 
         context = CollectContext(self.settings, query, wait)
         capture: Capture
-        if query.seconds is not None and spec.delta:
-            with self._window(spec.name):
-                before = await spec.collect(context)
-                await wait(query.seconds)
-                after = await spec.collect(context)
-            capture = ProfileCapture(subtract(after.profile, before.profile))
-        elif query.seconds is not None and spec.window:
-            with self._window(spec.name):
+        # a snapshot built and rendered at once may keep the collector quiet (ProfileSpec.quiet_gc)
+        quiet = spec.quiet_gc and query.seconds is None
+        with paused_gc() if quiet else contextlib.nullcontext():
+            if query.seconds is not None and spec.delta:
+                with self._window(spec.name):
+                    before = await spec.collect(context)
+                    await wait(query.seconds)
+                    after = await spec.collect(context)
+                # off the loop: building and subtracting profiles of 10,000 tasks is real work
+                capture = ProfileCapture(await render_in_thread(_delta, before, after))
+            elif query.seconds is not None and spec.window:
+                with self._window(spec.name):
+                    capture = await spec.collect(context)
+            else:
                 capture = await spec.collect(context)
-        else:
-            capture = await spec.collect(context)
-        rendered = await render_in_thread(spec.formats[fmt].render_at, capture, spec.name,
-                                          query.granularity)
+            rendered = await _render(spec, fmt, capture, query.granularity)
+            describe = getattr(capture, "describe", None)
+            sampler = describe() if callable(describe) else None
+            del capture  # a snapshot's records are freed here, while the collector is paused
         response = to_response(rendered)
-        describe = getattr(capture, "describe", None)
-        if callable(describe):
-            response.headers["X-Pyprof-Sampler"] = describe()
+        if sampler is not None:
+            response.headers["X-Pyprof-Sampler"] = sampler
         return response
 
 
@@ -172,6 +178,26 @@ class PprofApp:
             yield
         finally:
             self._windows[name] -= 1
+
+
+async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
+                  granularity: Granularity | None) -> Rendered:
+    """Off the loop; once per capture, format and granularity when the capture is shared (a
+    goroutine snapshot handed to every request that arrived while it was taken)."""
+    render_at = spec.formats[fmt].render_at
+
+    async def rendered() -> Rendered:
+        return await render_in_thread(render_at, capture, spec.name, granularity)
+
+    once = getattr(capture, "render_once", None)
+    if callable(once):
+        shared: Rendered = await once((fmt, spec.name, granularity), rendered)
+        return shared
+    return await rendered()
+
+
+def _delta(before: Capture, after: Capture) -> Profile:
+    return subtract(after.profile, before.profile)
 
 
 def to_response(rendered: Rendered) -> Response:

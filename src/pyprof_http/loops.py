@@ -200,18 +200,31 @@ def _first_user_frame(caller: FrameType | None) -> Frame | None:
 
 
 def code_name(f: FrameType) -> str:
+    """The qualified function name of a frame's code; see :func:`code_name_of`."""
+    return code_name_of(f.f_code)
+
+
+def code_name_of(code: CodeType) -> str:
     """The qualified function name where Python has it (3.11+), else the plain name.
 
     Python 3.10 code objects carry no qualified name; for the stdlib modules whose names the
     collectors interpret (``Event.wait``, ``Queue.get``) a table recovers it.
     """
-    code = f.f_code
-    return getattr(code, "co_qualname", None) or _qualnames().get(id(code), code.co_name)
+    qualname: str | None = getattr(code, "co_qualname", None)
+    if qualname:
+        return qualname
+    found = _qualnames().get(id(code))
+    return found[1] if found is not None and found[0] is code else code.co_name
 
 
 @functools.cache
-def _qualnames() -> dict[int, str]:
-    """id(code) -> qualified name for stdlib code (module-level, so ids are stable)."""
+def _qualnames() -> dict[int, tuple[CodeType, str]]:
+    """id(code) -> (code, qualified name) for stdlib code, built once (so bounded).
+
+    The value keeps each code object alive: after a reload replaced a module's functions, the
+    old code cannot be freed and its id handed to a new code object that would then borrow
+    its name; a hit is also confirmed by identity.
+    """
     import asyncio.base_events
     import asyncio.locks
     import asyncio.queues
@@ -222,7 +235,7 @@ def _qualnames() -> dict[int, str]:
     import selectors
     import socket
 
-    table: dict[int, str] = {}
+    table: dict[int, tuple[CodeType, str]] = {}
     modules = (asyncio.base_events, asyncio.locks, asyncio.queues, asyncio.streams, asyncio.tasks,
                concurrent.futures.thread, queue, selectors, socket, threading)
     for module in modules:
@@ -232,7 +245,7 @@ def _qualnames() -> dict[int, str]:
                 function = getattr(member, "__func__", member)
                 code = getattr(function, "__code__", None)
                 if isinstance(code, CodeType):
-                    table.setdefault(id(code), function.__qualname__)
+                    table.setdefault(id(code), (code, function.__qualname__))
     return table
 
 

@@ -54,6 +54,13 @@ def _wait_until(predicate, timeout: float = 3.0) -> None:
         time.sleep(0.002)
 
 
+def _workers_gone() -> None:
+    """The snapshot is built on a ``pyprof_http-render`` thread that ends right after handing
+    it back: wait for it, so thread counts compare what the test itself started."""
+    _wait_until(lambda: not any(t.name.startswith("pyprof_http-render")
+                                for t in threading.enumerate()))
+
+
 def _blocked_in(thread: threading.Thread, function: str) -> bool:
     """Whether ``thread``'s innermost Python frames include ``function`` (it is blocked there)."""
     frame = sys._current_frames().get(thread.ident)
@@ -491,7 +498,7 @@ def test_walk_threads_directly_puts_the_caller_first() -> None:
     threads = stacks.walk_threads(16)
     assert threads[0].ident == threading.get_ident()
     assert threads[0].state == "running"
-    assert _fn(threads[0].stack[1].function) == "test_walk_threads_directly_puts_the_caller_first"
+    assert "test_walk_threads_directly_puts_the_caller_first" in _here(threads[0])
 
 
 # --- other loops ----------------------------------------------------------------------------
@@ -539,9 +546,10 @@ def test_a_second_loop_in_another_thread_is_walked() -> None:
             return await stacks.collect()
 
         snap = asyncio.run(main())
+        _workers_gone()
         after = {t.ident for t in threading.enumerate()}
 
-    assert after == before  # collecting started no thread
+    assert after == before  # collecting left no thread behind
     remote = _task(snap, "second-loop-task")
     assert remote.thread == "second-loop"
     assert remote.state == "awaiting"
@@ -573,6 +581,7 @@ def test_a_blocked_loop_is_read_from_here_without_waiting_for_it() -> None:
                 return snap, time.monotonic() - start
 
             snap, elapsed = asyncio.run(main())
+            _workers_gone()
             after = {t.ident for t in threading.enumerate()}
         finally:
             release.set()
@@ -589,6 +598,38 @@ def test_a_blocked_loop_is_read_from_here_without_waiting_for_it() -> None:
     # the blocked thread itself is shown where it blocks
     blocked_thread = _thread(snap, "blocked-loop")
     assert "block" in _here(blocked_thread)
+
+
+def blocking_call(blocked: threading.Event, release: threading.Event) -> None:
+    blocked.set()
+    release.wait(5)
+
+
+async def stuck_handler(blocked: threading.Event, release: threading.Event) -> None:
+    blocking_call(blocked, release)  # a sync call inside a task: the loop is blocked here
+
+
+def test_a_blocked_loops_running_task_shows_the_blocking_call() -> None:
+    """Read from another thread (a side server reading the app's loop), the running task's
+    stack is the loop thread's real one, down to the call that blocks it."""
+    with _OtherLoop("stuck-loop") as other:
+        blocked = threading.Event()
+        release = threading.Event()
+        assert other.loop is not None
+        other.loop.call_soon_threadsafe(
+            lambda: other.loop.create_task(stuck_handler(blocked, release), name="stuck"))
+        assert blocked.wait(5)
+        try:
+            snap = asyncio.run(stacks.collect())
+            _workers_gone()
+        finally:
+            release.set()
+
+    stuck = _task(snap, "stuck")
+    assert stuck.state == "running"
+    assert _here(stuck) == ["blocking_call", "stuck_handler"]
+    assert _fn(stuck.stack[0].function) == "wait"  # threading.Event.wait, innermost
+    assert stuck.thread == "stuck-loop"
 
 
 def test_stopped_loops_are_not_walked() -> None:
@@ -616,6 +657,7 @@ def test_snapshot_profile_counts_every_thread_and_task() -> None:
         unnamed = [asyncio.create_task(leaf_wait(event)) for _ in range(10)]  # Task-N names
         await asyncio.sleep(0)
         snap = await stacks.collect()
+        _workers_gone()
         counted = stacks.count()
         await _finish(named, *unnamed)
         return snap, counted

@@ -3,37 +3,94 @@
 Collectors convert tens of thousands of frames per request (stacks) or per second (the CPU
 sampler). A frame's function, file and line are fixed by its code object and the instruction
 it is at, so the conversion is cached on the code and ``f_lasti`` (cheaper to read than
-``f_lineno``, which must search the line table).
+``f_lineno``, which must search the line table). The pair can be read in one place (on the
+event loop, while the frame stands still) and converted later on another thread:
+:func:`frame_at` computes the line from the pair alone.
 
-The key is the code object's *id*, not the code object: hashing a code object is not cached
-and recurses into its constants (2.6 µs for a FastAPI handler's code, measured, against 0.25 µs
-for an id). Each entry keeps its code object alive, so an id cannot be reused while cached, and
-a hit is confirmed by identity.
+Tables about code objects go through :class:`CodeTable`: keyed by the code's *id* (hashing a
+code object is not cached and recurses into its constants: 2.6 µs for a FastAPI handler's code,
+measured, against 0.25 µs for an id), with the code object kept in the value and a hit confirmed
+by identity. A freed code's id can be reused by a new code object (a reload, gevent's patching);
+keeping the code alive means that never happens while the entry exists, so a table can never
+give one function's answer for another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from types import CodeType, FrameType
+from typing import Generic, TypeVar
 
-from ..loops import code_name
+from ..loops import code_name_of
 from ..model import Frame, frame
 
-FRAME_CACHE: dict[tuple[int, int], tuple[CodeType, Frame]] = {}
-_FRAME_CACHE_MAX = 100_000
+_V = TypeVar("_V")
+
+
+class CodeTable(Generic[_V]):
+    """A map from a code object (plus an optional hashable detail) to a value, safe by identity.
+
+    ``max_entries`` bounds it for long-lived processes: when full, it starts over (the values
+    are all recomputable). Reads and writes are single dict operations, so threads may share it.
+    """
+
+    __slots__ = ("_entries", "_max")
+
+    def __init__(self, max_entries: int | None = None) -> None:
+        self._entries: dict[tuple[int, Hashable], tuple[CodeType, _V]] = {}
+        self._max = max_entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, code: CodeType, detail: Hashable = None) -> _V | None:
+        found = self._entries.get((id(code), detail))
+        return found[1] if found is not None and found[0] is code else None
+
+    def put(self, code: CodeType, value: _V, detail: Hashable = None) -> _V:
+        if self._max is not None and len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[(id(code), detail)] = (code, value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+FRAMES: CodeTable[Frame] = CodeTable(max_entries=100_000)
+"""(code, f_lasti) -> the interned model frame."""
 
 
 def to_frame(f: FrameType) -> Frame:
     """The interned model frame for a live frame."""
     code = f.f_code
-    key = (id(code), f.f_lasti)
-    found = FRAME_CACHE.get(key)
-    if found is not None and found[0] is code:
-        return found[1]
-    if len(FRAME_CACHE) >= _FRAME_CACHE_MAX:  # bound it in a long-lived process
-        FRAME_CACHE.clear()
-    result = frame(code_name(f), code.co_filename, f.f_lineno or 0)
-    FRAME_CACHE[key] = (code, result)
-    return result
+    lasti = f.f_lasti
+    found = FRAMES.get(code, lasti)
+    if found is not None:
+        return found
+    return FRAMES.put(code, frame(code_name_of(code), code.co_filename, f.f_lineno or 0), lasti)
+
+
+def frame_at(code: CodeType, lasti: int) -> Frame:
+    """The model frame of ``code`` stopped at instruction offset ``lasti`` (a frame's
+    ``f_lasti``), with no frame needed: the line comes from the code's line table, as
+    ``f_lineno`` would give it."""
+    found = FRAMES.get(code, lasti)
+    if found is not None:
+        return found
+    return FRAMES.put(code, frame(code_name_of(code), code.co_filename, line_at(code, lasti)),
+                      lasti)
+
+
+def line_at(code: CodeType, lasti: int) -> int:
+    """``f_lineno`` for a frame of ``code`` at ``lasti``: CPython's ``PyCode_Addr2Line``
+    (a frame that has not started is at its first line; no line is 0)."""
+    if lasti < 0:
+        return code.co_firstlineno
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line or 0
+    return 0
 
 
 def frame_stack(top: FrameType | None, max_depth: int) -> tuple[Frame, ...]:

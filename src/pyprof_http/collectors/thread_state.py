@@ -1,5 +1,8 @@
 """Name what a thread is doing from its top frames, the way Go's dump says ``[chan receive]``.
 
+Called off the event loop: recognising a state by its source line reads the file
+(``linecache``), which must never hold the loop.
+
 Python only shows Python frames, so a thread blocked in C (``time.sleep``, ``lock.acquire``,
 ``sock.recv``) is recognised by the stdlib function it is in, or else by the call on its
 current source line. Anything unrecognised is ``runnable``: it is running Python code or waiting
@@ -10,10 +13,13 @@ from __future__ import annotations
 
 import linecache
 import re
-from types import FrameType
+from collections.abc import Sequence
+from types import CodeType, FrameType
+
+from .frames import CodeTable
 
 
-def _codes() -> dict[int, str]:
+def _codes() -> CodeTable[str]:
     """Code objects of the stdlib functions threads block in; identity is exact on every version."""
     import concurrent.futures.thread
     import queue
@@ -38,14 +44,16 @@ def _codes() -> dict[int, str]:
         selector = getattr(selectors, name, None)
         if selector is not None:
             known[selector.select] = "IO wait"
-    # keyed by id: hashing a code object is slow (see frames.py); stdlib code lives forever
-    return {id(fn.__code__): state for fn, state in known.items()}  # type: ignore[attr-defined]
+    table: CodeTable[str] = CodeTable()  # fixed size: built once
+    for fn, state in known.items():
+        table.put(fn.__code__, state)  # type: ignore[attr-defined]
+    return table
 
 
 # Checked on the top few frames, outermost match wins, so Queue.get beats the Condition.wait
 # it is built on.
 _KNOWN_CODES = _codes()
-_TOP_FRAMES_CHECKED = 3
+TOP_FRAMES_CHECKED = 3
 
 _CALL_ON_LINE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsleep\s*\("), "sleeping"),
@@ -57,17 +65,24 @@ _CALL_ON_LINE: tuple[tuple[re.Pattern[str], str], ...] = (
 
 def thread_state(top: FrameType) -> str:
     """Best guess of a (non-current) thread's state from its innermost frames."""
-    state: str | None = None
+    codes: list[CodeType] = []
     f: FrameType | None = top
-    for _ in range(_TOP_FRAMES_CHECKED):
-        if f is None:
-            break
-        state = _KNOWN_CODES.get(id(f.f_code), state)
+    while f is not None and len(codes) < TOP_FRAMES_CHECKED:
+        codes.append(f.f_code)
         f = f.f_back
+    return state_of(codes, top.f_code.co_filename, top.f_lineno or 0)
+
+
+def state_of(codes: Sequence[CodeType], filename: str, line: int) -> str:
+    """The state from the codes of the innermost frames (innermost first, the first
+    :data:`TOP_FRAMES_CHECKED` are looked at) and the innermost frame's file and line."""
+    state: str | None = None
+    for code in codes[:TOP_FRAMES_CHECKED]:
+        state = _KNOWN_CODES.get(code) or state
     if state is not None:
         return state
-    line = linecache.getline(top.f_code.co_filename, top.f_lineno or 0)
+    text = linecache.getline(filename, line)
     for pattern, name in _CALL_ON_LINE:
-        if pattern.search(line):
+        if pattern.search(text):
             return name
     return "runnable"

@@ -6,7 +6,7 @@ people recognise them, but innermost first as in Go, which the header says.
 
 from __future__ import annotations
 
-from ..collectors.stacks import StackSnapshot, TaskStack, ThreadStack
+from ..collectors.stack_records import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
 from ..sanitize import printable, quoted
 from . import Rendered, utf8
