@@ -6,6 +6,7 @@ pytest-timeout runs in thread mode here (pyproject), so SIGALRM and SIGPROF are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -583,3 +584,81 @@ def test_a_signal_driver_that_fails_to_start_leaves_nothing_behind(
     assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
     assert ticks == []
 
+
+
+# --------------------------------------------------------------------------------------------
+# Someone else's wakeup fd keeps its warn_on_full_buffer flag
+# --------------------------------------------------------------------------------------------
+
+
+def full_wakeup_reports(monkeypatch: pytest.MonkeyPatch, signals: int) -> list[str]:
+    """Raise ``signals`` handled SIGUSR1s without draining the wakeup fd: what CPython reports.
+
+    Each signal's number is written to the wakeup fd by the C handler; once the owner's socket
+    is full, CPython reports the failed write through ``sys.unraisablehook`` only if the fd was
+    set with ``warn_on_full_buffer=True``.
+    """
+    reports: list[str] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: reports.append(repr(u.exc_value)))
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    try:
+        for _ in range(signals):
+            signal.raise_signal(signal.SIGUSR1)
+        time.sleep(0)  # the reports are pending calls: let them run
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    monkeypatch.undo()
+    return reports
+
+
+def test_a_trio_wakeup_fd_stays_quiet_when_full() -> None:
+    """trio owns the wakeup fd with a 1-byte socket buffer and warn_on_full_buffer=False. Before:
+    the driver's probe gave it back with the default (True), and every timer signal that found
+    it full (a CPU burst: 6 signals) printed 'Exception ignored when trying to write to the
+    signal wakeup fd' on stderr, during the profile and for the rest of trio's run."""
+    trio = pytest.importorskip("trio")
+    monkeypatch = pytest.MonkeyPatch()
+
+    async def main() -> tuple[list[str], str]:
+        _, tick = counter()
+        driver = SignalDriver("cpu")
+        driver.start(TickGate(tick, 0.01))
+        driver.stop()
+        # trio does not drain its wakeup socket while this task runs without awaiting
+        return full_wakeup_reports(monkeypatch, 200), driver.note
+
+    reports, note = trio.run(main)
+    assert "wakeup fd is in use" in note, "trio owns the wakeup fd: no helper"
+    assert reports == [], reports[:3]
+
+
+@pytest.mark.parametrize("taken", ["before", "during"])
+def test_an_asyncio_wakeup_fd_keeps_reporting_when_full(
+        monkeypatch: pytest.MonkeyPatch, taken: str) -> None:
+    """asyncio sets its wakeup fd with the default flag (True): given back as it was, whether
+    the loop owned it before the profile or took it over during it. Before, a loop that took it
+    during the profile got it back with False."""
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        _, tick = counter()
+        driver = SignalDriver("cpu")
+        if taken == "before":
+            loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+        driver.start(TickGate(tick, 0.01))
+        if taken == "during":
+            loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+        driver.stop()
+        csock, ssock = loop._csock, loop._ssock  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(BlockingIOError):
+                while True:
+                    csock.send(b"\0" * 4096)
+            return full_wakeup_reports(monkeypatch, 3)
+        finally:
+            with contextlib.suppress(BlockingIOError):
+                while ssock.recv(65536):
+                    pass
+            loop.remove_signal_handler(signal.SIGUSR2)
+
+    reports = asyncio.run(main())
+    assert reports and all("BlockingIOError" in r for r in reports), reports

@@ -340,7 +340,7 @@ class _WakeupTicker:
         writer.setblocking(False)
         previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         if previous != -1:  # someone else's: put it back and rely on it
-            signal.set_wakeup_fd(previous)
+            _give_back_wakeup_fd(previous)
             reader.close()
             writer.close()
             return None
@@ -370,13 +370,27 @@ class _WakeupTicker:
         and close the sockets."""
         current = signal.set_wakeup_fd(-1)
         if current != self._writer.fileno():  # someone (asyncio) took it over meanwhile: theirs
-            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+            _give_back_wakeup_fd(current)
         with contextlib.suppress(OSError):
             self._reader.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv()
         if self._thread.ident is not None:
             self._thread.join(timeout=5)
         self._reader.close()
         self._writer.close()
+
+
+def _give_back_wakeup_fd(fd: int) -> None:
+    """Give the wakeup fd back to its owner with the flag that owner set.
+
+    Python cannot read ``warn_on_full_buffer`` back. asyncio's own loops keep the default
+    (True); trio and uvloop set False, and trio's socket holds 6 bytes: given back with the
+    default, every timer signal that found it full printed a traceback on stderr.
+    """
+    warn = False
+    with contextlib.suppress(RuntimeError):  # no asyncio loop running: not asyncio's
+        own = getattr(asyncio.get_running_loop(), "_csock", None)  # uvloop's is not visible
+        warn = own is not None and own.fileno() == fd
+    signal.set_wakeup_fd(fd, warn_on_full_buffer=warn)
 
 
 def outside_the_handler(top: FrameType | None) -> FrameType | None:
