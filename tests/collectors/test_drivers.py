@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -662,3 +663,65 @@ def test_an_asyncio_wakeup_fd_keeps_reporting_when_full(
 
     reports = asyncio.run(main())
     assert reports and all("BlockingIOError" in r for r in reports), reports
+
+
+# --------------------------------------------------------------------------------------------
+# stop() undoes every step even when an exception interrupts it
+# --------------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """What the application's signal handler raises (a timeout, KeyboardInterrupt)."""
+
+
+def test_signal_driver_stop_interrupted_while_waiting_for_a_tick_still_undoes_everything(
+) -> None:
+    """stop() first waits for a running tick (the helper thread may be in one); that wait runs
+    the main thread's signal handlers, and one that raises (SIGINT's KeyboardInterrupt, an
+    alarm-based timeout) ended stop() there. Before: the timer kept firing into the profiler's
+    handler, the helper thread kept running and the wakeup fd stayed the profiler's."""
+    holding, release = threading.Event(), threading.Event()
+    ticks: list[FrameType | None] = []
+
+    def tick(frame: FrameType | None) -> None:
+        if threading.current_thread().name == "test-holder":
+            holding.set()
+            release.wait(30)  # a tick that is still running when stop() is called
+        else:
+            ticks.append(frame)
+
+    def raise_interrupted(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted
+
+    main = threading.get_ident()
+
+    def interrupt_stop_while_it_waits() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            top = sys._current_frames().get(main)
+            if top is not None and top.f_code is TickGate.close.__code__:
+                signal.pthread_kill(main, signal.SIGUSR1)
+                return
+            time.sleep(0.001)
+
+    gate = TickGate(tick, 0.01)
+    driver = SignalDriver("cpu")
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    holder = threading.Thread(target=gate, name="test-holder")
+    interrupter = threading.Thread(target=interrupt_stop_while_it_waits, name="test-interrupt")
+    try:
+        driver.start(gate)
+        holder.start()
+        assert holding.wait(30)
+        interrupter.start()
+        with pytest.raises(Interrupted):
+            driver.stop()
+    finally:
+        release.set()
+        holder.join(30)
+        interrupter.join(30)
+        signal.signal(signal.SIGUSR1, previous)
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0), "the timer was stopped"
+    assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL, "the handler was put back"
+    assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd was given back"
+    assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]

@@ -223,9 +223,16 @@ class SignalDriver:
 
         The helper goes first: once it is joined nothing can re-arm the timer (it re-arms after
         a tick), so the timer stopped next stays stopped before the default action comes back.
+        Closing the gate waits for a running tick, and signal handlers run during that wait: one
+        that raises (SIGINT) must not leave the timer firing into this handler.
         """
-        if self._gate is not None:
-            self._gate.close()
+        try:
+            if self._gate is not None:
+                self._gate.close()
+        finally:
+            self._undo()
+
+    def _undo(self) -> None:
         try:
             if self._helper is not None:
                 self._helper.remove()
