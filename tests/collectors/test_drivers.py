@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -725,3 +726,50 @@ def test_signal_driver_stop_interrupted_while_waiting_for_a_tick_still_undoes_ev
     assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL, "the handler was put back"
     assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd was given back"
     assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
+
+
+# --------------------------------------------------------------------------------------------
+# A fork during a profile (gunicorn's master, multiprocessing's fork start method)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_during_a_profile_gets_the_signal_and_wakeup_fd_back() -> None:
+    """A forked child inherits the handler and the wakeup fd, but neither the timer nor the
+    helper thread. Before: the child kept the dead profile's handler, so every profile it ran
+    later fell back to a weaker driver ('SIGPROF already has a handler'), and its own signals
+    were written to the parent's helper socket. The parent's profile goes on."""
+    ticks, tick = counter()
+    driver = SignalDriver("cpu")
+    read_end, write_end = os.pipe()
+    child: list[int] = []
+
+    def fork() -> None:  # from a worker thread, as an app's multiprocessing pool would
+        pid = os.fork()
+        if pid:
+            child.append(pid)
+            return
+        try:
+            wakeup = signal.set_wakeup_fd(-1)
+            seen = (signal.getsignal(signal.SIGPROF) == signal.SIG_DFL, wakeup,
+                    SignalDriver.unavailable("cpu"))
+            os.write(write_end, repr(seen).encode())
+        finally:
+            os._exit(0)
+
+    driver.start(TickGate(tick, 0.01))
+    try:
+        forker = threading.Thread(target=fork, name="test-forker")
+        forker.start()
+        forker.join(30)
+        os.waitpid(child[0], 0)
+        helper_ticks = ticks.count(None)
+        worker = threading.Thread(target=burn, args=(0.5,), name="test-burner")
+        worker.start()
+        worker.join()  # the main thread runs no bytecode: the parent's helper ticks
+    finally:
+        driver.stop()
+        os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        assert pipe.read() == repr((True, -1, None)), "the child is as before the profile"
+    assert ticks.count(None) - helper_ticks >= 10, "the parent's helper still ticks"

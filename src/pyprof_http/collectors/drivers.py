@@ -25,6 +25,7 @@ import _thread
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import socket
 import threading
@@ -195,6 +196,7 @@ class SignalDriver:
                     armed = spacing
                     signal.setitimer(which, armed, armed)
 
+        _RUNNING.add(self)  # before anything a forked child would have to put back
         helper = self._helper = _WakeupTicker.install(tick, signum)
         if helper is None:
             self.note = " (the wakeup fd is in use: ticks only while the main thread runs Python)"
@@ -226,11 +228,20 @@ class SignalDriver:
         Closing the gate waits for a running tick, and signal handlers run during that wait: one
         that raises (SIGINT) must not leave the timer firing into this handler.
         """
+        _RUNNING.discard(self)
         try:
             if self._gate is not None:
                 self._gate.close()
         finally:
             self._undo()
+
+    def _forget_in_child(self) -> None:
+        """In a child forked during the profile: put back the handler and the wakeup fd (the
+        timer and the helper thread are not inherited; the helper's sockets are the parent's)."""
+        if self._helper is not None:
+            self._helper.forget_in_child()
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
 
     def _undo(self) -> None:
         try:
@@ -372,6 +383,15 @@ class _WakeupTicker:
                 self.ticked += 1
                 self._tick(None)
 
+    def forget_in_child(self) -> None:
+        """Give the wakeup fd back and close this process's copies of the sockets, without
+        shutting them down (that would stop the parent's helper)."""
+        current = signal.set_wakeup_fd(-1)
+        if current != self._writer.fileno():
+            _give_back_wakeup_fd(current)
+        self._reader.close()
+        self._writer.close()
+
     def remove(self) -> None:
         """Give the wakeup fd back (so no signal writes to a closed socket), stop the thread
         and close the sockets."""
@@ -384,6 +404,23 @@ class _WakeupTicker:
             self._thread.join(timeout=5)
         self._reader.close()
         self._writer.close()
+
+
+_RUNNING: set[SignalDriver] = set()
+"""Signal drivers between start() and stop()."""
+
+
+def _after_fork_in_child() -> None:
+    """A child forked during a profile kept its handler and wakeup fd: every later profile in
+    it fell back to a weaker driver, and its signals went to the parent's helper."""
+    for driver in list(_RUNNING):
+        driver._forget_in_child()
+    _RUNNING.clear()
+
+
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
+    _fork_hook_registered = True
 
 
 def _give_back_wakeup_fd(fd: int) -> None:
