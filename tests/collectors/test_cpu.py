@@ -573,3 +573,21 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
     print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; {capture.describe()}")
     assert total > 0.05e9, "the burner got almost no CPU"
     assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())
+
+
+def test_wall_mode_needs_no_thread_cpu_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has neither ``time.clock_gettime_ns`` nor ``signal.setitimer``. Wall mode reads
+    no CPU clock, but its baseline read every thread's: the wall profile was an
+    AttributeError (a 500) there instead of a loop-driven profile."""
+    monkeypatch.delattr(time, "clock_gettime_ns")
+    monkeypatch.delattr(signal, "setitimer")
+
+    async def wait(duration: float) -> None:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            await asyncio.sleep(0.005)
+
+    capture = asyncio.run(cpu.record("wall", 100, 0.3, MAX_DEPTH, wait))
+    assert capture.driver == "loop"
+    assert capture.profile.samples, capture.profile.comments
+    assert not any("failed" in comment for comment in capture.profile.comments)
