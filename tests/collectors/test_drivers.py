@@ -773,3 +773,42 @@ def test_a_child_forked_during_a_profile_gets_the_signal_and_wakeup_fd_back() ->
     with os.fdopen(read_end) as pipe:
         assert pipe.read() == repr((True, -1, None)), "the child is as before the profile"
     assert ticks.count(None) - helper_ticks >= 10, "the parent's helper still ticks"
+
+
+def test_under_uvloop_the_idle_loop_runs_the_handler_for_each_timer_signal() -> None:
+    """uvloop owns the wakeup fd whenever it runs on the main thread, so there is no helper;
+    it wakes for each byte on its fd and runs the pending Python handlers, so an idle loop
+    still ticks while a worker thread burns the CPU. Its wakeup fd is left as it was."""
+    uvloop = pytest.importorskip("uvloop")
+    ticks, tick = counter()
+    stop = threading.Event()
+
+    def burner() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    async def main() -> tuple[float, SignalDriver, int, int]:
+        owned = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(owned, warn_on_full_buffer=False)  # as uvloop set it
+        driver = SignalDriver("cpu")
+        worker = threading.Thread(target=burner, name="test-burner")
+        worker.start()
+        cpu_before = time.process_time()
+        driver.start(TickGate(tick, 0.01))
+        try:
+            await asyncio.sleep(1.0)  # the loop sleeps in epoll for the whole second
+        finally:
+            driver.stop()
+            cpu = time.process_time() - cpu_before
+            stop.set()
+            worker.join()
+        after = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(after, warn_on_full_buffer=False)
+        return cpu, driver, owned, after
+
+    cpu, driver, owned, after = uvloop.run(main())
+    assert owned != -1 and after == owned, "uvloop's wakeup fd is untouched"
+    assert "wakeup fd is in use" in driver.note and driver.skipped_threads() == set()
+    assert all(frame is not None for frame in ticks), "handler ticks only"
+    # judged per second of CPU, as ITIMER_PROF counts it (100 expected)
+    assert len(ticks) / cpu >= 60, f"{len(ticks)} ticks in {cpu:.2f} s of CPU at 100 Hz"

@@ -151,8 +151,9 @@ class SignalDriver:
     got the signal; the helper thread blocks on the other end and ticks as soon as it gets the
     GIL, unless the handler ticked since the helper last waited. The handler in turn skips the
     signals the helper took since it last ran: one tick per signal, whoever runs first, with no
-    system call in the handler. When someone else owns the wakeup fd (an asyncio loop with
-    signal handlers), there is no helper and ticks happen when the main thread runs Python.
+    system call in the handler. When someone else owns the wakeup fd (uvloop and trio always,
+    an asyncio loop once it has signal handlers), there is no helper and ticks happen when the
+    main thread runs Python; an idle loop wakes for the timer's byte on its fd and runs it.
     """
 
     name = "signal"
