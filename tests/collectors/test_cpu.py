@@ -576,3 +576,58 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
     print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; {capture.describe()}")
     assert total > 0.05e9, "the burner got almost no CPU"
     assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())
+
+
+def test_wall_mode_needs_no_thread_cpu_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has neither ``time.clock_gettime_ns`` nor ``signal.setitimer``. Wall mode reads
+    no CPU clock, but its baseline read every thread's: the wall profile was an
+    AttributeError (a 500) there instead of a loop-driven profile."""
+    monkeypatch.delattr(time, "clock_gettime_ns")
+    monkeypatch.delattr(signal, "setitimer")
+
+    async def wait(duration: float) -> None:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            await asyncio.sleep(0.005)
+
+    capture = asyncio.run(cpu.record("wall", 100, 0.3, MAX_DEPTH, wait))
+    assert capture.driver == "loop"
+    assert capture.profile.samples, capture.profile.comments
+    assert not any("failed" in comment for comment in capture.profile.comments)
+
+
+def lossy_switch_interval(low: int, high: int) -> float:
+    """A switch interval (µs in [low, high)) that ``setswitchinterval(getswitchinterval())``
+    does not give back: the getter multiplies by 1e-6 and the setter truncates to whole µs."""
+    for us in range(low, high):
+        sys.setswitchinterval(us * 1e-6)
+        value = sys.getswitchinterval()
+        sys.setswitchinterval(value)
+        if sys.getswitchinterval() != value:
+            sys.setswitchinterval(value * (1 + 1e-9))
+            assert sys.getswitchinterval() == value
+            return value
+    raise AssertionError("no lossy value: CPython changed how it stores the interval")
+
+
+@pytest.mark.parametrize("bounds", [(100, 500), (501, 20_000)])
+def test_the_applications_switch_interval_comes_back_to_the_microsecond(
+        bounds: tuple[int, int]) -> None:
+    """Before: the interval was put back with ``setswitchinterval(getswitchinterval())``, which
+    loses a µs for about a quarter of the values (100 µs came back as 99 µs, one less per
+    profile); an application's interval at or below 0.5 ms was also set again to itself."""
+    before = sys.getswitchinterval()
+    try:
+        value = lossy_switch_interval(*bounds)
+        seen: list[float] = []
+
+        async def wait(duration: float) -> None:
+            seen.append(sys.getswitchinterval())
+            await asyncio.sleep(duration)
+
+        for _ in range(3):
+            asyncio.run(cpu.record("wall", 100, 0.02, MAX_DEPTH, wait))
+        assert sys.getswitchinterval() == value
+        assert seen == [pytest.approx(min(value, cpu.SWITCH_INTERVAL_S))] * 3
+    finally:
+        sys.setswitchinterval(before)

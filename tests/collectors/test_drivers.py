@@ -6,7 +6,10 @@ pytest-timeout runs in thread mode here (pyproject), so SIGALRM and SIGPROF are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -583,3 +586,229 @@ def test_a_signal_driver_that_fails_to_start_leaves_nothing_behind(
     assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
     assert ticks == []
 
+
+
+# --------------------------------------------------------------------------------------------
+# Someone else's wakeup fd keeps its warn_on_full_buffer flag
+# --------------------------------------------------------------------------------------------
+
+
+def full_wakeup_reports(monkeypatch: pytest.MonkeyPatch, signals: int) -> list[str]:
+    """Raise ``signals`` handled SIGUSR1s without draining the wakeup fd: what CPython reports.
+
+    Each signal's number is written to the wakeup fd by the C handler; once the owner's socket
+    is full, CPython reports the failed write through ``sys.unraisablehook`` only if the fd was
+    set with ``warn_on_full_buffer=True``.
+    """
+    reports: list[str] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: reports.append(repr(u.exc_value)))
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    try:
+        for _ in range(signals):
+            signal.raise_signal(signal.SIGUSR1)
+        time.sleep(0)  # the reports are pending calls: let them run
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    monkeypatch.undo()
+    return reports
+
+
+def test_a_trio_wakeup_fd_stays_quiet_when_full() -> None:
+    """trio owns the wakeup fd with a 1-byte socket buffer and warn_on_full_buffer=False. Before:
+    the driver's probe gave it back with the default (True), and every timer signal that found
+    it full (a CPU burst: 6 signals) printed 'Exception ignored when trying to write to the
+    signal wakeup fd' on stderr, during the profile and for the rest of trio's run."""
+    trio = pytest.importorskip("trio")
+    monkeypatch = pytest.MonkeyPatch()
+
+    async def main() -> tuple[list[str], str]:
+        _, tick = counter()
+        driver = SignalDriver("cpu")
+        driver.start(TickGate(tick, 0.01))
+        driver.stop()
+        # trio does not drain its wakeup socket while this task runs without awaiting
+        return full_wakeup_reports(monkeypatch, 200), driver.note
+
+    reports, note = trio.run(main)
+    assert "wakeup fd is in use" in note, "trio owns the wakeup fd: no helper"
+    assert reports == [], reports[:3]
+
+
+@pytest.mark.parametrize("taken", ["before", "during"])
+def test_an_asyncio_wakeup_fd_keeps_reporting_when_full(
+        monkeypatch: pytest.MonkeyPatch, taken: str) -> None:
+    """asyncio sets its wakeup fd with the default flag (True): given back as it was, whether
+    the loop owned it before the profile or took it over during it. Before, a loop that took it
+    during the profile got it back with False."""
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        _, tick = counter()
+        driver = SignalDriver("cpu")
+        if taken == "before":
+            loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+        driver.start(TickGate(tick, 0.01))
+        if taken == "during":
+            loop.add_signal_handler(signal.SIGUSR2, lambda: None)
+        driver.stop()
+        csock, ssock = loop._csock, loop._ssock  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(BlockingIOError):
+                while True:
+                    csock.send(b"\0" * 4096)
+            return full_wakeup_reports(monkeypatch, 3)
+        finally:
+            with contextlib.suppress(BlockingIOError):
+                while ssock.recv(65536):
+                    pass
+            loop.remove_signal_handler(signal.SIGUSR2)
+
+    reports = asyncio.run(main())
+    assert reports and all("BlockingIOError" in r for r in reports), reports
+
+
+# --------------------------------------------------------------------------------------------
+# stop() undoes every step even when an exception interrupts it
+# --------------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """What the application's signal handler raises (a timeout, KeyboardInterrupt)."""
+
+
+def test_signal_driver_stop_interrupted_while_waiting_for_a_tick_still_undoes_everything(
+) -> None:
+    """stop() first waits for a running tick (the helper thread may be in one); that wait runs
+    the main thread's signal handlers, and one that raises (SIGINT's KeyboardInterrupt, an
+    alarm-based timeout) ended stop() there. Before: the timer kept firing into the profiler's
+    handler, the helper thread kept running and the wakeup fd stayed the profiler's."""
+    holding, release = threading.Event(), threading.Event()
+    ticks: list[FrameType | None] = []
+
+    def tick(frame: FrameType | None) -> None:
+        if threading.current_thread().name == "test-holder":
+            holding.set()
+            release.wait(30)  # a tick that is still running when stop() is called
+        else:
+            ticks.append(frame)
+
+    def raise_interrupted(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted
+
+    main = threading.get_ident()
+
+    def interrupt_stop_while_it_waits() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            top = sys._current_frames().get(main)
+            if top is not None and top.f_code is TickGate.close.__code__:
+                signal.pthread_kill(main, signal.SIGUSR1)
+                return
+            time.sleep(0.001)
+
+    gate = TickGate(tick, 0.01)
+    driver = SignalDriver("cpu")
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    holder = threading.Thread(target=gate, name="test-holder")
+    interrupter = threading.Thread(target=interrupt_stop_while_it_waits, name="test-interrupt")
+    try:
+        driver.start(gate)
+        holder.start()
+        assert holding.wait(30)
+        interrupter.start()
+        with pytest.raises(Interrupted):
+            driver.stop()
+    finally:
+        release.set()
+        holder.join(30)
+        interrupter.join(30)
+        signal.signal(signal.SIGUSR1, previous)
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0), "the timer was stopped"
+    assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL, "the handler was put back"
+    assert signal.set_wakeup_fd(-1) == -1, "the wakeup fd was given back"
+    assert not [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
+
+
+# --------------------------------------------------------------------------------------------
+# A fork during a profile (gunicorn's master, multiprocessing's fork start method)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_during_a_profile_gets_the_signal_and_wakeup_fd_back() -> None:
+    """A forked child inherits the handler and the wakeup fd, but neither the timer nor the
+    helper thread. Before: the child kept the dead profile's handler, so every profile it ran
+    later fell back to a weaker driver ('SIGPROF already has a handler'), and its own signals
+    were written to the parent's helper socket. The parent's profile goes on."""
+    ticks, tick = counter()
+    driver = SignalDriver("cpu")
+    read_end, write_end = os.pipe()
+    child: list[int] = []
+
+    def fork() -> None:  # from a worker thread, as an app's multiprocessing pool would
+        pid = os.fork()
+        if pid:
+            child.append(pid)
+            return
+        try:
+            wakeup = signal.set_wakeup_fd(-1)
+            seen = (signal.getsignal(signal.SIGPROF) == signal.SIG_DFL, wakeup,
+                    SignalDriver.unavailable("cpu"))
+            os.write(write_end, repr(seen).encode())
+        finally:
+            os._exit(0)
+
+    driver.start(TickGate(tick, 0.01))
+    try:
+        forker = threading.Thread(target=fork, name="test-forker")
+        forker.start()
+        forker.join(30)
+        os.waitpid(child[0], 0)
+        helper_ticks = ticks.count(None)
+        worker = threading.Thread(target=burn, args=(0.5,), name="test-burner")
+        worker.start()
+        worker.join()  # the main thread runs no bytecode: the parent's helper ticks
+    finally:
+        driver.stop()
+        os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        assert pipe.read() == repr((True, -1, None)), "the child is as before the profile"
+    assert ticks.count(None) - helper_ticks >= 10, "the parent's helper still ticks"
+
+
+def test_under_uvloop_the_idle_loop_runs_the_handler_for_each_timer_signal() -> None:
+    """uvloop owns the wakeup fd whenever it runs on the main thread, so there is no helper;
+    it wakes for each byte on its fd and runs the pending Python handlers, so an idle loop
+    still ticks while a worker thread burns the CPU. Its wakeup fd is left as it was."""
+    uvloop = pytest.importorskip("uvloop")
+    ticks, tick = counter()
+    stop = threading.Event()
+
+    def burner() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    async def main() -> tuple[float, SignalDriver, int, int]:
+        owned = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(owned, warn_on_full_buffer=False)  # as uvloop set it
+        driver = SignalDriver("cpu")
+        worker = threading.Thread(target=burner, name="test-burner")
+        worker.start()
+        cpu_before = time.process_time()
+        driver.start(TickGate(tick, 0.01))
+        try:
+            await asyncio.sleep(1.0)  # the loop sleeps in epoll for the whole second
+        finally:
+            driver.stop()
+            cpu = time.process_time() - cpu_before
+            stop.set()
+            worker.join()
+        after = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(after, warn_on_full_buffer=False)
+        return cpu, driver, owned, after
+
+    cpu, driver, owned, after = uvloop.run(main())
+    assert owned != -1 and after == owned, "uvloop's wakeup fd is untouched"
+    assert "wakeup fd is in use" in driver.note and driver.skipped_threads() == set()
+    assert all(frame is not None for frame in ticks), "handler ticks only"
+    # judged per second of CPU, as ITIMER_PROF counts it (100 expected)
+    assert len(ticks) / cpu >= 60, f"{len(ticks)} ticks in {cpu:.2f} s of CPU at 100 Hz"

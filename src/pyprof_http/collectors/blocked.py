@@ -11,8 +11,8 @@ runnable (their CPU stays where they are seen), since the two cannot be told apa
 
 The file is read with libc through ``ctypes.PyDLL``, which keeps the GIL: ``os.read`` would
 release it, and every read in a tick would let another thread run (and the tick wait up to a
-switch interval to get it back). Linux on x86-64 and aarch64 only (the syscall numbers);
-elsewhere ``syscall_states()`` is None and nothing is classified.
+switch interval to get it back). 64-bit processes on Linux on x86-64 and aarch64 only (the
+syscall numbers); elsewhere ``syscall_states()`` is None and nothing is classified.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def blocked_in_syscall(text: bytes, futex: frozenset[int]) -> bool:
 
 def syscall_states() -> IsBlocked | None:
     """A reader for this process's threads, or None where it cannot work."""
-    futex = _FUTEX_SYSCALLS.get(platform.machine())
-    if futex is None or not sys.platform.startswith("linux"):
-        return None
+    futex = _FUTEX_SYSCALLS.get(platform.machine())  # the kernel's machine, not the process's:
+    if futex is None or not sys.platform.startswith("linux") or sys.maxsize < 2**32:
+        return None  # a 32-bit process's numbers are another table's (futex: 240 on i386)
     try:
         libc = ctypes.PyDLL(None)
         open_, read, close = libc.open, libc.read, libc.close

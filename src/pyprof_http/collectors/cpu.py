@@ -97,13 +97,16 @@ class Sampler:
         self._loops = {info.thread_ident: info.loop for info in LOOPS.running()}
 
     def baseline(self) -> None:
-        """Read every thread's CPU clock so the first tick has something to subtract."""
+        """Read every thread's CPU clock so the first tick has something to subtract (CPU mode:
+        wall mode reads no CPU clock, and works where there is none to read, e.g. Windows)."""
+        self._last_tick = time.monotonic_ns()
+        if self.mode != "cpu":
+            return
         for thread in list(threading._active.values()):  # type: ignore[attr-defined]
             native: int | None = getattr(thread, "native_id", None)
             cpu = thread_cpu_ns(native) if native is not None else None
             if native is not None and cpu is not None:
                 self._last_cpu[native] = cpu
-        self._last_tick = time.monotonic_ns()
 
     def tick(self, interrupted: FrameType | None = None) -> None:
         """Sample every thread once. Never raises: it may run inside a signal handler."""
@@ -246,13 +249,18 @@ def _short_gil_switches() -> Iterator[None]:
     profile runs, only when they contend. Left alone if someone changed it meanwhile.
     """
     previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
+    if previous <= SWITCH_INTERVAL_S:  # already short: nothing to change, nothing to put back
+        yield
+        return
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     ours = sys.getswitchinterval()
     try:
         yield
     finally:
         if sys.getswitchinterval() == ours:
-            sys.setswitchinterval(previous)
+            # the setter truncates to whole µs and the getter multiplies by 1e-6: without the
+            # half µs, a quarter of the values came back a µs shorter
+            sys.setswitchinterval(previous + 0.5e-6)
 
 
 async def record(

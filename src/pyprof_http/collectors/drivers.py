@@ -25,6 +25,7 @@ import _thread
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import socket
 import threading
@@ -150,8 +151,9 @@ class SignalDriver:
     got the signal; the helper thread blocks on the other end and ticks as soon as it gets the
     GIL, unless the handler ticked since the helper last waited. The handler in turn skips the
     signals the helper took since it last ran: one tick per signal, whoever runs first, with no
-    system call in the handler. When someone else owns the wakeup fd (an asyncio loop with
-    signal handlers), there is no helper and ticks happen when the main thread runs Python.
+    system call in the handler. When someone else owns the wakeup fd (uvloop and trio always,
+    an asyncio loop once it has signal handlers), there is no helper and ticks happen when the
+    main thread runs Python; an idle loop wakes for the timer's byte on its fd and runs it.
     """
 
     name = "signal"
@@ -195,6 +197,7 @@ class SignalDriver:
                     armed = spacing
                     signal.setitimer(which, armed, armed)
 
+        _RUNNING.add(self)  # before anything a forked child would have to put back
         helper = self._helper = _WakeupTicker.install(tick, signum)
         if helper is None:
             self.note = " (the wakeup fd is in use: ticks only while the main thread runs Python)"
@@ -223,9 +226,25 @@ class SignalDriver:
 
         The helper goes first: once it is joined nothing can re-arm the timer (it re-arms after
         a tick), so the timer stopped next stays stopped before the default action comes back.
+        Closing the gate waits for a running tick, and signal handlers run during that wait: one
+        that raises (SIGINT) must not leave the timer firing into this handler.
         """
-        if self._gate is not None:
-            self._gate.close()
+        _RUNNING.discard(self)
+        try:
+            if self._gate is not None:
+                self._gate.close()
+        finally:
+            self._undo()
+
+    def _forget_in_child(self) -> None:
+        """In a child forked during the profile: put back the handler and the wakeup fd (the
+        timer and the helper thread are not inherited; the helper's sockets are the parent's)."""
+        if self._helper is not None:
+            self._helper.forget_in_child()
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
+
+    def _undo(self) -> None:
         try:
             if self._helper is not None:
                 self._helper.remove()
@@ -340,7 +359,7 @@ class _WakeupTicker:
         writer.setblocking(False)
         previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         if previous != -1:  # someone else's: put it back and rely on it
-            signal.set_wakeup_fd(previous)
+            _give_back_wakeup_fd(previous)
             reader.close()
             writer.close()
             return None
@@ -365,18 +384,58 @@ class _WakeupTicker:
                 self.ticked += 1
                 self._tick(None)
 
+    def forget_in_child(self) -> None:
+        """Give the wakeup fd back and close this process's copies of the sockets, without
+        shutting them down (that would stop the parent's helper)."""
+        current = signal.set_wakeup_fd(-1)
+        if current != self._writer.fileno():
+            _give_back_wakeup_fd(current)
+        self._reader.close()
+        self._writer.close()
+
     def remove(self) -> None:
         """Give the wakeup fd back (so no signal writes to a closed socket), stop the thread
         and close the sockets."""
         current = signal.set_wakeup_fd(-1)
         if current != self._writer.fileno():  # someone (asyncio) took it over meanwhile: theirs
-            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+            _give_back_wakeup_fd(current)
         with contextlib.suppress(OSError):
             self._reader.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv()
         if self._thread.ident is not None:
             self._thread.join(timeout=5)
         self._reader.close()
         self._writer.close()
+
+
+_RUNNING: set[SignalDriver] = set()
+"""Signal drivers between start() and stop()."""
+
+
+def _after_fork_in_child() -> None:
+    """A child forked during a profile kept its handler and wakeup fd: every later profile in
+    it fell back to a weaker driver, and its signals went to the parent's helper."""
+    for driver in list(_RUNNING):
+        driver._forget_in_child()
+    _RUNNING.clear()
+
+
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
+    _fork_hook_registered = True
+
+
+def _give_back_wakeup_fd(fd: int) -> None:
+    """Give the wakeup fd back to its owner with the flag that owner set.
+
+    Python cannot read ``warn_on_full_buffer`` back. asyncio's own loops keep the default
+    (True); trio and uvloop set False, and trio's socket holds 6 bytes: given back with the
+    default, every timer signal that found it full printed a traceback on stderr.
+    """
+    warn = False
+    with contextlib.suppress(RuntimeError):  # no asyncio loop running: not asyncio's
+        own = getattr(asyncio.get_running_loop(), "_csock", None)  # uvloop's is not visible
+        warn = own is not None and own.fileno() == fd
+    signal.set_wakeup_fd(fd, warn_on_full_buffer=warn)
 
 
 def outside_the_handler(top: FrameType | None) -> FrameType | None:
