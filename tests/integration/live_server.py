@@ -84,7 +84,7 @@ def run_server(
         command = [
             sys.executable, "-m", "uvicorn", app,
             "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
-            "--lifespan", "on", "--no-access-log", "--log-level", "warning",
+            "--lifespan", "on", "--loop", "asyncio", "--no-access-log", "--log-level", "warning",
             "--timeout-graceful-shutdown", "2",
         ]
         with log.open("wb") as log_file:

@@ -52,7 +52,8 @@ def serve_cpu_service(workdir: Path, *uvicorn_args: str) -> Iterator[Running]:
         log = workdir / f"uvicorn-cpu-{port}.log"
         command = [sys.executable, "-m", "uvicorn", "cpu_service:app", "--app-dir", str(HERE),
                    "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on",
-                   "--no-access-log", "--log-level", "warning", *uvicorn_args]
+                   "--no-access-log", "--log-level", "warning", "--loop", "asyncio",
+                   *uvicorn_args]  # a later --loop wins
         with log.open("wb") as log_file:
             proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                     cwd=workdir)
@@ -74,6 +75,12 @@ def serve_cpu_service(workdir: Path, *uvicorn_args: str) -> Iterator[Running]:
 @pytest.fixture(scope="module")
 def cpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     with serve_cpu_service(tmp_path_factory.mktemp("cpu-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def uvloop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with serve_cpu_service(tmp_path_factory.mktemp("uvloop-server"), "--loop", "uvloop") as running:
         yield running
 
 
@@ -362,3 +369,25 @@ def test_tracing_only_formats_refuse_sampling_modes(cpu_server: Running, query: 
         response = http.get(cpu_server.server.url(f"/profile?seconds=1&{query}"))
     assert response.status_code == 400
     assert "mode=tracing" in response.text or "tracing" in response.text
+
+
+@pytest.mark.parametrize("mode", ["cpu", "wall"])
+def test_under_uvloop_the_signal_driver_keeps_the_rate(uvloop_server: Running, mode: str) -> None:
+    """uvloop owns the wakeup fd, so no helper thread is started: its loop runs our handler
+    for each timer signal. The profile must still tick at the rate and see the hot code."""
+    server, pid = uvloop_server.server, uvloop_server.proc.pid
+    with load(server) as counts, client(server) as http:
+        cpu_before = process_cpu_seconds(pid)
+        answer = http.get(server.url("/profile"),
+                          params={"seconds": "2", "mode": mode, "format": "folded"})
+        server_cpu = process_cpu_seconds(pid) - cpu_before
+    assert answer.status_code == 200, answer.text
+    assert sum(counts) > 50, counts
+    rate = sampler_header(answer)
+    assert rate["driver"] == "signal", rate
+    assert "cpu_service_hot_loop" in answer.text
+    ticks = float(rate["achieved_hz"]) * 2
+    # cpu mode: ITIMER_PROF counts process CPU, so judge ticks per CPU second received
+    per_second = ticks / server_cpu if mode == "cpu" else ticks / 2
+    assert per_second >= 60, (per_second, rate, server_cpu)
+    assert_clean_log(server)
