@@ -812,3 +812,27 @@ def test_under_uvloop_the_idle_loop_runs_the_handler_for_each_timer_signal() -> 
     assert all(frame is not None for frame in ticks), "handler ticks only"
     # judged per second of CPU, as ITIMER_PROF counts it (100 expected)
     assert len(ticks) / cpu >= 60, f"{len(ticks)} ticks in {cpu:.2f} s of CPU at 100 Hz"
+
+
+def test_stop_leaves_a_handler_and_timer_the_application_installed_during_the_profile() -> None:
+    """An app that takes SIGALRM for its own timeout while a wall profile runs keeps it: the
+    handler is no longer ours, so stop() must not put the old one back or stop the timer."""
+    _, tick = counter()
+    driver = SignalDriver("wall")
+    driver.start(TickGate(tick, 0.01))
+    fired: list[int] = []
+
+    def theirs(signum: int, frame: FrameType | None) -> None:
+        fired.append(signum)
+
+    try:
+        signal.signal(signal.SIGALRM, theirs)
+        signal.setitimer(signal.ITIMER_REAL, 5.0, 5.0)
+        driver.stop()
+        assert signal.getsignal(signal.SIGALRM) is theirs
+        remaining, interval = signal.getitimer(signal.ITIMER_REAL)
+        assert remaining > 0 and interval == 5.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0, 0.0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    assert not any(t.name.startswith("pyprof_http-") for t in threading.enumerate())

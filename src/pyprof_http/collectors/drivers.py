@@ -167,6 +167,7 @@ class SignalDriver:
         self._previous_timer = (0.0, 0.0)
         self._helper: _WakeupTicker | None = None
         self._gate: TickGate | None = None
+        self._handler: Callable[[int, FrameType | None], None] | None = None
 
     @staticmethod
     def unavailable(mode: str) -> str | None:
@@ -211,6 +212,7 @@ class SignalDriver:
                 helper.handler_ticks += 1
             tick(frame)
 
+        self._handler = handler
         try:
             self._previous = signal.signal(signum, handler)
             signal.siginterrupt(signum, False)  # restart what syscalls can be restarted
@@ -249,16 +251,25 @@ class SignalDriver:
             if self._helper is not None:
                 self._helper.remove()
         finally:
-            try:
-                signal.setitimer(self.which, 0.0, 0.0)
-                # a tick generated just before the timer stopped but delivered after the default
-                # action came back would kill the process ("Profiling timer expired"): ignore it
-                signal.signal(self.signum, signal.SIG_IGN)
-            finally:
-                if self._previous is not None:  # None: not installed, or a C handler (kept out)
-                    signal.signal(self.signum, self._previous)
-                if self._previous_timer != (0.0, 0.0):
-                    signal.setitimer(self.which, *self._previous_timer)
+            if not self._replaced_by_the_application():
+                try:
+                    signal.setitimer(self.which, 0.0, 0.0)
+                    # a tick generated just before the timer stopped but delivered after the
+                    # default action came back would kill the process ("Profiling timer
+                    # expired"): ignore it
+                    signal.signal(self.signum, signal.SIG_IGN)
+                finally:
+                    if self._previous is not None:  # None: not installed, or a C handler
+                        signal.signal(self.signum, self._previous)
+                    if self._previous_timer != (0.0, 0.0):
+                        signal.setitimer(self.which, *self._previous_timer)
+
+    def _replaced_by_the_application(self) -> bool:
+        """Whether the application installed its own handler (and likely its timer) during the
+        profile: both are theirs now, and putting ours back would undo their work."""
+        current = signal.getsignal(self.signum)
+        return (self._handler is not None and current is not self._handler
+                and current not in (signal.SIG_DFL, signal.SIG_IGN))
 
     def skipped_threads(self) -> set[int]:
         ident = self._helper.ident() if self._helper is not None else None
