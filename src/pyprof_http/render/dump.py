@@ -6,10 +6,15 @@ people recognise them, but innermost first as in Go, which the header says.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..collectors.stacks import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
 from . import Rendered, utf8
 from .text import TEXT_PLAIN
+
+if TYPE_CHECKING:
+    from ..loops import TaskOrigin
 
 
 def render_dump(snapshot: StackSnapshot) -> Rendered:
@@ -68,9 +73,29 @@ def _task_block(task: TaskStack, names: dict[int, str]) -> list[str]:
         parent = f' in task "{_quote(task.parent)}"' if task.parent else ""
         lines.append(f"created by {_quote(site.function)} at {_quote(site.filename)}:{site.line}"
                      f"{parent}{age}")
+        if task.origin is not None:
+            lines.extend(_origin_lines(task.origin))
     else:
         lines.append("created by unknown (task created before pyprof_http's task factory)")
     lines.append(f"on thread \"{_quote(task.thread)}\"")
+    return lines
+
+
+def _origin_lines(origin: TaskOrigin) -> list[str]:
+    """The rest of the creation stack, the request served, and the creating tasks' origins."""
+    lines = [f"  from {_quote(f.function)} at {_quote(f.filename)}:{f.line}"
+             for f in origin.stack[1:]]
+    if origin.route:
+        rid = f' request_id "{_quote(origin.request_id)}"' if origin.request_id else ""
+        lines.append(f'  for request route "{_quote(origin.route)}"{rid}')
+    up = origin.parent_origin
+    for _ in range(3):
+        if up is None or up.site is None:
+            break
+        lines.append(f"  spawner created by {_quote(up.site.function)} at "
+                     f"{_quote(up.site.filename)}:{up.site.line}"
+                     + (f' in task "{_quote(up.parent)}"' if up.parent else ""))
+        up = up.parent_origin
     return lines
 
 
