@@ -189,6 +189,13 @@ class LoopRegistry:
                 self._loops[loop] = (thread.ident or 0, thread.name)
         return loop
 
+    def register_if_running(self) -> asyncio.AbstractEventLoop | None:
+        """:meth:`register_running`, or None when no asyncio loop runs here (e.g. under trio,
+        where the caller must say what it cannot see instead of failing)."""
+        if asyncio._get_running_loop() is None:
+            return None
+        return self.register_running()
+
     def running(self) -> list[LoopInfo]:
         """Loops that are still running, in registration order."""
         with self._lock:
