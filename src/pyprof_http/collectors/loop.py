@@ -46,6 +46,7 @@ the first watch started. Costs are measured by ``benchmarks/loop.py`` and ``benc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import selectors
@@ -283,7 +284,11 @@ class _Watch:
         self._seq = 0
         self._samples: Counter[_Key] = Counter()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._asleep = threading.Lock()
+        """Held while watching; released once by stop(), which wakes the watchdog at once. A
+        plain lock's timed acquire is the cheapest sleep that can be cut short (an Event's
+        wait builds a new lock and a Condition round trip per wake-up)."""
+        self._asleep.acquire()
         self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
     def start(self) -> None:
@@ -296,8 +301,10 @@ class _Watch:
         """Stop watching and join the watchdog (bounded); safe on the loop thread."""
         if asyncio._get_running_loop() is self.loop:  # the loop is back: end a pending stall
             self._settle(time.monotonic_ns(), self._evidence.read(), on_loop=True)
-        self.stopped = True
-        self._wake.set()
+        was_stopped, self.stopped = self.stopped, True
+        if not was_stopped:
+            with contextlib.suppress(RuntimeError):  # released already
+                self._asleep.release()
         if threading.current_thread() is not self.thread and self.thread.ident is not None:
             self.thread.join(JOIN_TIMEOUT_S)
 
@@ -313,19 +320,23 @@ class _Watch:
         own = _Evidence(threading.get_native_id())
         self._ok = (time.monotonic_ns(), self._evidence.read())  # the loop waits in
         try:  # Thread.start() until we run: not a stall, and not worth a probe
-            self._wake.wait(self.period_ns / 1e9)
+            self._sleep(self.period_ns)
             planned, before = time.monotonic_ns(), own.read()
             while not self.stopped and not self.loop.is_closed() and self.loop.is_running():
                 now, after = time.monotonic_ns(), own.read()
                 self._tick(now, _blind(now - planned, before, after, self.period_ns))
                 wait_ns = self._next_look(now)
-                planned, before = time.monotonic_ns() + wait_ns, own.read()
-                self._wake.wait(wait_ns / 1e9)
+                planned, before = time.monotonic_ns() + wait_ns, after  # one read per look
+                self._sleep(wait_ns)
         finally:
             self.stopped = True
             own.close()
             self._evidence.close()
             self._on_exit(self)
+
+    def _sleep(self, ns: int) -> None:
+        if self._asleep.acquire(timeout=ns / 1e9):
+            self._asleep.release()  # stop() released it: stay awake from now on
 
     def _tick(self, now: int, blind_ns: int) -> None:
         """One look at the loop: settle a probe that ran, else probe a loop seen busy, and
