@@ -405,11 +405,14 @@ def test_samples_in_the_selector_or_after_the_probe_are_discarded_and_ties_go_fi
         episode = loop_mod._Episode(seq=1, posted_ns=0, ok_ns=0, ok_evidence=None)
         watch._episode = episode
         watch._idle_codes = loop_mod._SELECT_CODES  # a selector loop's
-        assert watch._sample(episode) == 0  # idle in select: no sample
+        def look() -> Any:
+            return sys._current_frames()[idle.ident]  # type: ignore[index]
+
+        assert watch._sample(episode, look()) == 0  # idle in select: no sample
         watch._idle_codes = frozenset()
-        assert watch._sample(episode) == 1  # a "busy" loop thread is sampled
+        assert watch._sample(episode, look()) == 1  # a "busy" loop thread is sampled
         watch._ran = (1, 1, None)
-        assert watch._sample(episode) == 0  # the probe ran: the loop was back
+        assert watch._sample(episode, look()) == 0  # the probe ran: the loop was back
         watch._samples.clear()
         watch._samples.update({(first, "t", "", ""): 2, (second, "t", "", ""): 2})
         watch._settle(150_000_000, None, on_loop=False)

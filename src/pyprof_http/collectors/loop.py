@@ -56,7 +56,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import CodeType, FunctionType
+from types import CodeType, FrameType, FunctionType
 from typing import Final
 
 from ..loops import LOOPS, is_auto_task_name, running_task
@@ -323,8 +323,16 @@ class _Watch:
             self._sleep(self.period_ns)
             planned, before = time.monotonic_ns(), own.read()
             while not self.stopped and not self.loop.is_closed() and self.loop.is_running():
-                now, after = time.monotonic_ns(), own.read()
-                self._tick(now, _blind(now - planned, before, after, self.period_ns))
+                # the loop thread's frame first, before anything that lets the GIL go (a read
+                # of the counters does): right after a C call that kept the GIL, the loop
+                # would run on and the call's caller would never be seen
+                now, top = time.monotonic_ns(), sys._current_frames().get(self.ident)
+                self._tick(now, top)
+                del top
+                after = own.read()
+                if self._episode is not None:
+                    self._episode.blind_ns += _blind(now - planned, before, after,
+                                                     self.period_ns)
                 wait_ns = self._next_look(now)
                 planned, before = time.monotonic_ns() + wait_ns, after  # one read per look
                 self._sleep(wait_ns)
@@ -338,41 +346,37 @@ class _Watch:
         if self._asleep.acquire(timeout=ns / 1e9):
             self._asleep.release()  # stop() released it: stay awake from now on
 
-    def _tick(self, now: int, blind_ns: int) -> None:
-        """One look at the loop: settle a probe that ran, else probe a loop seen busy, and
-        sample a loop that may be half a stall away."""
+    def _tick(self, now: int, top: FrameType | None) -> None:
+        """One look at the loop (``top``: its thread's frame at ``now``): settle a probe that
+        ran, else probe a loop seen busy, and sample a loop that may be half a stall away."""
         episode = self._episode
         if episode is not None:
             seq, ran_ns, evidence = self._ran
             if seq != episode.seq:
-                episode.blind_ns += blind_ns
-                self._maybe_sample(episode, now)
+                self._maybe_sample(episode, now, top)
                 return
             self._settle(ran_ns, evidence, on_loop=False)
-        top = sys._current_frames().get(self.ident)
         if top is None:
             return
         if top.f_code in self._idle_codes:  # waiting in its selector: responsive, no probe
-            del top
             self._ok = (now, self._evidence.read())
             return
-        del top
         ok_ns, ok_evidence = self._ok
         self._seq += 1
-        episode = _Episode(self._seq, now, ok_ns, ok_evidence, blind_ns)
+        episode = _Episode(self._seq, now, ok_ns, ok_evidence)
         with self._lock:
             self._episode, self._samples = episode, Counter()
+        self._maybe_sample(episode, now, top)
         try:
             self.loop.call_soon_threadsafe(self._probe, episode.seq)
         except RuntimeError:  # closed meanwhile
             self.stopped = True
             return
         self.probes += 1
-        self._maybe_sample(episode, now)
 
-    def _maybe_sample(self, episode: _Episode, now: int) -> None:
+    def _maybe_sample(self, episode: _Episode, now: int, top: FrameType | None) -> None:
         if now - episode.ok_ns >= self._sample_after_ns:
-            self._sample(episode)
+            self._sample(episode, top)
 
     def _next_look(self, now: int) -> int:
         """Nanoseconds until the next look: every period; while a probe is out, at the first
@@ -388,9 +392,8 @@ class _Watch:
             interval = max(interval, self.stall_ns)  # only watch for the end now
         return interval
 
-    def _sample(self, episode: _Episode) -> int:
-        """Add one sample of the loop thread to ``episode``; how many it has."""
-        top = sys._current_frames().get(self.ident)
+    def _sample(self, episode: _Episode, top: FrameType | None) -> int:
+        """Add ``top``, the loop thread's frame, as a sample of ``episode``; how many it has."""
         if (top is None or self._ran[0] == episode.seq or self._episode is not episode
                 or top.f_code in self._idle_codes):
             return 0  # back meanwhile, or idle in its selector: this stack is not a block
