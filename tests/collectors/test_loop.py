@@ -134,18 +134,20 @@ def test_short_block_is_no_stall() -> None:
     assert capture.stalls == () and capture.profile.samples == ()
 
 
-def test_blocks_of_exactly_the_threshold_are_all_caught() -> None:
-    """The lateness is a lower bound (short by up to a period), so the threshold is compared
-    with what the stall may have lasted: a block of exactly ``stall_ms`` is never missed."""
+def test_blocks_of_exactly_the_threshold_are_caught() -> None:
+    """The probe's lateness is a lower bound (short by up to a look), so the threshold is
+    compared with what the stall may have lasted. Which blocks a real loop catches depends on
+    how late the watchdog itself runs (a starved machine makes it late), so this asserts on
+    most, with the right stack; the rule itself is checked exactly by ``judge`` ("exact")."""
 
     async def body() -> None:
         for _ in range(6):
             stall_sleep(STALL_MS / 1000)
-            await asyncio.sleep(0.037)  # different phases against the heartbeat
+            await asyncio.sleep(0.037)  # different phases against the watchdog's looks
 
     run_watched(body)
     stalls = WATCHDOGS.capture().stalls
-    assert len(stalls) == 6, [s.duration_ns for s in stalls]
+    assert len(stalls) >= 4, [s.duration_ns for s in stalls]
     assert all(functions(s)[0] == "stall_sleep" for s in stalls)
 
 
@@ -450,6 +452,8 @@ def episode(ok_ns: int = 0, posted_ns: int = 20, evidence: tuple[int, int] | Non
         # no evidence on this platform: sampled or not, the lateness stands
         ("no evidence", 320, None, False, 0, (300, None, None, True)),
         ("short", 90, (1, 0), True, 0, None),
+        # a block of exactly the threshold that began just after a look: posted a period late
+        ("exact", 125, (1, 0), True, -25, (100, 1, 0, True)),
         # a 50 ms block seen by a watchdog that looked 70 ms late: what it may have lasted is
         # bounded by what a look on time would have missed (~a period), not by the late look
         ("late look", 120, (1, 0), True, -70, None),
@@ -462,7 +466,7 @@ def test_judge_tells_stalls_from_starvation(
     end_evidence = None if end_evidence_ms is None else (end_evidence_ms[0] * ms,
                                                          end_evidence_ms[1] * ms)
     start = episode(evidence=None if end_evidence is None else (0, 0), blind_ns=max(blind_ms, 0),
-                    posted_ns=-blind_ms if blind_ms < 0 else 20)  # blind < 0: posted that late
+                    posted_ns=-blind_ms if blind_ms < 0 else 20)  # blind < 0: posted then
     verdict = loop_mod.judge(start, end_ms * ms, end_evidence, sampled, STALL_MS * ms,
                              25 * ms)
     if expected is None:
