@@ -20,14 +20,14 @@ samples that show the selector, or are taken once the probe ran, are thrown away
 a Python selector (uvloop) cannot be seen idle and is probed at every look.
 
 **A late loop is not always a stalled one.** On a machine short of CPU, a loop can answer late
-because it was not run at all. The loop thread's scheduler counters (Linux schedstat: time on a
-CPU, time waiting for one) are read when it was last responsive and when the probe ran. Time it
-waited for a CPU is not held time; nor is the time the watchdog itself overslept while the loop
-thread was not on a CPU either (the process was not run). What is left must reach the
-threshold, and something must show the loop was held: a sampled stack, or the loop thread on a
-CPU for at least half of it (a C call that keeps the GIL blocks the watchdog too, but its CPU
-time is measured). Late answers that fail this are counted as *starved*, shown in a comment,
-never as stalls with an invented stack.
+because it was not run at all. A stall needs evidence that the loop was held: a sampled stack
+that is not the selector (then it is a stall however slowly the machine ran that code), or, with
+no sample, the loop thread's CPU time (Linux schedstat, read when it was last responsive and
+when the probe ran) covering most of it: a C call that keeps the GIL blocks the watchdog too,
+but its CPU time is measured. Time the loop thread waited for a CPU, and time the watchdog
+overslept that neither explains (the process was not run), hold nothing. Late answers without
+such evidence are counted as *starved*, shown in a comment, never as stalls with an invented
+stack; each stall shows the CPU time and the wait for a CPU that were measured.
 
 The recorded duration is a lower bound: the probe's lateness, or the loop thread's CPU time in
 the episode if larger (a GIL-holding C call ends before the watchdog can post a probe).
@@ -256,7 +256,11 @@ class _Episode:
     """The last instant the loop was known to be responsive: the stall began after it."""
     ok_evidence: tuple[int, int] | None
     blind_ns: int = 0
-    """How much later than planned the watchdog itself woke during the episode."""
+    """How much later than planned the watchdog itself woke during the episode, beyond what
+    its own wait for a CPU explains."""
+    late_ns: int = 0
+    """How late the look that posted the probe was: the block may have begun that much
+    earlier before it, on top of one period."""
 
 
 class _Watch:
@@ -327,7 +331,7 @@ class _Watch:
                 # of the counters does): right after a C call that kept the GIL, the loop
                 # would run on and the call's caller would never be seen
                 now, top = time.monotonic_ns(), sys._current_frames().get(self.ident)
-                self._tick(now, top)
+                self._tick(now, top, max(0, now - planned))
                 del top
                 after = own.read()
                 if self._episode is not None:
@@ -346,7 +350,7 @@ class _Watch:
         if self._asleep.acquire(timeout=ns / 1e9):
             self._asleep.release()  # stop() released it: stay awake from now on
 
-    def _tick(self, now: int, top: FrameType | None) -> None:
+    def _tick(self, now: int, top: FrameType | None, late_ns: int) -> None:
         """One look at the loop (``top``: its thread's frame at ``now``): settle a probe that
         ran, else probe a loop seen busy, and sample a loop that may be half a stall away."""
         episode = self._episode
@@ -363,7 +367,7 @@ class _Watch:
             return
         ok_ns, ok_evidence = self._ok
         self._seq += 1
-        episode = _Episode(self._seq, now, ok_ns, ok_evidence)
+        episode = _Episode(self._seq, now, ok_ns, ok_evidence, late_ns=late_ns)
         with self._lock:
             self._episode, self._samples = episode, Counter()
         self._maybe_sample(episode, now, top)
@@ -467,39 +471,39 @@ def judge(episode: _Episode, end_ns: int, end_evidence: tuple[int, int] | None,
     None when it was too short to be either.
 
     The loop may have been away since ``ok_ns`` (the last time it was seen responsive) and
-    certainly was since the probe was posted. Of the time it may have been away, the time it was
-    not run held nothing: the time its thread waited for a CPU (runqueue), and the time the
-    watchdog itself overslept that neither the loop's CPU time nor its runqueue wait explains
-    (the whole process was not run: stopped, frozen). It was starved, not stalled, when that is
-    most of the time it may have been away and what is left falls short of the threshold (by
-    more than half a period: the counters run a little before or after the loop's own
-    instants: a thread's wait for a CPU is counted when it gets one). And something must show
-    the loop was held: a sampled stack that was not the selector, or the loop thread on a CPU
-    for at least half of it (a C call that keeps the GIL
-    cannot be sampled, but its CPU time is measured). Without counters (not Linux) the
-    lateness stands, as nothing better is known.
+    certainly was since the probe was posted; what a look can miss of a block's start is one
+    period and the look's own lateness. When the watchdog sampled code holding the loop (not
+    the selector), it was a stall, however slowly a starved machine ran that code (the record
+    shows its CPU time and its wait for a CPU). Without a sample, only measured CPU time shows
+    the loop was held (a C call that keeps the GIL cannot be sampled): of the time it may have
+    been away, what it waited for a CPU (runqueue) and what the watchdog overslept that
+    neither explains (the whole process was not run) held nothing; the rest must reach the
+    threshold (within half a period: a thread's wait for a CPU is counted when it gets one)
+    and be mostly on a CPU. Otherwise it was starved, not stalled: counted, never listed with
+    an invented stack. Without counters (not Linux) the lateness stands.
     """
     duration_ns = end_ns - episode.posted_ns
     cpu_ns = waited_ns = None
     if episode.ok_evidence is not None and end_evidence is not None:
         cpu_ns = max(0, end_evidence[0] - episode.ok_evidence[0])
         waited_ns = max(0, end_evidence[1] - episode.ok_evidence[1])
-    # what an on-time watchdog can miss of a block's start is one period (half one more for a
-    # watchdog a little late): a later look (the watchdog starved) widens the window without
-    # saying more about the block, so a short block seen late is not taken for a stall
-    may_ns = min(end_ns - episode.ok_ns,
-                 max(duration_ns, cpu_ns or 0) + period_ns + period_ns // 2)
+    # what a look can miss of a block's start is one period and its own lateness (half a
+    # period of slack): the last responsive instant may lie further back than that only
+    # because the loop was busy with other, shorter work in between
+    may_ns = min(end_ns - episode.ok_ns, max(duration_ns, cpu_ns or 0) + period_ns
+                 + period_ns // 2 + episode.late_ns)
     if may_ns < stall_ns:
         return None
     if cpu_ns is None or waited_ns is None:
         return duration_ns, None, None, True
+    shown_ns = max(duration_ns, min(cpu_ns, may_ns))
+    if sampled:  # code was seen holding the loop: a stall, however slowly the machine ran it
+        return shown_ns, cpu_ns, waited_ns, True
     window_ns = end_ns - episode.ok_ns  # what the counters cover
     not_run_ns = waited_ns + max(0, episode.blind_ns - cpu_ns - waited_ns)
     held_ns = min(may_ns, window_ns - not_run_ns)
     on_cpu = 2 * cpu_ns >= held_ns
-    starved = held_ns + period_ns // 2 < stall_ns and 2 * not_run_ns >= window_ns
-    shown = (sampled or on_cpu) and not starved
-    return max(duration_ns, min(cpu_ns, may_ns)), cpu_ns, waited_ns, shown
+    return shown_ns, cpu_ns, waited_ns, on_cpu and held_ns + period_ns // 2 >= stall_ns
 
 
 def _idle_codes(loop: asyncio.AbstractEventLoop) -> frozenset[CodeType]:
