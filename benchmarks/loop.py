@@ -15,11 +15,11 @@ own thread, as the lifecycle middleware does).
    the A/A control shows how far apart two identical windows land: when on/off falls short of
    0.99 by less than the control's own deviation, the row says NOISE (not resolvable here)
    rather than PASS or MISS. Also server CPU per request (its process CPU clock) and the direct
-   cost: time in the heartbeat callback (the server wraps ``_Watch._beat`` with a timer) plus
+   cost: time in the probe callbacks (the server wraps ``_Watch._probe`` with a timer) plus
    the watchdog thread's CPU, as a share of wall time.
    (1b) The same in-process, where other programs matter least: the process CPU time a busy
    loop needs for a fixed amount of work (3 coroutines doing ~2 ms units back to back, so the
-   loop never idles and the heartbeat rides on its iterations, as under load), watchdog off
+   loop never idles and the probes ride on its iterations, as under load), watchdog off
    and on, alternating over ``--cpu-rounds`` short rounds; judged on the best-decile windows
    of each (other programs only ever make a window slower, as ``timeit`` takes the minimum).
 2. Stalls caught, under that same load: ``--stalls`` requests to ``/stall`` each block the loop
@@ -31,10 +31,11 @@ own thread, as the lifecycle middleware does).
    blocking stack's innermost frame is the blocking function. Also the error of the recorded
    duration (a lower bound by design), and stalls recorded that no request caused.
 3. The watchdog thread's own CPU per second (its thread CPU clock): with the loop idle, under
-   load, and while stalls happen; and the idle server's CPU with and without the heartbeat (its
-   wake-ups are the one cost an idle loop pays). ``--period-ms`` overrides the heartbeat period
+   load, and while stalls happen; and the idle server's CPU with and without the watchdog (an
+   idle loop is never probed: only the watchdog thread wakes). ``--period-ms`` overrides the look
+   period
    (default: the collector's own, 10 ms at a 100 ms threshold) to show the trade-off: a longer
-   period wakes an idle loop less often but under-measures stalls by up to one period.
+   period wakes the watchdog less often but under-measures stalls by up to one period.
 
 Prints one table with PASS/MISS (NOISE: see 1); exit status 1 if a target is missed. Loopback
 only; the server is stopped (SIGINT, then SIGKILL) whatever happens. Default ~3.5 min,
@@ -91,15 +92,15 @@ def serve() -> None:
     from pyprof_http.collectors import loop as loop_mod
     from pyprof_http.collectors.cpu import thread_cpu_ns
 
-    beat_ns = [0]  # benchmark-only: the heartbeat's own time, summed
-    beat = loop_mod._Watch._beat
+    beat_ns = [0]  # benchmark-only: the probes' own time on the loop, summed
+    probe = loop_mod._Watch._probe
 
-    def timed_beat(self: loop_mod._Watch, rearm: bool = True) -> None:
+    def timed_probe(self: loop_mod._Watch, seq: int) -> None:
         started = time.perf_counter_ns()
-        beat(self, rearm)
+        probe(self, seq)
         beat_ns[0] += time.perf_counter_ns() - started
 
-    loop_mod._Watch._beat = timed_beat  # type: ignore[method-assign]
+    loop_mod._Watch._probe = timed_probe  # type: ignore[method-assign]
     period_ms = float(os.environ.get("BENCH_PERIOD_MS", "0"))
     if period_ms:
         loop_mod.MAX_PERIOD_NS = int(period_ms * 1e6)  # type: ignore[misc]
@@ -156,7 +157,7 @@ def serve() -> None:
 
 
 class Server(ServerProcess):
-    """This file's app in a child uvicorn server, with the heartbeat period to use."""
+    """This file's app in a child uvicorn server, with the look period to use."""
 
     def __init__(self, period_ms: float) -> None:
         super().__init__([sys.executable, os.path.abspath(__file__), "--serve"],
@@ -185,7 +186,7 @@ class Cost:
     """Server CPU ms per request (its process CPU clock): what the app pays per request,
     which other programs on the host disturb far less than requests/s."""
     direct: list[float] = field(default_factory=list)
-    """Heartbeat time + watchdog CPU over the window's wall time."""
+    """Probe time + watchdog CPU over the window's wall time."""
     watchdog_ms_per_s: list[float] = field(default_factory=list)
 
 
@@ -316,10 +317,10 @@ def measure(args: argparse.Namespace) -> Run:
     rng = random.Random(1)
     budget = args.rounds * 3 * (args.seconds + 1) + (args.stalls + args.exact) * 0.5 + 60
     period = f"{args.period_ms:g} ms" if args.period_ms else "default"
-    print(f"heartbeat period: {period}", flush=True)
+    print(f"watchdog look period: {period}", flush=True)
     with Server(args.period_ms) as server:
         cpu._wait_ready(f"http://127.0.0.1:{server.port}")
-        for state in ("0", "1"):  # idle: what the heartbeat's wake-ups cost an idle server
+        for state in ("0", "1"):  # idle: what the watchdog's wake-ups cost an idle server
             server.get("/watch", on=state)
             time.sleep(0.2)
             run.idle_cpu[state] = window(server, None, args.idle_seconds,
@@ -381,7 +382,7 @@ def report(run: Run, args: argparse.Namespace) -> bool:
          f"{busy:.4f} best deciles ({_spread(busy_ratios)})",
          f">= {TARGET_THROUGHPUT:.2f}", verdict(busy >= TARGET_THROUGHPUT)),
         ("direct cost under load", f"{statistics.median(run.on.direct):.3%} of wall time "
-         "(heartbeat + watchdog CPU)", "(info)", ""),
+         "(probes + watchdog CPU)", "(info)", ""),
         (f"stalls {STALL_RANGE_MS[0]:.0f}-{STALL_RANGE_MS[1]:.0f} ms caught",
          f"{share:.1%} of {len(run.ranged)} (right stack {right:.1%})",
          f">= {TARGET_CAUGHT:.0%}", verdict(share >= TARGET_CAUGHT)),
@@ -398,7 +399,7 @@ def report(run: Run, args: argparse.Namespace) -> bool:
          f"{run.during_stalls.watchdog_ms_per_s[0]:.3f} ms/s", "(info)", ""),
         ("idle server CPU, off -> on",
          f"{run.idle_cpu['0'] * 1e3:.2f} -> {run.idle_cpu['1'] * 1e3:.2f} ms/s "
-         "(heartbeat wake-ups)", "(info)", ""),
+         "(watchdog wake-ups)", "(info)", ""),
     ]
     if run.load_errors:
         print(f"  ({run.load_errors} load requests failed)")
@@ -413,7 +414,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=None, help="throughput rounds (20)")
     parser.add_argument("--seconds", type=float, default=1.0, help="window length (1)")
     parser.add_argument("--cpu-rounds", type=int, default=None, help="(1b) rounds (40)")
-    parser.add_argument("--period-ms", type=float, default=0.0, help="heartbeat period")
+    parser.add_argument("--period-ms", type=float, default=0.0, help="watchdog look period")
     parser.add_argument("--clients", type=int, default=3, help="load threads (3)")
     parser.add_argument("--stalls", type=int, default=None, help="110-150 ms stalls (200)")
     parser.add_argument("--exact", type=int, default=None, help="exactly-100 ms stalls (50)")

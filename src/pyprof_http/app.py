@@ -72,12 +72,14 @@ class PprofApp:
             await send({"type": "websocket.close", "code": 1008})
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = LOOPS.register_running()
-        if self.watch_serving_loop:  # a dict lookup once the loop is watched
+        loop = LOOPS.register_if_running()  # None under trio: nothing to register or watch
+        if loop is not None and self.watch_serving_loop:  # a dict lookup once watched
             self.claims.watch(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
         request = Request(scope, receive)
         owner = CURRENT_OWNER.set(self.claims.id)  # profiles started here are this app's
         try:
+            if loop is None:
+                raise NeedsAsyncio()
             response = await self._dispatch(request)
         except ClientDisconnected:
             return
@@ -264,6 +266,18 @@ def install(
         app.add_middleware(LifecycleMiddleware, settings=pprof.settings, claims=pprof.claims)
         return app
     return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings, pprof.claims)
+
+
+class NeedsAsyncio(PprofError):
+    """Served without an asyncio event loop (trio): say so, and what works instead."""
+
+    status_code = 412
+
+    def __init__(self) -> None:
+        super().__init__("pyprof_http's endpoints run on an asyncio event loop and this server "
+                         "runs another (trio?): asyncio tasks, stalls and profiles cannot be "
+                         "read from here; call pyprof_http.serve_in_background(port=6060) at "
+                         "startup and read threads and profiles from that side port")
 
 
 class PrefixRouter:

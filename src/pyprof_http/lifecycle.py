@@ -4,8 +4,9 @@ A mount only receives its own requests, never the app's lifespan. This middlewar
 ``install()``, does at startup what must happen before the first request: it registers the
 serving event loop and chains the task factory (so task creation sites are known from the first
 task on), hooks ``Thread.start`` (threadcreate), switches lock profiling on if the settings ask,
-and starts the loop-stall watchdog. It registers loops again on each request (servers without
-lifespan support). At shutdown it stops the profiles its app started and lets go of the rest.
+and starts the loop-stall watchdog. The first request on a loop the lifespan did not see (servers
+without lifespan support) registers it. At shutdown it stops the profiles its app started and
+lets go of the rest.
 
 Every one of those switches is process-wide, so none is switched here: the app's
 :class:`~pyprof_http.switches.Claims` holds them, and :mod:`pyprof_http.switches` keeps each on
@@ -25,7 +26,14 @@ from .switches import Claims, wants_task_factory
 
 
 class LifecycleMiddleware:
-    """Wraps the whole app; costs one dictionary lookup per request."""
+    """Wraps the whole app. Per request: one identity check of the running loop (registered
+    once, by the lifespan or the first request on it) and a context variable set and reset;
+    no header, route or frame is read until a profile asks. Without an asyncio loop (trio)
+    requests and the lifespan pass through untouched."""
+
+    _attached: asyncio.AbstractEventLoop | None = None
+    """The loop registered last (with the task factory chained): later requests on it skip
+    registration."""
 
     def __init__(self, app: ASGIApp, settings: Settings | None = None,
                  claims: Claims | None = None) -> None:
@@ -38,23 +46,32 @@ class LifecycleMiddleware:
         self.claims.follow(self.settings)  # threads started from now on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            loop = asyncio._get_running_loop()
+            if loop is None:  # trio (or any other loop): nothing of ours can see it
                 await self.app(scope, receive, send)
                 return
-            self._attach(LOOPS.register_running())
-            token = request_labels.enter(scope)
+            if loop is not self._attached:  # once per loop: the lifespan usually did it
+                self._attach(LOOPS.register_running())
+                self._attached = loop
+            entered = request_labels.enter(scope)
             try:
                 await self.app(scope, receive, send)
             finally:
-                request_labels.leave(token)
+                request_labels.leave(entered)
+            return
+        if kind != "lifespan" or asyncio._get_running_loop() is None:
+            await self.app(scope, receive, send)
             return
 
         async def receive_lifespan() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._startup(LOOPS.register_running())
+                self._attached = asyncio.get_running_loop()
             elif message["type"] == "lifespan.shutdown":
+                self._attached = None
                 self._shutdown(asyncio.get_running_loop())
             return message
 

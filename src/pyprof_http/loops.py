@@ -20,9 +20,10 @@ import weakref
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from .model import Frame, frame
+from .request_labels import CURRENT_REQUEST, request_of
 
 ASYNCIO_DIR = os.path.dirname(asyncio.__file__)
 _OWN_DIR = os.path.dirname(__file__)
@@ -53,16 +54,110 @@ class LoopInfo:
     thread_name: str
 
 
-@dataclass(frozen=True, slots=True)
-class TaskOrigin:
-    """What the task factory saw when a task was created."""
+MAX_ORIGIN_FRAMES: Final = 5
+"""Frames kept per task at creation (code and instruction offset only: no frame, no locals
+kept alive), from the caller of ``create_task`` outwards; asyncio's own are dropped when read."""
+MAX_ORIGIN_STACK: Final = 4
+"""User frames shown per creation stack."""
+MAX_ORIGIN_HOPS: Final = 8
+"""Parent origins kept per task: a task that spawns its successor forever keeps a short chain."""
 
-    created_at: float
-    """``time.monotonic()`` at creation."""
-    site: Frame | None
-    """The first frame outside asyncio that asked for the task."""
-    parent: str | None
-    """Name of the task that was running when this one was created."""
+_Raw = tuple[float, tuple[Any, ...], Any, "str | None", Any, int]
+"""What the factory keeps per task: (created_at, (code, lasti, code, lasti, ...), the parent's
+record (a list, see :class:`TaskOrigins`) or None, the parent's name, the request being
+served, hops from the first recorded task)."""
+
+
+class TaskOrigin:
+    """Where a task came from: when, the code that asked for it, the task that was running then
+    (and that task's own origin), and the request being served.
+
+    Built from what the task factory kept (see :data:`MAX_ORIGIN_FRAMES`); every derived field
+    is worked out on first read, at dump time, not per task: creating a task pays for a few
+    attribute reads and one tuple.
+    """
+
+    __slots__ = ("_frames", "_parent", "_request", "_stack", "created_at", "hops", "parent")
+
+    def __init__(self, created_at: float, frames: tuple[Any, ...] = (), parent: Any = None,
+                 parent_name: str | None = None, request: Any = None, hops: int = 0) -> None:
+        self.created_at = created_at
+        """``time.monotonic()`` at creation."""
+        self.parent = parent_name
+        """Name of the task that was running when this one was created (it may have ended)."""
+        self.hops = hops
+        self._frames, self._parent, self._request = frames, parent, request
+        self._stack: tuple[Frame, ...] | None = None
+
+    @property
+    def stack(self) -> tuple[Frame, ...]:
+        """The creation stack: up to :data:`MAX_ORIGIN_STACK` frames outside asyncio and this
+        package, innermost (the code that asked for the task) first."""
+        if self._stack is None:
+            self._stack = _user_frames(self._frames)
+        return self._stack
+
+    @property
+    def site(self) -> Frame | None:
+        """The first frame outside asyncio that asked for the task."""
+        stack = self.stack
+        return stack[0] if stack else None
+
+    @property
+    def parent_origin(self) -> TaskOrigin | None:
+        """The creating task's own origin, when the factory saw it being made."""
+        record = self._parent
+        if isinstance(record, list) and record[2] is not None:
+            return _as_origin(record)
+        return None
+
+    @property
+    def route(self) -> str:
+        """The route of the request being served where this task (or its first creator) was
+        made; "" when none."""
+        request = self._root_request()
+        return request.route if request is not None else ""
+
+    @property
+    def request_id(self) -> str:
+        request = self._root_request()
+        return request.request_id if request is not None else ""
+
+    @property
+    def created_by(self) -> str:
+        """Where the chain of spawns began, for the ``created_by`` label: the request's route,
+        else the outermost known creation site."""
+        route = self.route
+        if route:
+            return f"route {route}"
+        root: TaskOrigin = self
+        for _ in range(MAX_ORIGIN_HOPS):
+            up = root.parent_origin
+            if up is None or up.site is None:
+                break
+            root = up
+        site = root.site
+        return f"{site.function} {site.filename}:{site.line}" if site is not None else ""
+
+    def _root_request(self) -> Any:
+        origin: TaskOrigin | None = self
+        for _ in range(MAX_ORIGIN_HOPS + 1):
+            if origin is None:
+                return None
+            if origin._request is not None:
+                return origin._request
+            origin = origin.parent_origin
+        return None
+
+
+def _as_origin(record: Any) -> TaskOrigin:
+    """The record's origin, built from its raw tuple on first use (and kept)."""
+    origin = record[2]
+    if isinstance(origin, TaskOrigin):
+        return origin
+    built = TaskOrigin(*origin)
+    record[2] = built
+    return built
 
 
 class _TaskFactory(Protocol):
@@ -94,6 +189,13 @@ class LoopRegistry:
                 self._loops[loop] = (thread.ident or 0, thread.name)
         return loop
 
+    def register_if_running(self) -> asyncio.AbstractEventLoop | None:
+        """:meth:`register_running`, or None when no asyncio loop runs here (e.g. under trio,
+        where the caller must say what it cannot see instead of failing)."""
+        if asyncio._get_running_loop() is None:
+            return None
+        return self.register_running()
+
     def running(self) -> list[LoopInfo]:
         """Loops that are still running, in registration order."""
         with self._lock:
@@ -104,39 +206,43 @@ class LoopRegistry:
 class TaskOrigins:
     """Stable ids and creation records for tasks, kept only as long as each task lives.
 
-    One weak dictionary holds both, so the stacks collector pays one lookup per task.
+    One dictionary holds both, so the stacks collector pays one lookup per task.
     """
 
     def __init__(self) -> None:
         # Keyed by id(task) with a weak reference to check identity: a WeakKeyDictionary would
         # build a weakref on every lookup, and the collector looks up 10,000 tasks at a time.
-        self._records: dict[int, tuple[weakref.ref[asyncio.Future[Any]], int,
-                                       TaskOrigin | None]] = {}
+        # Each record is a list [weakref, id, raw origin tuple | TaskOrigin | None]. Records of
+        # dead tasks are swept when the table has doubled since the last sweep (amortised O(1)
+        # per task, and cheaper than a weakref callback per task).
+        self._records: dict[int, list[Any]] = {}
         self._counter = itertools.count(1)
+        self._sweep_at = _MIN_SWEEP
 
     def __len__(self) -> int:
+        self._sweep()
         return len(self._records)
 
     def lookup(self, task: asyncio.Future[Any]) -> tuple[int, TaskOrigin | None]:
         """The task's id (assigned on first sight if the factory never saw it) and origin."""
         found = self._records.get(id(task))
-        if found is not None and found[0]() is task:
-            return found[1], found[2]
-        return self._store(task, None)
+        if found is None or found[0]() is not task:
+            found = self._store(task, None)
+        return found[1], (_as_origin(found) if found[2] is not None else None)
 
-    def _store(
-        self, task: asyncio.Future[Any], origin: TaskOrigin | None
-    ) -> tuple[int, TaskOrigin | None]:
-        key = id(task)
+    def _store(self, task: asyncio.Future[Any], raw: _Raw | None) -> list[Any]:
+        record = [weakref.ref(task), next(self._counter), raw]
         records = self._records
+        records[id(task)] = record
+        if len(records) >= self._sweep_at:
+            self._sweep()
+        return record
 
-        def forget(ref: weakref.ref[asyncio.Future[Any]]) -> None:
-            if records.get(key, (None,))[0] is ref:
-                del records[key]
-
-        task_id = next(self._counter)
-        records[key] = (weakref.ref(task, forget), task_id, origin)
-        return task_id, origin
+    def _sweep(self) -> None:
+        records = self._records
+        for key in [key for key, record in records.items() if record[0]() is None]:
+            del records[key]
+        self._sweep_at = max(_MIN_SWEEP, 2 * len(records))
 
     def origin(self, task: asyncio.Future[Any]) -> TaskOrigin | None:
         return self.lookup(task)[1]
@@ -148,20 +254,35 @@ class TaskOrigins:
     def record(
         self, task: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, caller: FrameType | None
     ) -> None:
-        parent = asyncio.current_task(loop)
-        origin = TaskOrigin(
-            created_at=time.monotonic(),
-            site=_first_user_frame(caller),
-            parent=parent.get_name() if parent is not None else None,
-        )
-        self._store(task, origin)
+        """Keep what a later dump needs to say where ``task`` came from, and nothing more:
+        code objects and offsets of a few frames, the creating task's record, the request."""
+        frames = _raw_frames(caller) if caller is not None else ()
+        parent_task = asyncio.current_task(loop)
+        parent: Any = None
+        name = None
+        hops = 0
+        if parent_task is not None:
+            name = parent_task.get_name()
+            parent = self._records.get(id(parent_task))
+            if parent is None or parent[0]() is not parent_task or parent[2] is None:
+                parent = None  # made before the factory: its name only
+            else:
+                origin = parent[2]
+                hops = (origin[5] if isinstance(origin, tuple) else origin.hops) + 1
+                if hops > MAX_ORIGIN_HOPS:  # keep the chain short: drop the oldest hops
+                    parent, hops = None, 0
+        request = CURRENT_REQUEST.get()
+        if request is None and parent_task is not None:  # made in a context of its own
+            request = request_of(parent_task)
+        raw = (time.monotonic(), frames, parent, name, request, hops)
+        self._store(task, raw)
 
     def install_factory(self, loop: asyncio.AbstractEventLoop) -> None:
         """Chain our factory in front of the loop's current one, once."""
         previous: _TaskFactory | None = loop.get_task_factory()  # type: ignore[assignment]
         if getattr(previous, "_pyprof_http", False):
             return
-        origins = self
+        record = self.record
 
         def factory(
             loop: asyncio.AbstractEventLoop,
@@ -171,9 +292,11 @@ class TaskOrigins:
         ) -> asyncio.Future[Any]:
             if previous is not None:
                 task = previous(loop, coro, **kwargs)
-            else:
+            elif kwargs:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            origins.record(task, loop, sys._getframe(1))
+            else:
+                task = asyncio.Task(coro, loop=loop)
+            record(task, loop, sys._getframe(1))
             return task
 
         factory._pyprof_http = True  # type: ignore[attr-defined]
@@ -188,15 +311,60 @@ class TaskOrigins:
             loop.set_task_factory(current._pyprof_previous)  # type: ignore[union-attr]
 
 
-def _first_user_frame(caller: FrameType | None) -> Frame | None:
-    """Skip asyncio's and our own frames: the creation site is the code that asked."""
-    current = caller
-    while current is not None:
-        filename = current.f_code.co_filename
-        if not (filename.startswith(ASYNCIO_DIR) or filename.startswith(_OWN_DIR)):
-            return frame(code_name(current), filename, current.f_lineno or 0)
-        current = current.f_back
-    return None
+def _raw_frames(f: FrameType) -> tuple[Any, ...]:
+    """Code and offset of ``f`` and the :data:`MAX_ORIGIN_FRAMES` - 1 frames outside it,
+    unrolled: a loop costs twice as much, and this runs for every task."""
+    a = f.f_back
+    if a is None:
+        return (f.f_code, f.f_lasti)
+    b = a.f_back
+    if b is None:
+        return (f.f_code, f.f_lasti, a.f_code, a.f_lasti)
+    c = b.f_back
+    if c is None:
+        return (f.f_code, f.f_lasti, a.f_code, a.f_lasti, b.f_code, b.f_lasti)
+    d = c.f_back
+    if d is None:
+        return (f.f_code, f.f_lasti, a.f_code, a.f_lasti, b.f_code, b.f_lasti, c.f_code,
+                c.f_lasti)
+    return (f.f_code, f.f_lasti, a.f_code, a.f_lasti, b.f_code, b.f_lasti, c.f_code, c.f_lasti,
+            d.f_code, d.f_lasti)
+
+
+_MIN_SWEEP: Final = 1024
+_FRAME_CACHE_MAX: Final = 4096
+_frame_cache: dict[tuple[int, int], tuple[CodeType, Frame | None]] = {}
+"""(id(code), offset) -> (code, frame or None for asyncio's and our own code): the code is
+kept so that a reused id is never mistaken for it."""
+
+
+def _user_frames(raw: tuple[Any, ...]) -> tuple[Frame, ...]:
+    """Frames from the factory's raw pairs, skipping asyncio's and this package's own."""
+    out: list[Frame] = []
+    for i in range(0, len(raw), 2):
+        code, lasti = raw[i], raw[i + 1]
+        cached = _frame_cache.get((id(code), lasti))
+        if cached is None or cached[0] is not code:
+            if len(_frame_cache) >= _FRAME_CACHE_MAX:
+                _frame_cache.clear()
+            cached = _frame_cache[(id(code), lasti)] = (code, _frame_of(code, lasti))
+        if cached[1] is not None:
+            out.append(cached[1])
+            if len(out) >= MAX_ORIGIN_STACK:
+                break
+    return tuple(out)
+
+
+def _frame_of(code: CodeType, lasti: int) -> Frame | None:
+    filename = code.co_filename
+    if filename.startswith(ASYNCIO_DIR) or filename.startswith(_OWN_DIR):
+        return None
+    line = 0
+    for start, end, number in code.co_lines():
+        if start <= lasti < end:
+            line = number or 0
+            break
+    return frame(code_name_of(code), filename, line)
 
 
 def code_name(f: FrameType) -> str:

@@ -12,20 +12,49 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 _MAX_REQUEST_ID = 128
 
 class Request:
-    """The ASGI scope and X-Request-ID of one request, and whether it is still being served:
-    tasks it spawned keep the context after it ends (pools, fire-and-forget), and must not
-    keep its labels."""
+    """The ASGI scope of one request, and whether it is still being served: tasks it spawned
+    keep the context after it ends (pools, fire-and-forget), and must not keep its labels.
 
-    __slots__ = ("live", "request_id", "scope")
+    Nothing is worked out per request: the X-Request-ID and the route are read from the scope
+    the first time a profile asks (:data:`RESOLVED` counts how often, for tests).
+    """
 
-    def __init__(self, scope: Mapping[str, Any], request_id: str) -> None:
-        self.scope, self.request_id, self.live = scope, request_id, True
+    __slots__ = ("_request_id", "_route", "live", "scope")
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        self.scope, self.live = scope, True
+        self._request_id: str | None = None
+        self._route: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            RESOLVED["request_id"] += 1
+            self._request_id = _request_id(self.scope)
+        return self._request_id
+
+    @property
+    def route(self) -> str:
+        """Read afresh while the request is served (the router sets it after us), then kept:
+        a dump of 10,000 tasks spawned by one request reads it once."""
+        if self._route is not None:
+            return self._route
+        RESOLVED["route"] += 1
+        route = route_of(self.scope)
+        if not self.live:
+            self._route = route
+        return route
+
+
+RESOLVED: Counter[str] = Counter()
+"""How many request ids and routes were read: a request no profile looks at reads none."""
 
 CURRENT_REQUEST: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
     "pyprof_http_request", default=None
@@ -36,37 +65,43 @@ _BY_TASK: dict[int, Request] = {}
 _CONTEXT_READABLE = sys.version_info >= (3, 12)
 
 
-def enter(scope: Mapping[str, Any]) -> tuple[contextvars.Token[Request | None], int | None]:
+Entered = tuple[contextvars.Token[Request | None], Request, int | None]
+
+
+def enter(scope: Mapping[str, Any]) -> Entered:
     """Mark the current context (and task) as serving ``scope``; undo with :func:`leave`."""
-    request = Request(scope, _request_id(scope))
-    task = asyncio.current_task()
+    request = Request(scope)
     key = None
-    if not _CONTEXT_READABLE and task is not None:
-        key = id(task)
-        _BY_TASK[key] = request
-    return CURRENT_REQUEST.set(request), key
+    if not _CONTEXT_READABLE:
+        task = asyncio.current_task()
+        if task is not None:
+            key = id(task)
+            _BY_TASK[key] = request
+    return CURRENT_REQUEST.set(request), request, key
 
 
-def leave(entered: tuple[contextvars.Token[Request | None], int | None]) -> None:
-    token, key = entered
-    request = CURRENT_REQUEST.get()
-    if request is not None:
-        request.live = False
+def leave(entered: Entered) -> None:
+    token, request, key = entered
+    request.live = False
     CURRENT_REQUEST.reset(token)
     if key is not None:
         _BY_TASK.pop(key, None)
 
 
+def request_of(task: asyncio.Task[Any]) -> Request | None:
+    """The request ``task`` serves or served (ended or not), read from outside the task."""
+    if _CONTEXT_READABLE:
+        found: Request | None = task.get_context().get(CURRENT_REQUEST)  # type: ignore[attr-defined]
+        return found
+    return _BY_TASK.get(id(task))
+
+
 def task_request(task: asyncio.Task[Any]) -> tuple[str, str] | None:
     """``(route, request_id)`` of the request ``task`` serves, or None."""
-    found = (
-        task.get_context().get(CURRENT_REQUEST)  # type: ignore[attr-defined]
-        if _CONTEXT_READABLE
-        else _BY_TASK.get(id(task))
-    )
+    found = request_of(task)
     if found is None or not found.live:
         return None
-    return route_of(found.scope), found.request_id
+    return found.route, found.request_id
 
 
 def route_of(scope: Mapping[str, Any]) -> str:

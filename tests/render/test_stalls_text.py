@@ -92,3 +92,14 @@ def test_age_units() -> None:
     assert stalls_text._age(30 * 10**9) == "30.0 s"
     assert stalls_text._age(600 * 10**9) == "10.0 min"
     assert stalls_text._age(3 * 3600 * 10**9) == "3.0 h"
+
+
+def test_measured_cpu_and_wait_are_shown_not_guessed() -> None:
+    """What the loop thread's counters measured is printed; nothing is claimed without them."""
+    measured = Stall(start_ns=0, start_wall_ns=WALL_2026, duration_ns=300 * MS, stack=(HELD,),
+                     stacks=(((HELD,), 2),), task="", route="", request_id="",
+                     thread="MainThread", cpu_ns=280 * MS, waited_ns=15 * MS)
+    text = render_stalls_text(capture((measured,)), "block").body.decode()
+    assert "loop thread on a CPU 280.0 ms, waiting for a CPU 15.0 ms" in text
+    unmeasured = stall(250, end_ms=99_000)
+    assert "on a CPU" not in render_stalls_text(capture((unmeasured,)), "block").body.decode()

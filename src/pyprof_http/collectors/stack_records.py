@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
-from ..loops import is_auto_task_name
+from ..loops import TaskOrigin, is_auto_task_name
 from ..model import Frame, Profile, Sample, ValueType
 from .in_flight import InFlight
 
@@ -50,6 +50,8 @@ class TaskStack(NamedTuple):
     age_s: float | None = None
     created_by: Frame | None = None
     parent: str | None = None
+    origin: TaskOrigin | None = None
+    """Everything the task factory kept (creation stack, creating task's origin, request)."""
 
 
 @dataclass(frozen=True)
@@ -75,22 +77,25 @@ class StackSnapshot:
     def profile(self) -> Profile:
         """One sample per distinct (stack, labels), valued by how many threads/tasks share it.
 
-        Labels are ``kind``, ``thread``, ``state`` and ``task`` — the task's name when the
-        application gave it one. asyncio's automatic ``Task-N`` names are left out: they carry
+        Labels are ``kind``, ``thread``, ``state``, ``task`` — the task's name when the
+        application gave it one — and ``created_by``, where the task's chain of spawns began
+        (a request's route, else the first creation site; see ``TaskOrigin.created_by``).
+        asyncio's automatic ``Task-N`` names are left out: they carry
         no meaning, and without them 10,000 tasks parked at one place are one sample of 10,000,
         as in Go's goroutine profile (each task's identity is in the ``debug=2`` dump).
         """
-        counts: dict[tuple[tuple[Frame, ...], str, str, str, str], int] = {}
+        counts: dict[tuple[tuple[Frame, ...], str, str, str, str, str], int] = {}
         for t in self.threads:
-            key = (t.stack, "thread", t.name, t.state, "")
+            key = (t.stack, "thread", t.name, t.state, "", "")
             counts[key] = counts.get(key, 0) + 1
         for task in self.tasks:
             name = "" if is_auto_task_name(task.name) else task.name
-            key = (task.stack, "task", task.thread, task.state, name)
+            created = task.origin.created_by if task.origin is not None else ""
+            key = (task.stack, "task", task.thread, task.state, name, created)
             counts[key] = counts.get(key, 0) + 1
         samples = tuple(
-            Sample(stack, (count,), _labels(kind, thread, state, task))
-            for (stack, kind, thread, state, task), count in counts.items()
+            Sample(stack, (count,), _labels(kind, thread, state, task, created))
+            for (stack, kind, thread, state, task, created), count in counts.items()
         )
         return Profile(
             sample_types=(COUNT,),
@@ -102,10 +107,12 @@ class StackSnapshot:
         )
 
 
-def _labels(kind: str, thread: str, state: str, task: str) -> dict[str, str]:
+def _labels(kind: str, thread: str, state: str, task: str, created: str) -> dict[str, str]:
     labels = {"kind": kind, "thread": thread, "state": state}
     if task:
         labels["task"] = task
+    if created:  # where the chain of spawns began: go tool pprof -tagroot=created_by
+        labels["created_by"] = created
     return labels
 
 

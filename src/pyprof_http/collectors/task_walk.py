@@ -176,10 +176,11 @@ def build_tasks(capture: LoopCapture) -> list[TaskStack]:
         stack = stacks.setdefault(stack, stack)
         if origin is None:  # tuple.__new__: a named tuple's own __new__ is Python code
             append(new(TaskStack, (task_id, name, state, waiting_on, stack, thread_name, (),
-                                   None, None, None)))
+                                   None, None, None, None)))
         else:
             append(new(TaskStack, (task_id, name, state, waiting_on, stack, thread_name, (),
-                                   now - origin.created_at, origin.site, origin.parent)))
+                                   now - origin.created_at, origin.site, origin.parent,
+                                   origin)))
     if awaited_by:
         for k, task in enumerate(tasks):
             waiters = awaited_by.get(id(task))

@@ -6,11 +6,16 @@ people recognise them, but innermost first as in Go, which the header says.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..collectors.stack_records import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
 from ..sanitize import printable, quoted
 from . import Rendered, utf8
 from .text import TEXT_PLAIN
+
+if TYPE_CHECKING:
+    from ..loops import TaskOrigin
 
 
 def render_dump(snapshot: StackSnapshot) -> Rendered:
@@ -69,7 +74,27 @@ def _task_block(task: TaskStack, names: dict[int, str]) -> list[str]:
         parent = f" in task {quoted(task.parent)}" if task.parent else ""
         lines.append(f"created by {printable(site.function)} at {printable(site.filename)}:"
                      f"{site.line}{parent}{age}")
+        if task.origin is not None:
+            lines.extend(_origin_lines(task.origin))
     else:
         lines.append("created by unknown (task created before pyprof_http's task factory)")
     lines.append(f"on thread {quoted(task.thread)}")
+    return lines
+
+
+def _origin_lines(origin: TaskOrigin) -> list[str]:
+    """The rest of the creation stack, the request served, and the creating tasks' origins."""
+    lines = [f"  from {printable(f.function)} at {printable(f.filename)}:{f.line}"
+             for f in origin.stack[1:]]
+    if origin.route:
+        rid = f" request_id {quoted(origin.request_id)}" if origin.request_id else ""
+        lines.append(f"  for request route {quoted(origin.route)}{rid}")
+    up = origin.parent_origin
+    for _ in range(3):
+        if up is None or up.site is None:
+            break
+        lines.append(f"  spawner created by {printable(up.site.function)} at "
+                     f"{printable(up.site.filename)}:{up.site.line}"
+                     + (f" in task {quoted(up.parent)}" if up.parent else ""))
+        up = up.parent_origin
     return lines

@@ -3,7 +3,8 @@
 Go's ``block?debug=1`` groups identical stacks (``--- contention:``, then ``delay count @ pcs``).
 For a loop the single stall is what people look for ("what held the loop for 2 s at 03:08?"),
 so this view lists stalls, not stacks: the longest first, each with its duration, when it
-happened, the thread, task, route and request id that held the loop, then its blocking stack as
+happened, the thread, task, route and request id that held the loop, what the loop thread's
+scheduler counters measured (time on a CPU, time waiting for one), then its blocking stack as
 ``#\\tID\\tfunction\\tfile:line`` lines with the same stable frame ids as every other text view,
 and one line per other stack the watchdog saw during the same stall. The grouped-by-stack view
 is ``debug=1``'s job (``render_text``) and pprof's. At most :data:`MAX_STALLS_SHOWN` records are
@@ -63,9 +64,14 @@ def _record(rank: int, stall: Stall, taken_ns: int) -> list[str]:
                          ("request_id", stall.request_id)):
         if value:
             who.append(f"{label} {_quote(value)}")
+    measured = ""
+    if stall.cpu_ns is not None:
+        measured = f", loop thread on a CPU {_ms(stall.cpu_ns)}"
+        if stall.waited_ns:
+            measured += f", waiting for a CPU {_ms(stall.waited_ns)}"
     out = [
         f"stall {rank}: {_ms(stall.duration_ns)}, {_age(taken_ns - stall.end_ns)} ago "
-        f"(began {_utc(stall.start_wall_ns)}), {', '.join(who)}, "
+        f"(began {_utc(stall.start_wall_ns)}), {', '.join(who)}{measured}, "
         f"{sampled} samples @ {' '.join(frame_id(f) for f in stall.stack)}",
         *frame_lines(stall.stack),
     ]
