@@ -11,8 +11,10 @@ as ours: ``functools.wraps`` copies ``__dict__``, so a wrapper someone put over 
 same attributes but is not its own ``__pyprof_http_patch__``.
 
 A wrapper someone put over ours is left in place when we restore (it is theirs to remove) and
-remembered: switching on again while it is still there must call the original ours had, not
-that wrapper, which calls ours.
+remembered: switching on again while it is still there leaves it in place too (it still calls
+our earlier replacement, which works whether on or off: putting ours over it would make a cycle,
+and putting ours in its place would drop their hook for good), and a replacement made then
+calls the original ours had, not that wrapper.
 """
 
 from __future__ import annotations
@@ -62,11 +64,21 @@ def original_of(owner: object, name: str) -> tuple[Any, ...]:
 
 
 def apply(owner: object, name: str, replacement: Any, original: tuple[Any, ...]) -> None:
-    """Put ``replacement`` at ``owner.name``, marked as ours and as replacing ``original``."""
+    """Put ``replacement`` at ``owner.name``, marked as ours and as replacing ``original``;
+    unless a wrapper someone put over our earlier replacement is still there (see above)."""
     setattr(replacement, ORIGINAL, original)
     setattr(replacement, SELF, replacement)
-    setattr(owner, name, replacement)
-    _APPLIED[(owner, name)] = replacement
+    key = (owner, name)
+    left = _LEFT.get(key)
+    if left is None or left[0] is not own_attribute(owner, name):
+        setattr(owner, name, replacement)
+    _APPLIED[key] = replacement
+
+
+def applied(owner: object, name: str) -> bool:
+    """Whether ours is in place at ``owner.name``: on top, or under a wrapper someone put
+    over it (which calls it)."""
+    return (owner, name) in _APPLIED or is_ours(own_attribute(owner, name))
 
 
 def restore(owner: object, name: str) -> bool:
