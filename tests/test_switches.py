@@ -140,6 +140,54 @@ def test_a_testclient_beside_a_live_app_leaves_the_live_apps_switches_on() -> No
     assert after == ALL_OFF
 
 
+def test_the_server_handler_comes_back_when_the_last_app_shuts_down_off_the_main_thread(
+) -> None:
+    """The main-thread app chains the handler; a TestClient-like app on another thread shuts
+    down last, where no handler can be set: ours used to stay in front of the server's for
+    good, stopping profiles on every later SIGTERM."""
+    calls: list[int] = []
+
+    def server_handler(number: int, frame: object) -> None:
+        calls.append(number)
+
+    previous = signal.signal(signal.SIGTERM, server_handler)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="beside-loop")
+    runner.start()
+    try:
+        main_app = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, Settings()))
+        beside = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, Settings()))
+
+        async def start_main() -> None:
+            await main_app.startup()
+
+        async def stop_main() -> None:
+            await main_app.shutdown()
+
+        main_loop = asyncio.new_event_loop()
+        try:
+            main_loop.run_until_complete(start_main())
+            asyncio.run_coroutine_threadsafe(beside.startup(), loop).result(10)
+            chained = signal.getsignal(signal.SIGTERM) is not server_handler
+            main_loop.run_until_complete(stop_main())
+        finally:
+            main_loop.close()
+        asyncio.run_coroutine_threadsafe(beside.shutdown(), loop).result(10)
+        signal.raise_signal(signal.SIGTERM)  # ours, if still there, must only pass it on
+        passed_on = (calls == [signal.SIGTERM], SESSIONS.shutting_down)
+        switches.release_orphans()  # any switch operation on the main thread
+        restored = signal.getsignal(signal.SIGTERM) is server_handler
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
+        signal.signal(signal.SIGTERM, previous)
+        SESSIONS.shutting_down = False
+    assert chained
+    assert passed_on == (True, False), "no app holds the chain: profiles are not stopped"
+    assert restored
+
+
 def test_an_apps_shutdown_stops_only_the_profiles_it_started() -> None:
     async def main() -> tuple[bool, bool, int, list[str]]:
         first_app, second_app = install(Starlette()), install(Starlette())

@@ -18,7 +18,10 @@ Rules for each switch:
   detail it asked for). A fraction switched behind our back (``locks.set_fraction``) is left
   alone when a claim is released.
 - **shutdown-signal chain**: one handler in front of the server's, which stops every running
-  profile (the process is stopping), put back when the last claim goes.
+  profile (the process is stopping), put back when the last claim goes. Only the main thread
+  can set a handler: when the last claim goes on another thread (a ``TestClient``'s), ours
+  stays in place, passing signals straight to the server's, until the next switch operation
+  on the main thread puts the server's back.
 
 What the allowlist excludes is not installed: no factory when neither ``goroutine`` nor
 ``goroutineleak`` (its readers) is allowed, no hook without ``threadcreate``, no lock patches
@@ -110,6 +113,8 @@ def _held() -> Iterator[None]:
     with _lock:
         _release_orphans()
         yield
+        if not _signal_holders:
+            _restore_signals()  # a release on another thread could not (main thread only)
 
 
 def _orphaned(claim_id: int) -> None:
@@ -306,7 +311,8 @@ def _chain_signals() -> None:
             continue
 
         def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
-            SESSIONS.shutting_down = True
+            if _signal_holders:  # (none: left in place by a release off the main thread)
+                SESSIONS.shutting_down = True
             previous(number, frame)
 
         signal.signal(signum, handler)
@@ -314,8 +320,9 @@ def _chain_signals() -> None:
 
 
 def _restore_signals() -> None:
-    """Put the server's handlers back where ours is still in place; ``_lock`` held."""
-    if threading.current_thread() is not threading.main_thread():
+    """Put the server's handlers back where ours is still in place; ``_lock`` held. Off the
+    main thread this cannot be done: ours stays, inert, for the next call on the main thread."""
+    if not _signal_previous or threading.current_thread() is not threading.main_thread():
         return
     for signum, (previous, ours) in list(_signal_previous.items()):
         if signal.getsignal(signum) is ours:  # someone else's since: leave theirs
