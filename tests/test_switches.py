@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -286,6 +287,38 @@ def test_set_lock_profile_fraction_refuses_bad_values() -> None:
     with pytest.raises(TypeError):
         set_lock_profile_fraction(True)
     assert locks.fraction() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_switch_while_a_parents_thread_held_the_switch_lock() -> None:
+    """A release holds the switches' lock while it joins a watchdog (up to seconds): a fork
+    then (gunicorn, multiprocessing) gave a child whose every app construction hung."""
+    out = _run("""
+        import os, signal, threading, warnings
+        from pyprof_http import Settings, set_lock_profile_fraction, switches
+        from pyprof_http.collectors import locks
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        taken, done = threading.Event(), threading.Event()
+        def release_in_progress():
+            with switches._lock:
+                taken.set()
+                done.wait()
+        threading.Thread(target=release_in_progress, daemon=True).start()
+        taken.wait()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a hung child must not outlive the test
+            claims = switches.Claims()
+            claims.follow(Settings(lock_profile_fraction=2))
+            assert locks.fraction() == 2
+            claims.release_all()
+            set_lock_profile_fraction(0)
+            os._exit(0 if locks.fraction() == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        done.set()
+        print("child exit", os.waitstatus_to_exitcode(status))
+    """)
+    assert out.splitlines() == ["child exit 0"]
 
 
 # --- the allowlist (issue 10 item 19) ---------------------------------------------------------

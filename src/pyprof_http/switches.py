@@ -43,6 +43,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import os
 import signal
 import sys
 import threading
@@ -70,7 +71,8 @@ def _kept(name: str, make: Callable[[], _T]) -> _T:
 
 
 _lock: _thread.LockType = _kept("_lock", _thread.allocate_lock)
-"""Guards the tables below (raw: never a profiled lock)."""
+"""Guards the tables below (raw: never a profiled lock). Replaced in a forked child: a parent's
+thread may have held it at the fork (a release holds it while it joins a watchdog)."""
 _ids: Iterator[int] = _kept("_ids", lambda: itertools.count(1))
 _factories: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
     "_factories", weakref.WeakKeyDictionary)
@@ -87,6 +89,16 @@ _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = _thread.allocate_lock()
+
+
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
+    _fork_hook_registered = True
 
 
 def gil_disabled() -> bool:
