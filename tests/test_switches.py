@@ -367,6 +367,21 @@ def test_each_switch_is_installed_when_its_profile_is_allowed(
     assert after_request == {**ALL_OFF, **expected}
 
 
+def test_heap_tracing_at_start_needs_heap_on_the_allowlist() -> None:
+    """tracemalloc slows every allocation x3-x33: an app that excludes /heap used to start it."""
+    import tracemalloc
+
+    assert not tracemalloc.is_tracing()
+    try:
+        PprofApp(Settings(profiles=frozenset({"goroutine"}), heap_trace_at_start=True))
+        excluded = tracemalloc.is_tracing()
+        PprofApp(Settings(profiles=frozenset({"heap"}), heap_trace_at_start=True))
+        allowed = tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert (excluded, allowed) == (False, True)
+
+
 def test_a_mounted_app_without_mutex_does_not_patch_locks() -> None:
     app = PprofApp(Settings(profiles=frozenset({"goroutine"}), lock_profile_fraction=3))
     assert locks.fraction() == 0

@@ -17,6 +17,9 @@ Rules for each switch:
   not 0; otherwise the smallest fraction any app's settings ask for (each app gets at least the
   detail it asked for). A fraction switched behind our back (``locks.set_fraction``) is left
   alone when a claim is released.
+- **heap tracing at start** (``heap_trace_at_start``): started when the app is built, if
+  ``heap`` is allowed; never stopped here (like ``PYTHONTRACEMALLOC``, it traces for the process;
+  a ``/heap?seconds=N`` window leaves tracing it did not start alone).
 - **shutdown-signal chain**: one handler in front of the server's, which stops every running
   profile (the process is stopping), put back when the last claim goes. Only the main thread
   can set a handler: when the last claim goes on another thread (a ``TestClient``'s), ours
@@ -25,7 +28,7 @@ Rules for each switch:
 
 What the allowlist excludes is not installed: no factory when neither ``goroutine`` nor
 ``goroutineleak`` (its readers) is allowed, no hook without ``threadcreate``, no lock patches
-without ``mutex``, no watchdog without ``block``.
+without ``mutex``, no watchdog without ``block``, no heap tracing without ``heap``.
 
 A claim is released at its app's shutdown, or after the app was garbage-collected without one
 (an app built and dropped, as tests do): a finalizer queues it, and the next switch operation
@@ -52,7 +55,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Final, TypeVar
 
-from .collectors import locks, threads
+from .collectors import heap, locks, threads
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
@@ -213,6 +216,12 @@ class Claims:
         with _held():
             _lock_claims[self.id] = settings.lock_profile_fraction
             _apply_locks()
+
+    def trace_heap(self, settings: Settings) -> None:
+        """tracemalloc from now on, if the settings ask for it and ``heap`` is allowed (it slows
+        every allocation: nothing the allowlist excludes may cost that)."""
+        if settings.heap_trace_at_start and settings.allows("heap"):
+            heap.start_at_startup(settings.heap_frames)
 
     def chain_shutdown_signals(self) -> None:
         with _held():
