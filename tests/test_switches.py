@@ -9,6 +9,7 @@ factory, watchdog, Thread.start hook, lock profiling and running profiles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -17,7 +18,7 @@ import sys
 import textwrap
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -187,6 +188,43 @@ def test_the_server_handler_comes_back_when_the_last_app_shuts_down_off_the_main
     assert chained
     assert passed_on == (True, False), "no app holds the chain: profiles are not stopped"
     assert restored
+
+
+def test_an_app_whose_startup_fails_lets_go_of_its_switches(server_sigterm: Any) -> None:
+    """The server sends no shutdown after ``lifespan.startup.failed``: the failed app's claims
+    used to keep every switch on after the other app's shutdown, for as long as it lived."""
+    settings = Settings(lock_profile_fraction=3)
+
+    @contextlib.asynccontextmanager
+    async def boom(app: Any) -> AsyncIterator[None]:
+        raise RuntimeError("startup failed")
+        yield
+
+    failing = install(Starlette(lifespan=boom), settings)
+
+    async def main() -> tuple[list[str], dict[str, object], dict[str, object], bool]:
+        loop = asyncio.get_running_loop()
+        good = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, settings))
+        await good.startup()
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.startup"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        with pytest.raises(RuntimeError, match="startup failed"):
+            await failing({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                          receive, send)
+        during = _state(loop)
+        await good.shutdown()
+        return sent, during, _state(loop), signal.getsignal(signal.SIGTERM) is server_sigterm
+
+    sent, during, after, restored = asyncio.run(main())
+    assert sent == ["lifespan.startup.failed"]
+    assert during == ALL_ON, "the other app still holds everything"
+    assert after == ALL_OFF and restored, "the failed app (still referenced) holds nothing"
 
 
 def test_an_apps_shutdown_stops_only_the_profiles_it_started() -> None:
