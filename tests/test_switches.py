@@ -554,3 +554,20 @@ def test_stopping_a_side_server_lets_go_of_its_lock_profiling() -> None:
     finally:
         server.stop()
     assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK
+
+
+def test_a_side_server_that_cannot_bind_lets_go_of_its_lock_profiling() -> None:
+    """It raises, so nobody can call stop(): its claims used to stay (lock patches on) for as
+    long as the exception, and so the app, was referenced."""
+    import socket
+
+    from pyprof_http import serve_in_background
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as raised:
+            serve_in_background(port=taken.getsockname()[1],
+                                settings=Settings(lock_profile_fraction=2))
+        assert raised.traceback  # (keeps the failed call's frame, and its app, alive)
+        assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK
