@@ -190,6 +190,40 @@ def test_the_server_handler_comes_back_when_the_last_app_shuts_down_off_the_main
     assert restored
 
 
+def test_one_app_under_two_servers_keeps_its_switches_until_the_last_shutdown() -> None:
+    """A live server and a TestClient of the same module-level app: the TestClient's shutdown
+    used to release the app's every claim, switching the live server's loop factory and
+    watchdog, the Thread.start hook and lock profiling off."""
+    app = install(Starlette(), Settings(lock_profile_fraction=3))
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    runners = [threading.Thread(target=loop.run_forever, name=f"server-{n}")
+               for n, loop in enumerate(loops)]
+    for runner in runners:
+        runner.start()
+
+    def on(loop: asyncio.AbstractEventLoop, step: Any) -> None:
+        asyncio.run_coroutine_threadsafe(step(), loop).result(10)
+
+    try:
+        live = LifespanDriver(app)
+        beside = LifespanDriver(app)
+        on(loops[0], live.startup)
+        on(loops[1], beside.startup)
+        both = [_state(loop) for loop in loops]
+        on(loops[1], beside.shutdown)
+        after_beside = [_state(loop) for loop in loops]
+        on(loops[0], live.shutdown)
+        after_live = [_state(loop) for loop in loops]
+    finally:
+        for loop, runner in zip(loops, runners, strict=True):
+            loop.call_soon_threadsafe(loop.stop)
+            runner.join(10)
+            loop.close()
+    assert both == [ALL_ON, ALL_ON]
+    assert after_beside == [ALL_ON, {**ALL_ON, "factory": False, "watchdog": False}]
+    assert after_live == [ALL_OFF, ALL_OFF]
+
+
 def test_an_app_whose_startup_fails_lets_go_of_its_switches(server_sigterm: Any) -> None:
     """The server sends no shutdown after ``lifespan.startup.failed``: the failed app's claims
     used to keep every switch on after the other app's shutdown, for as long as it lived."""

@@ -5,8 +5,9 @@ A mount only receives its own requests, never the app's lifespan. This middlewar
 serving event loop and chains the task factory (so task creation sites are known from the first
 task on), hooks ``Thread.start`` (threadcreate), switches lock profiling on if the settings ask,
 and starts the loop-stall watchdog. It registers loops again on each request (servers without
-lifespan support). At shutdown it stops the profiles its app started and lets go of the rest;
-so it does when the app's startup fails (``lifespan.startup.failed``: the server exits without
+lifespan support). At shutdown it stops the profiles its app started and lets go of the rest
+(only of its loop's, while the same app still runs under another server); so it does when the
+app's startup fails (``lifespan.startup.failed``: the server exits without
 a shutdown, and another app in the process must not be left with this one's switches).
 
 Every one of those switches is process-wide, so none is switched here: the app's
@@ -62,7 +63,7 @@ class LifecycleMiddleware:
 
         async def send_lifespan(message: Message) -> None:
             if message["type"] == "lifespan.startup.failed":
-                self.claims.release_all()
+                self.claims.shut_down(asyncio.get_running_loop())
             await send(message)
 
         await self.app(scope, receive_lifespan, send_lifespan)
@@ -76,4 +77,4 @@ class LifecycleMiddleware:
         self.claims.start_on(loop, self.settings)
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.claims.release_all()
+        self.claims.shut_down(loop)

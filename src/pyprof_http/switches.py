@@ -30,10 +30,12 @@ What the allowlist excludes is not installed: no factory when neither ``goroutin
 ``goroutineleak`` (its readers) is allowed, no hook without ``threadcreate``, no lock patches
 without ``mutex``, no watchdog without ``block``, no heap tracing without ``heap``.
 
-A claim is released at its app's shutdown, or after the app was garbage-collected without one
-(an app built and dropped, as tests do): a finalizer queues it, and the next switch operation
-(another app's construction, startup or shutdown) releases it. State is kept across
-``importlib.reload``.
+A claim is released at its app's shutdown (the last one, when the same app object runs under
+several servers at once, as a live server and a ``TestClient`` of one module-level app: an
+earlier shutdown lets go only of its own loop's switches), or after the app was
+garbage-collected without one (an app built and dropped, as tests do): a finalizer queues it,
+and the next switch operation (another app's construction, startup or shutdown) releases it.
+State is kept across ``importlib.reload``.
 
 Free-threaded builds with the GIL disabled are refused (:func:`check_supported`): the
 collectors walk other threads' frames, which is only safe while the GIL stops them running.
@@ -170,6 +172,8 @@ class Claims:
         finalizer.atexit = False
         self._recent_factory: weakref.ref[_Loop] | None = None
         self._recent_watch: weakref.ref[_Loop] | None = None
+        self._lifespans: weakref.WeakKeyDictionary[_Loop, int] = weakref.WeakKeyDictionary()
+        """Loop -> lifespans of this app started on it and not shut down yet."""
 
     def follow(self, settings: Settings) -> None:
         """Hold what ``settings`` ask for that needs no loop: the Thread.start hook and lock
@@ -181,6 +185,8 @@ class Claims:
     def start_on(self, loop: _Loop, settings: Settings) -> None:
         """At startup: the task factory and the stall watchdog of the serving loop, and the
         shutdown-signal chain (as the allowlist allows)."""
+        with _held():
+            self._lifespans[loop] = self._lifespans.get(loop, 0) + 1
         if wants_task_factory(settings):
             self.task_factory(loop)
         if settings.allows("block"):
@@ -228,6 +234,20 @@ class Claims:
             _signal_holders.add(self.id)
             _chain_signals()
 
+    def shut_down(self, loop: _Loop) -> None:
+        """One lifespan's shutdown (or failed startup) on ``loop``: :meth:`release_all` if it
+        was this app's last; else only this loop's task factory and watchdog (the app still
+        serves under another server, whose loop and process-wide switches stay on)."""
+        self._recent_factory = self._recent_watch = None
+        with _held():
+            left = self._lifespans.pop(loop, 0) - 1
+            if left > 0:
+                self._lifespans[loop] = left
+            if not self._lifespans:
+                _release(self.id)
+            elif left <= 0:
+                _release_loop(self.id, loop)
+
     def release_all(self) -> None:
         """Let go of everything this app holds (its shutdown): stop the profiles it started,
         and switch off whatever no other app still holds."""
@@ -243,14 +263,8 @@ def wants_task_factory(settings: Settings) -> bool:
 def _release(claim_id: int) -> None:
     """Drop ``claim_id`` from every table and switch off what nobody holds; ``_lock`` held."""
     SESSIONS.stop_all(owner=claim_id)
-    for table, switch_off in ((_factories, ORIGINS.uninstall_factory),
-                              (_watchers, WATCHDOGS.stop)):
-        for loop, holders in list(table.items()):
-            if claim_id in holders:
-                holders.discard(claim_id)
-                if not holders:
-                    del table[loop]
-                    switch_off(loop)
+    for loop in {*_factories.keys(), *_watchers.keys()}:
+        _release_loop(claim_id, loop)
     if _thread_hooks.pop(claim_id, None) is not None:
         if _thread_hooks:
             threads.ORIGINS.max_depth = max(_thread_hooks.values())
@@ -262,6 +276,18 @@ def _release(claim_id: int) -> None:
         _signal_holders.discard(claim_id)
         if not _signal_holders:
             _restore_signals()
+
+
+def _release_loop(claim_id: int, loop: _Loop) -> None:
+    """Drop ``claim_id``'s hold on ``loop``'s factory and watchdog; ``_lock`` held."""
+    for table, switch_off in ((_factories, ORIGINS.uninstall_factory),
+                              (_watchers, WATCHDOGS.stop)):
+        holders = table.get(loop)
+        if holders is not None and claim_id in holders:
+            holders.discard(claim_id)
+            if not holders:
+                del table[loop]
+                switch_off(loop)
 
 
 # --- lock profiling --------------------------------------------------------------------------
