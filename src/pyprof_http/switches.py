@@ -159,9 +159,10 @@ def _release_orphans() -> None:
 
 
 class Claims:
-    """One app's hold on the process-wide switches; :meth:`release_all` at its shutdown.
+    """One app's hold on the process-wide switches; :meth:`shut_down` at each lifespan's end.
 
-    Every method is idempotent: calling it on every request costs a lookup once held.
+    The other methods are idempotent: :meth:`task_factory` and :meth:`watch`, called on every
+    request, cost a lookup once held.
     """
 
     def __init__(self) -> None:
