@@ -16,7 +16,7 @@ Rules for each switch:
 - **lock profiling**: the application's own :func:`set_lock_profile_fraction` wins while it is
   not 0; otherwise the smallest fraction any app's settings ask for (each app gets at least the
   detail it asked for). A fraction switched behind our back (``locks.set_fraction``) is left
-  alone when a claim is released.
+  alone when the last claim is released (while claims remain, theirs is applied again).
 - **heap tracing at start** (``heap_trace_at_start``): started when the app is built, if
   ``heap`` is allowed; never stopped here (like ``PYTHONTRACEMALLOC``, it traces for the process;
   a ``/heap?seconds=N`` window leaves tracing it did not start alone).
