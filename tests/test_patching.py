@@ -71,3 +71,33 @@ def test_a_foreign_wrapper_over_ours_survives_switching_off_and_on_again() -> No
         "asyncio.Lock.acquire True True 2",
         "contentions 1",  # recorded through their wrapper: ours runs under it
     ]
+
+
+_PUT_BACK_SCRIPT = textwrap.dedent("""
+    import asyncio, threading
+    from pyprof_http import _patching
+    from pyprof_http.collectors import locks, threads
+
+    original_start, original_lock = threading.Thread.start, threading.Lock
+    threads.ORIGINS.install(8)
+    locks.set_fraction(1)
+    # a library that had patched before us puts back what it saved: ours is gone
+    threading.Thread.start, threading.Lock = original_start, original_lock
+    threads.ORIGINS.uninstall()
+    locks.set_fraction(0)
+    threads.ORIGINS.install(8)
+    locks.set_fraction(1)
+    print(_patching.is_ours(threading.Thread.start), _patching.is_ours(threading.Lock))
+    threads.ORIGINS.uninstall()
+    locks.set_fraction(0)
+    print(threading.Thread.start is original_start, threading.Lock is original_lock)
+""")
+
+
+def test_switching_on_again_after_ours_was_replaced_by_the_original_installs_ours() -> None:
+    """Only a wrapper that says it wraps ours is left in place: the original put back over ours
+    does not call ours, and leaving it would switch profiling on in name only."""
+    done = subprocess.run([sys.executable, "-c", _PUT_BACK_SCRIPT], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True True", "True True"]
