@@ -31,6 +31,8 @@ _SCRIPT = textwrap.dedent("""
         off()
         on()  # again, with their wrapper still over our earlier patch
         kept_on = vars(owner)[attribute] is theirs
+        if name == "Thread.start":
+            assert threads.ORIGINS.installed, "ours runs under theirs: the hook is on"
         use()
         off()
         print(name, kept_on, vars(owner)[attribute] is theirs, theirs.calls)
@@ -88,6 +90,8 @@ _PUT_BACK_SCRIPT = textwrap.dedent("""
     threads.ORIGINS.install(8)
     locks.set_fraction(1)
     print(_patching.is_ours(threading.Thread.start), _patching.is_ours(threading.Lock))
+    threading.Thread.start = original_start  # put back while on: the hook is off
+    assert not threads.ORIGINS.installed
     threads.ORIGINS.uninstall()
     locks.set_fraction(0)
     print(threading.Thread.start is original_start, threading.Lock is original_lock)

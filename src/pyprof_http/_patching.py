@@ -95,7 +95,8 @@ def _wraps_ours(obj: object) -> bool:
 def applied(owner: object, name: str) -> bool:
     """Whether ours is in place at ``owner.name``: on top, or under a wrapper someone put
     over it (which calls it)."""
-    return (owner, name) in _APPLIED or is_ours(own_attribute(owner, name))
+    current = own_attribute(owner, name)
+    return is_ours(current) or ((owner, name) in _APPLIED and _wraps_ours(current))
 
 
 def restore(owner: object, name: str) -> bool:
