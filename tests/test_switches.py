@@ -291,6 +291,43 @@ def test_an_apps_shutdown_stops_only_the_profiles_it_started() -> None:
     assert running == []
 
 
+def test_claims_from_many_threads_each_with_its_own_loop_are_all_let_go() -> None:
+    """200 requests on 8 threads, each thread with its own loop, two apps claiming the same
+    loops at once: every loop gets the factory, and after both apps let go none keeps it."""
+    first, second = switches.Claims(), switches.Claims()
+    barrier = threading.Barrier(8)
+    seen: list[tuple[bool, int]] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def serve() -> None:
+        async def request(n: int) -> None:
+            (first if n % 2 else second).task_factory(asyncio.get_running_loop())
+            await asyncio.sleep(0)
+
+        async def main() -> None:
+            loops.append(asyncio.get_running_loop())
+            barrier.wait(10)
+            await asyncio.gather(*(request(n) for n in range(25)))
+            loop = asyncio.get_running_loop()
+            seen.append((_factory_is_ours(loop), len(switches._factories[loop])))
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(main())
+
+    workers = [threading.Thread(target=serve, name=f"requests-{n}") for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    first.release_all()
+    second.release_all()
+    assert seen == [(True, 2)] * 8
+    assert [loop.get_task_factory() for loop in loops] == [None] * 8
+    assert not any(loop in switches._factories for loop in loops)
+    for loop in loops:
+        loop.close()
+
+
 def test_sessions_remember_the_app_that_claimed_them() -> None:
     first, second = switches.Claims(), switches.Claims()
     token = CURRENT_OWNER.set(first.id)
