@@ -224,6 +224,30 @@ def test_one_app_under_two_servers_keeps_its_switches_until_the_last_shutdown() 
     assert after_live == [ALL_OFF, ALL_OFF]
 
 
+def test_a_lifespan_whose_loop_closed_without_a_shutdown_does_not_hold_the_app() -> None:
+    app = install(Starlette(), Settings(lock_profile_fraction=3))
+    driver = LifespanDriver(app)
+
+    async def start_and_abandon() -> None:
+        await driver.startup()
+        assert driver.task is not None
+        driver.task.cancel()  # the server went away without a shutdown
+        with contextlib.suppress(asyncio.CancelledError):
+            await driver.task
+
+    abandoned = asyncio.new_event_loop()
+    abandoned.run_until_complete(start_and_abandon())
+    abandoned.close()
+
+    async def main() -> dict[str, object]:
+        live = LifespanDriver(app)
+        await live.startup()
+        await live.shutdown()
+        return _state(asyncio.get_running_loop())
+
+    assert asyncio.run(main()) == ALL_OFF
+
+
 def test_an_app_whose_startup_fails_lets_go_of_its_switches(server_sigterm: Any) -> None:
     """The server sends no shutdown after ``lifespan.startup.failed``: the failed app's claims
     used to keep every switch on after the other app's shutdown, for as long as it lived."""

@@ -244,6 +244,8 @@ class Claims:
             left = self._lifespans.pop(loop, 0) - 1
             if left > 0:
                 self._lifespans[loop] = left
+            for closed in [other for other in self._lifespans if other.is_closed()]:
+                del self._lifespans[closed]  # ended without a shutdown: it serves no more
             if not self._lifespans:
                 _release(self.id)
             elif left <= 0:
