@@ -9,14 +9,16 @@ factory, watchdog, Thread.start hook, lock profiling and running profiles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -140,6 +142,149 @@ def test_a_testclient_beside_a_live_app_leaves_the_live_apps_switches_on() -> No
     assert after == ALL_OFF
 
 
+def test_the_server_handler_comes_back_when_the_last_app_shuts_down_off_the_main_thread(
+) -> None:
+    """The main-thread app chains the handler; a TestClient-like app on another thread shuts
+    down last, where no handler can be set: ours used to stay in front of the server's for
+    good, stopping profiles on every later SIGTERM."""
+    calls: list[int] = []
+
+    def server_handler(number: int, frame: object) -> None:
+        calls.append(number)
+
+    previous = signal.signal(signal.SIGTERM, server_handler)
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="beside-loop")
+    runner.start()
+    try:
+        main_app = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, Settings()))
+        beside = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, Settings()))
+
+        async def start_main() -> None:
+            await main_app.startup()
+
+        async def stop_main() -> None:
+            await main_app.shutdown()
+
+        main_loop = asyncio.new_event_loop()
+        try:
+            main_loop.run_until_complete(start_main())
+            asyncio.run_coroutine_threadsafe(beside.startup(), loop).result(10)
+            chained = signal.getsignal(signal.SIGTERM) is not server_handler
+            main_loop.run_until_complete(stop_main())
+        finally:
+            main_loop.close()
+        asyncio.run_coroutine_threadsafe(beside.shutdown(), loop).result(10)
+        signal.raise_signal(signal.SIGTERM)  # ours, if still there, must only pass it on
+        passed_on = (calls == [signal.SIGTERM], SESSIONS.shutting_down)
+        switches.release_orphans()  # any switch operation on the main thread
+        restored = signal.getsignal(signal.SIGTERM) is server_handler
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
+        signal.signal(signal.SIGTERM, previous)
+        SESSIONS.shutting_down = False
+    assert chained
+    assert passed_on == (True, False), "no app holds the chain: profiles are not stopped"
+    assert restored
+
+
+def test_one_app_under_two_servers_keeps_its_switches_until_the_last_shutdown() -> None:
+    """A live server and a TestClient of the same module-level app: the TestClient's shutdown
+    used to release the app's every claim, switching the live server's loop factory and
+    watchdog, the Thread.start hook and lock profiling off."""
+    app = install(Starlette(), Settings(lock_profile_fraction=3))
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    runners = [threading.Thread(target=loop.run_forever, name=f"server-{n}")
+               for n, loop in enumerate(loops)]
+    for runner in runners:
+        runner.start()
+
+    def on(loop: asyncio.AbstractEventLoop, step: Any) -> None:
+        asyncio.run_coroutine_threadsafe(step(), loop).result(10)
+
+    try:
+        live = LifespanDriver(app)
+        beside = LifespanDriver(app)
+        on(loops[0], live.startup)
+        on(loops[1], beside.startup)
+        both = [_state(loop) for loop in loops]
+        on(loops[1], beside.shutdown)
+        after_beside = [_state(loop) for loop in loops]
+        on(loops[0], live.shutdown)
+        after_live = [_state(loop) for loop in loops]
+    finally:
+        for loop, runner in zip(loops, runners, strict=True):
+            loop.call_soon_threadsafe(loop.stop)
+            runner.join(10)
+            loop.close()
+    assert both == [ALL_ON, ALL_ON]
+    assert after_beside == [ALL_ON, {**ALL_ON, "factory": False, "watchdog": False}]
+    assert after_live == [ALL_OFF, ALL_OFF]
+
+
+def test_a_lifespan_whose_loop_closed_without_a_shutdown_does_not_hold_the_app() -> None:
+    app = install(Starlette(), Settings(lock_profile_fraction=3))
+    driver = LifespanDriver(app)
+
+    async def start_and_abandon() -> None:
+        await driver.startup()
+        assert driver.task is not None
+        driver.task.cancel()  # the server went away without a shutdown
+        with contextlib.suppress(asyncio.CancelledError):
+            await driver.task
+
+    abandoned = asyncio.new_event_loop()
+    abandoned.run_until_complete(start_and_abandon())
+    abandoned.close()
+
+    async def main() -> dict[str, object]:
+        live = LifespanDriver(app)
+        await live.startup()
+        await live.shutdown()
+        return _state(asyncio.get_running_loop())
+
+    assert asyncio.run(main()) == ALL_OFF
+
+
+def test_an_app_whose_startup_fails_lets_go_of_its_switches(server_sigterm: Any) -> None:
+    """The server sends no shutdown after ``lifespan.startup.failed``: the failed app's claims
+    used to keep every switch on after the other app's shutdown, for as long as it lived."""
+    settings = Settings(lock_profile_fraction=3)
+
+    @contextlib.asynccontextmanager
+    async def boom(app: Any) -> AsyncIterator[None]:
+        raise RuntimeError("startup failed")
+        yield
+
+    failing = install(Starlette(lifespan=boom), settings)
+
+    async def main() -> tuple[list[str], dict[str, object], dict[str, object], bool]:
+        loop = asyncio.get_running_loop()
+        good = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, settings))
+        await good.startup()
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.startup"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        with pytest.raises(RuntimeError, match="startup failed"):
+            await failing({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                          receive, send)
+        during = _state(loop)
+        await good.shutdown()
+        return sent, during, _state(loop), signal.getsignal(signal.SIGTERM) is server_sigterm
+
+    sent, during, after, restored = asyncio.run(main())
+    assert sent == ["lifespan.startup.failed"]
+    assert during == ALL_ON, "the other app still holds everything"
+    assert after == ALL_OFF and restored, "the failed app (still referenced) holds nothing"
+
+
 def test_an_apps_shutdown_stops_only_the_profiles_it_started() -> None:
     async def main() -> tuple[bool, bool, int, list[str]]:
         first_app, second_app = install(Starlette()), install(Starlette())
@@ -168,6 +313,43 @@ def test_an_apps_shutdown_stops_only_the_profiles_it_started() -> None:
     assert by_own
     assert status == 200
     assert running == []
+
+
+def test_claims_from_many_threads_each_with_its_own_loop_are_all_let_go() -> None:
+    """200 requests on 8 threads, each thread with its own loop, two apps claiming the same
+    loops at once: every loop gets the factory, and after both apps let go none keeps it."""
+    first, second = switches.Claims(), switches.Claims()
+    barrier = threading.Barrier(8)
+    seen: list[tuple[bool, int]] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def serve() -> None:
+        async def request(n: int) -> None:
+            (first if n % 2 else second).task_factory(asyncio.get_running_loop())
+            await asyncio.sleep(0)
+
+        async def main() -> None:
+            loops.append(asyncio.get_running_loop())
+            barrier.wait(10)
+            await asyncio.gather(*(request(n) for n in range(25)))
+            loop = asyncio.get_running_loop()
+            seen.append((_factory_is_ours(loop), len(switches._factories[loop])))
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(main())
+
+    workers = [threading.Thread(target=serve, name=f"requests-{n}") for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    first.release_all()
+    second.release_all()
+    assert seen == [(True, 2)] * 8
+    assert [loop.get_task_factory() for loop in loops] == [None] * 8
+    assert not any(loop in switches._factories for loop in loops)
+    for loop in loops:
+        loop.close()
 
 
 def test_sessions_remember_the_app_that_claimed_them() -> None:
@@ -240,6 +422,38 @@ def test_set_lock_profile_fraction_refuses_bad_values() -> None:
     assert locks.fraction() == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_switch_while_a_parents_thread_held_the_switch_lock() -> None:
+    """A release holds the switches' lock while it joins a watchdog (up to seconds): a fork
+    then (gunicorn, multiprocessing) gave a child whose every app construction hung."""
+    out = _run("""
+        import os, signal, threading, warnings
+        from pyprof_http import Settings, set_lock_profile_fraction, switches
+        from pyprof_http.collectors import locks
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        taken, done = threading.Event(), threading.Event()
+        def release_in_progress():
+            with switches._lock:
+                taken.set()
+                done.wait()
+        threading.Thread(target=release_in_progress, daemon=True).start()
+        taken.wait()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a hung child must not outlive the test
+            claims = switches.Claims()
+            claims.follow(Settings(lock_profile_fraction=2))
+            assert locks.fraction() == 2
+            claims.release_all()
+            set_lock_profile_fraction(0)
+            os._exit(0 if locks.fraction() == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        done.set()
+        print("child exit", os.waitstatus_to_exitcode(status))
+    """)
+    assert out.splitlines() == ["child exit 0"]
+
+
 # --- the allowlist (issue 10 item 19) ---------------------------------------------------------
 
 
@@ -284,6 +498,21 @@ def test_each_switch_is_installed_when_its_profile_is_allowed(
     at_startup, after_request = _startup_state(settings)
     assert at_startup == {**ALL_OFF, **expected}
     assert after_request == {**ALL_OFF, **expected}
+
+
+def test_heap_tracing_at_start_needs_heap_on_the_allowlist() -> None:
+    """tracemalloc slows every allocation x3-x33: an app that excludes /heap used to start it."""
+    import tracemalloc
+
+    assert not tracemalloc.is_tracing()
+    try:
+        PprofApp(Settings(profiles=frozenset({"goroutine"}), heap_trace_at_start=True))
+        excluded = tracemalloc.is_tracing()
+        PprofApp(Settings(profiles=frozenset({"heap"}), heap_trace_at_start=True))
+        allowed = tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert (excluded, allowed) == (False, True)
 
 
 def test_a_mounted_app_without_mutex_does_not_patch_locks() -> None:
@@ -420,3 +649,20 @@ def test_stopping_a_side_server_lets_go_of_its_lock_profiling() -> None:
     finally:
         server.stop()
     assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK
+
+
+def test_a_side_server_that_cannot_bind_lets_go_of_its_lock_profiling() -> None:
+    """It raises, so nobody can call stop(): its claims used to stay (lock patches on) for as
+    long as the exception, and so the app, was referenced."""
+    import socket
+
+    from pyprof_http import serve_in_background
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as raised:
+            serve_in_background(port=taken.getsockname()[1],
+                                settings=Settings(lock_profile_fraction=2))
+        assert raised.traceback  # (keeps the failed call's frame, and its app, alive)
+        assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK

@@ -11,8 +11,12 @@ as ours: ``functools.wraps`` copies ``__dict__``, so a wrapper someone put over 
 same attributes but is not its own ``__pyprof_http_patch__``.
 
 A wrapper someone put over ours is left in place when we restore (it is theirs to remove) and
-remembered: switching on again while it is still there must call the original ours had, not
-that wrapper, which calls ours.
+remembered: switching on again while it is still there, a replacement made then calls the
+original ours had, not that wrapper (which calls ours: a cycle). If the wrapper says it wraps
+ours (``__wrapped__``, as ``functools.wraps`` sets: Sentry's ``Thread.start``), it is left in
+place too: it still calls our earlier replacement, which works whether on or off, and putting
+ours in its place would drop their hook for good. Anything else there (their own replacement,
+or the original put back by a library that had patched before us) is replaced again.
 """
 
 from __future__ import annotations
@@ -62,11 +66,37 @@ def original_of(owner: object, name: str) -> tuple[Any, ...]:
 
 
 def apply(owner: object, name: str, replacement: Any, original: tuple[Any, ...]) -> None:
-    """Put ``replacement`` at ``owner.name``, marked as ours and as replacing ``original``."""
+    """Put ``replacement`` at ``owner.name``, marked as ours and as replacing ``original``;
+    unless a wrapper someone put over our earlier replacement is still there (see above)."""
     setattr(replacement, ORIGINAL, original)
     setattr(replacement, SELF, replacement)
-    setattr(owner, name, replacement)
-    _APPLIED[(owner, name)] = replacement
+    key = (owner, name)
+    left = _LEFT.get(key)
+    current = own_attribute(owner, name)
+    if left is None or left[0] is not current or not _wraps_ours(current):
+        setattr(owner, name, replacement)
+    _APPLIED[key] = replacement
+
+
+def _wraps_ours(obj: object) -> bool:
+    """Whether ``obj``'s ``__wrapped__`` chain (``functools.wraps``) reaches one of ours."""
+    for _ in range(100):  # a chain that loops is not ours
+        try:
+            obj = getattr(obj, "__wrapped__", None)
+        except Exception:  # an exotic object whose attribute lookup fails
+            return False
+        if obj is None:
+            return False
+        if is_ours(obj):
+            return True
+    return False
+
+
+def applied(owner: object, name: str) -> bool:
+    """Whether ours is in place at ``owner.name``: on top, or under a wrapper someone put
+    over it (which calls it)."""
+    current = own_attribute(owner, name)
+    return is_ours(current) or ((owner, name) in _APPLIED and _wraps_ours(current))
 
 
 def restore(owner: object, name: str) -> bool:

@@ -24,7 +24,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._gc import paused_gc
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
-from .collectors import heap
 from .collectors.session import CURRENT_OWNER
 from .config import ConfigError, Settings
 from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
@@ -53,8 +52,7 @@ class PprofApp:
         if unknown:
             raise ConfigError(f"profiles lists unknown names: {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(BY_NAME))}")
-        if self.settings.heap_trace_at_start:
-            heap.start_at_startup(self.settings.heap_frames)
+        self.claims.trace_heap(self.settings)
         self.claims.profile_locks(self.settings)
         self.watch_serving_loop = self.settings.allows("block")
         """Start the stall watchdog on the loop of the first request (mount-only use has no

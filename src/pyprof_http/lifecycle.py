@@ -6,7 +6,9 @@ serving event loop and chains the task factory (so task creation sites are known
 task on), hooks ``Thread.start`` (threadcreate), switches lock profiling on if the settings ask,
 and starts the loop-stall watchdog. The first request on a loop the lifespan did not see (servers
 without lifespan support) registers it. At shutdown it stops the profiles its app started and
-lets go of the rest.
+lets go of the rest (only of its loop's, while the same app still runs under another server);
+so it does when the app's startup fails (``lifespan.startup.failed``: the server exits without
+a shutdown, and another app in the process must not be left with this one's switches).
 
 Every one of those switches is process-wide, so none is switched here: the app's
 :class:`~pyprof_http.switches.Claims` holds them, and :mod:`pyprof_http.switches` keeps each on
@@ -75,7 +77,12 @@ class LifecycleMiddleware:
                 self._shutdown(asyncio.get_running_loop())
             return message
 
-        await self.app(scope, receive_lifespan, send)
+        async def send_lifespan(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self.claims.shut_down(asyncio.get_running_loop())
+            await send(message)
+
+        await self.app(scope, receive_lifespan, send_lifespan)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._wants_factory:
@@ -86,4 +93,4 @@ class LifecycleMiddleware:
         self.claims.start_on(loop, self.settings)
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.claims.release_all()
+        self.claims.shut_down(loop)

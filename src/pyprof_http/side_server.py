@@ -78,5 +78,6 @@ def serve_in_background(
     if not server.started:
         server.should_exit = True
         thread.join(startup_timeout)
+        pprof.claims.release_all()  # nobody will call stop(): let go of its switches now
         raise OSError(f"pyprof_http could not serve on {host}:{port} (see the log above)")
     return BackgroundServer(server, thread, prefix, pprof.claims)

@@ -16,18 +16,26 @@ Rules for each switch:
 - **lock profiling**: the application's own :func:`set_lock_profile_fraction` wins while it is
   not 0; otherwise the smallest fraction any app's settings ask for (each app gets at least the
   detail it asked for). A fraction switched behind our back (``locks.set_fraction``) is left
-  alone when a claim is released.
+  alone when the last claim is released (while claims remain, theirs is applied again).
+- **heap tracing at start** (``heap_trace_at_start``): started when the app is built, if
+  ``heap`` is allowed; never stopped here (like ``PYTHONTRACEMALLOC``, it traces for the process;
+  a ``/heap?seconds=N`` window leaves tracing it did not start alone).
 - **shutdown-signal chain**: one handler in front of the server's, which stops every running
-  profile (the process is stopping), put back when the last claim goes.
+  profile (the process is stopping), put back when the last claim goes. Only the main thread
+  can set a handler: when the last claim goes on another thread (a ``TestClient``'s), ours
+  stays in place, passing signals straight to the server's, until the next switch operation
+  on the main thread puts the server's back.
 
 What the allowlist excludes is not installed: no factory when neither ``goroutine`` nor
 ``goroutineleak`` (its readers) is allowed, no hook without ``threadcreate``, no lock patches
-without ``mutex``, no watchdog without ``block``.
+without ``mutex``, no watchdog without ``block``, no heap tracing without ``heap``.
 
-A claim is released at its app's shutdown, or after the app was garbage-collected without one
-(an app built and dropped, as tests do): a finalizer queues it, and the next switch operation
-(another app's construction, startup or shutdown) releases it. State is kept across
-``importlib.reload``.
+A claim is released at its app's shutdown (the last one, when the same app object runs under
+several servers at once, as a live server and a ``TestClient`` of one module-level app: an
+earlier shutdown lets go only of its own loop's switches), or after the app was
+garbage-collected without one (an app built and dropped, as tests do): a finalizer queues it,
+and the next switch operation (another app's construction, startup or shutdown) releases it.
+State is kept across ``importlib.reload``.
 
 Free-threaded builds with the GIL disabled are refused (:func:`check_supported`): the
 collectors walk other threads' frames, which is only safe while the GIL stops them running.
@@ -40,6 +48,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import os
 import signal
 import sys
 import threading
@@ -48,7 +57,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Final, TypeVar
 
-from .collectors import locks, threads
+from .collectors import heap, locks, threads
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
@@ -67,7 +76,8 @@ def _kept(name: str, make: Callable[[], _T]) -> _T:
 
 
 _lock: _thread.LockType = _kept("_lock", _thread.allocate_lock)
-"""Guards the tables below (raw: never a profiled lock)."""
+"""Guards the tables below (raw: never a profiled lock). Replaced in a forked child: a parent's
+thread may have held it at the fork (a release holds it while it joins a watchdog)."""
 _ids: Iterator[int] = _kept("_ids", lambda: itertools.count(1))
 _factories: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
     "_factories", weakref.WeakKeyDictionary)
@@ -84,6 +94,16 @@ _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = _thread.allocate_lock()
+
+
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
+    _fork_hook_registered = True
 
 
 def gil_disabled() -> bool:
@@ -110,6 +130,8 @@ def _held() -> Iterator[None]:
     with _lock:
         _release_orphans()
         yield
+        if not _signal_holders:
+            _restore_signals()  # a release on another thread could not (main thread only)
 
 
 def _orphaned(claim_id: int) -> None:
@@ -137,9 +159,10 @@ def _release_orphans() -> None:
 
 
 class Claims:
-    """One app's hold on the process-wide switches; :meth:`release_all` at its shutdown.
+    """One app's hold on the process-wide switches; :meth:`shut_down` at each lifespan's end.
 
-    Every method is idempotent: calling it on every request costs a lookup once held.
+    The other methods are idempotent: :meth:`task_factory` and :meth:`watch`, called on every
+    request, cost a lookup once held.
     """
 
     def __init__(self) -> None:
@@ -150,6 +173,8 @@ class Claims:
         finalizer.atexit = False
         self._recent_factory: weakref.ref[_Loop] | None = None
         self._recent_watch: weakref.ref[_Loop] | None = None
+        self._lifespans: weakref.WeakKeyDictionary[_Loop, int] = weakref.WeakKeyDictionary()
+        """Loop -> lifespans of this app started on it and not shut down yet."""
 
     def follow(self, settings: Settings) -> None:
         """Hold what ``settings`` ask for that needs no loop: the Thread.start hook and lock
@@ -161,6 +186,8 @@ class Claims:
     def start_on(self, loop: _Loop, settings: Settings) -> None:
         """At startup: the task factory and the stall watchdog of the serving loop, and the
         shutdown-signal chain (as the allowlist allows)."""
+        with _held():
+            self._lifespans[loop] = self._lifespans.get(loop, 0) + 1
         if wants_task_factory(settings):
             self.task_factory(loop)
         if settings.allows("block"):
@@ -197,10 +224,32 @@ class Claims:
             _lock_claims[self.id] = settings.lock_profile_fraction
             _apply_locks()
 
+    def trace_heap(self, settings: Settings) -> None:
+        """tracemalloc from now on, if the settings ask for it and ``heap`` is allowed (it slows
+        every allocation: nothing the allowlist excludes may cost that)."""
+        if settings.heap_trace_at_start and settings.allows("heap"):
+            heap.start_at_startup(settings.heap_frames)
+
     def chain_shutdown_signals(self) -> None:
         with _held():
             _signal_holders.add(self.id)
             _chain_signals()
+
+    def shut_down(self, loop: _Loop) -> None:
+        """One lifespan's shutdown (or failed startup) on ``loop``: :meth:`release_all` if it
+        was this app's last; else only this loop's task factory and watchdog (the app still
+        serves under another server, whose loop and process-wide switches stay on)."""
+        self._recent_factory = self._recent_watch = None
+        with _held():
+            left = self._lifespans.pop(loop, 0) - 1
+            if left > 0:
+                self._lifespans[loop] = left
+            for closed in [other for other in self._lifespans if other.is_closed()]:
+                del self._lifespans[closed]  # ended without a shutdown: it serves no more
+            if not self._lifespans:
+                _release(self.id)
+            elif left <= 0:
+                _release_loop(self.id, loop)
 
     def release_all(self) -> None:
         """Let go of everything this app holds (its shutdown): stop the profiles it started,
@@ -217,14 +266,8 @@ def wants_task_factory(settings: Settings) -> bool:
 def _release(claim_id: int) -> None:
     """Drop ``claim_id`` from every table and switch off what nobody holds; ``_lock`` held."""
     SESSIONS.stop_all(owner=claim_id)
-    for table, switch_off in ((_factories, ORIGINS.uninstall_factory),
-                              (_watchers, WATCHDOGS.stop)):
-        for loop, holders in list(table.items()):
-            if claim_id in holders:
-                holders.discard(claim_id)
-                if not holders:
-                    del table[loop]
-                    switch_off(loop)
+    for loop in {*_factories.keys(), *_watchers.keys()}:
+        _release_loop(claim_id, loop)
     if _thread_hooks.pop(claim_id, None) is not None:
         if _thread_hooks:
             threads.ORIGINS.max_depth = max(_thread_hooks.values())
@@ -236,6 +279,18 @@ def _release(claim_id: int) -> None:
         _signal_holders.discard(claim_id)
         if not _signal_holders:
             _restore_signals()
+
+
+def _release_loop(claim_id: int, loop: _Loop) -> None:
+    """Drop ``claim_id``'s hold on ``loop``'s factory and watchdog; ``_lock`` held."""
+    for table, switch_off in ((_factories, ORIGINS.uninstall_factory),
+                              (_watchers, WATCHDOGS.stop)):
+        holders = table.get(loop)
+        if holders is not None and claim_id in holders:
+            holders.discard(claim_id)
+            if not holders:
+                del table[loop]
+                switch_off(loop)
 
 
 # --- lock profiling --------------------------------------------------------------------------
@@ -306,7 +361,8 @@ def _chain_signals() -> None:
             continue
 
         def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
-            SESSIONS.shutting_down = True
+            if _signal_holders:  # (none: left in place by a release off the main thread)
+                SESSIONS.shutting_down = True
             previous(number, frame)
 
         signal.signal(signum, handler)
@@ -314,8 +370,9 @@ def _chain_signals() -> None:
 
 
 def _restore_signals() -> None:
-    """Put the server's handlers back where ours is still in place; ``_lock`` held."""
-    if threading.current_thread() is not threading.main_thread():
+    """Put the server's handlers back where ours is still in place; ``_lock`` held. Off the
+    main thread this cannot be done: ours stays, inert, for the next call on the main thread."""
+    if not _signal_previous or threading.current_thread() is not threading.main_thread():
         return
     for signum, (previous, ours) in list(_signal_previous.items()):
         if signal.getsignal(signum) is ours:  # someone else's since: leave theirs

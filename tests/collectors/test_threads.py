@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import pprof_schema
+from lifespan import alone
 from pyprof_http.collectors.threads import (
     COUNT,
     FOREIGN_THREAD,
@@ -23,11 +24,15 @@ from pyprof_http.render.text import render_text
 
 @pytest.fixture
 def origins() -> Iterator[ThreadOrigins]:
-    hooked = ThreadOrigins()
-    original = threading.Thread.start
-    yield hooked
-    hooked.uninstall()
-    threading.Thread.start = original  # type: ignore[method-assign]
+    """A fresh ThreadOrigins over the true Thread.start: the hook that apps of other test
+    modules hold (test_app's module-level app) is set aside, or these tests saw it as the
+    original and failed when run after them."""
+    with alone():
+        hooked = ThreadOrigins()
+        original = threading.Thread.start
+        yield hooked
+        hooked.uninstall()
+        threading.Thread.start = original  # type: ignore[method-assign]
 
 
 def _parked(stop: threading.Event) -> None:

@@ -91,7 +91,7 @@ class ThreadOrigins:
 
     @property
     def installed(self) -> bool:
-        return _patching.is_ours(_patching.own_attribute(threading.Thread, "start"))
+        return _patching.applied(threading.Thread, "start")
 
     def stack_below(self, thread: threading.Thread, caller: Any) -> tuple[Frame, ...] | None:
         """The stack below ``Thread.start`` (a subclass's own ``start`` frames skipped)."""
