@@ -20,8 +20,8 @@ import pytest
 import pprof_schema
 from asgi_client import FakeClient
 from pyprof_http._waiting import ClientDisconnected
+from pyprof_http.captures.heap import HeapCapture
 from pyprof_http.collectors import heap
-from pyprof_http.collectors.heap import HeapCapture
 from pyprof_http.errors import PreconditionFailed
 from pyprof_http.model import Frame, Profile
 from pyprof_http.pprof.encode import render_pprof

@@ -13,8 +13,9 @@ import yappi
 import pyprof_http
 from asgi_client import FakeClient
 from pyprof_http._waiting import ClientDisconnected
+from pyprof_http.captures.tracing import FunctionStats, TracingCapture
 from pyprof_http.collectors import tracing
-from pyprof_http.collectors.tracing import FunctionStats, Tracer, TracingCapture
+from pyprof_http.collectors.tracing import Tracer
 from pyprof_http.errors import Conflict
 from pyprof_http.model import ValueType
 

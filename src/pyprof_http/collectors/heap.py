@@ -24,16 +24,15 @@ import time
 import tokenize
 import tracemalloc
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from inspect import CO_OPTIMIZED
 from types import CodeType
 from typing import Final, Literal
 
 from .._waiting import Standby, before_wake, render_in_thread
+from ..captures.heap import HeapCapture, Mode, TraceState
 from ..errors import PreconditionFailed
 from ..model import Frame, Profile, Sample, ValueType, frame
 
-Mode = Literal["snapshot", "window"]
 RawTraceback = tuple[tuple[str, int], ...]
 """tracemalloc's raw traceback: (filename, line) pairs, innermost (most recent call) first."""
 Sites = dict[RawTraceback, tuple[int, int]]
@@ -51,25 +50,6 @@ FILTERS: Final = (tracemalloc.Filter(False, tracemalloc.__file__),
                   tracemalloc.Filter(False, os.path.join(_PACKAGE, "*")))
 """Blocks that tracemalloc (its snapshots) or this library allocated are not the app's. Only the
 innermost frame is matched: the app's handlers run under our middleware, so hold our frames."""
-
-
-@dataclass(frozen=True, slots=True)
-class TraceState:
-    """tracemalloc's own figures, read when the snapshot was taken (before a window stops)."""
-
-    frames_limit: int
-    traced_current: int
-    traced_peak: int
-    tracemalloc_memory: int
-
-
-@dataclass(frozen=True, slots=True)
-class HeapCapture:
-    """A heap profile and how it was taken; the text view shows ``state`` as Go's MemStats."""
-
-    profile: Profile
-    mode: Mode
-    state: TraceState
 
 
 def is_tracing() -> bool:

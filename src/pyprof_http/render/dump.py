@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..collectors.stack_records import StackSnapshot, TaskStack, ThreadStack
+from ..captures.stacks import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
 from ..sanitize import printable, quoted
 from . import Rendered, utf8
