@@ -63,3 +63,8 @@ def test_renderers_import_no_collector(path: Path) -> None:
 @pytest.mark.parametrize("path", _modules("captures"), ids=lambda p: p.name)
 def test_capture_types_import_no_collector(path: Path) -> None:
     assert _offending(path, ("pyprof_http.collectors",)) == []
+
+
+@pytest.mark.parametrize("path", _modules("collectors"), ids=lambda p: p.name)
+def test_collectors_know_no_http(path: Path) -> None:
+    assert _offending(path, ("pyprof_http.errors", "starlette")) == []

@@ -30,8 +30,8 @@ from typing import Final, Literal
 
 from .._waiting import Standby, before_wake, render_in_thread
 from ..captures.heap import HeapCapture, Mode, TraceState
-from ..errors import PreconditionFailed
 from ..model import Frame, Profile, Sample, ValueType, frame
+from .errors import NeedsSwitch
 
 RawTraceback = tuple[tuple[str, int], ...]
 """tracemalloc's raw traceback: (filename, line) pairs, innermost (most recent call) first."""
@@ -74,14 +74,14 @@ def take_snapshot(gc_first: bool = False) -> tuple[tracemalloc.Snapshot, TraceSt
     """Live traced blocks (after ``gc.collect()`` when asked) and tracemalloc's figures, read
     first so the snapshot's own memory is not in them."""
     if not tracemalloc.is_tracing():
-        raise PreconditionFailed(NOT_TRACING_REASON)
+        raise NeedsSwitch(NOT_TRACING_REASON)
     if gc_first:
         gc.collect()
     state = read_state()
     try:
         return tracemalloc.take_snapshot(), state
     except RuntimeError as error:  # stopped by the app meanwhile
-        raise PreconditionFailed("heap tracing was stopped while the profile was taken") from error
+        raise NeedsSwitch("heap tracing was stopped while the profile was taken") from error
 
 
 def group_sites(snapshot: tracemalloc.Snapshot) -> Sites:

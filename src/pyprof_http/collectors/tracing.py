@@ -24,8 +24,8 @@ import yappi  # type: ignore[import-untyped]
 from .._gc import paused_gc
 from .._waiting import before_wake, render_in_thread
 from ..captures.tracing import CallStats, Clock, FunctionStats, TracingCapture
-from ..errors import Conflict
 from ..model import Frame, frame
+from .errors import Busy
 
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _LOCK = threading.Lock()
@@ -51,23 +51,23 @@ class Tracer:
         self._halted = self._reading = False
 
     def start(self) -> None:
-        """Start tracing every thread; :class:`Conflict` (touching nothing) if that is unsafe."""
+        """Start tracing every thread; :class:`Busy` (touching nothing) if that is unsafe."""
         self.claim()
         self.begin()
 
     def claim(self) -> None:
-        """Take yappi for this tracer without starting it; :class:`Conflict` if that is unsafe."""
+        """Take yappi for this tracer without starting it; :class:`Busy` if that is unsafe."""
         global _active
         with _claim_lock("a tracing profile is running or being read"):
             if _active is not None:
-                raise Conflict("a tracing profile is already running")
+                raise Busy("a tracing profile is already running")
             if yappi.is_running():
-                raise Conflict("yappi is already running (started outside pyprof_http)")
+                raise Busy("yappi is already running (started outside pyprof_http)")
             if sys.getprofile() is not None or threading.getprofile() is not None:
-                raise Conflict("another profiler is installed (sys.setprofile); "
+                raise Busy("another profiler is installed (sys.setprofile); "
                                "tracing would replace it")
             if yappi.get_thread_stats():
-                raise Conflict("yappi holds stats from a run outside pyprof_http; "
+                raise Busy("yappi holds stats from a run outside pyprof_http; "
                                "call yappi.clear_stats() first")
             self._previous_clock = yappi.get_clock_type()
             self._descriptor_keys = frozenset(_descriptors())
@@ -190,7 +190,7 @@ def _claim_lock(busy: str) -> Iterator[None]:
     """The module lock without waiting: it is held for seconds while a large trace is read,
     and the caller may be the event loop. ``busy``: the conflict to report."""
     if not _LOCK.acquire(blocking=False):
-        raise Conflict(busy)
+        raise Busy(busy)
     try:
         yield
     finally:
