@@ -221,7 +221,7 @@ async def _collect_block(context: CollectContext) -> Capture:
 
 
 async def _collect_threadcreate(context: CollectContext) -> Capture:
-    return ProfileCapture(threads.collect(threads.ORIGINS))
+    return ProfileCapture(threads.collect(threads.THREAD_STARTS))
 
 
 def _tracing_only(render: Callable[[Any, str], Rendered]) -> Format:
