@@ -29,6 +29,7 @@ from types import CodeType
 from typing import Final, Literal
 
 from .._waiting import Standby, before_wake, render_in_thread
+from ..bounded import BoundedCache
 from ..captures.heap import HeapCapture, Mode, TraceState
 from ..model import Frame, Profile, Sample, ValueType, frame
 from .errors import NeedsSwitch
@@ -250,7 +251,7 @@ class _Window:
             self._state = "ended"
 
 
-_SCOPES: dict[str, dict[int, str] | None] = {}
+_SCOPES: BoundedCache[str, dict[int, str] | None] = BoundedCache(max_entries=1024)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -266,10 +267,9 @@ def function_at(filename: str, line: int) -> str:
     if filename in _SCOPES:
         names = _SCOPES.get(filename)  # another render thread may clear it meanwhile
     else:
-        if len(_SCOPES) >= 1024:  # bounded in a long-lived process
-            _SCOPES.clear()
         code = _module_code(filename)
-        names = _SCOPES[filename] = None if code is None else _line_names(code, "<module>", {})
+        names = _SCOPES.put(filename,
+                            None if code is None else _line_names(code, "<module>", {}))
     return filename if names is None else names.get(line, "<module>")
 
 

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
 from typing import Final
 
+from ..bounded import BoundedCache
 from ..captures.stalls import Stall, StallCapture
 from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Frame, Profile, Sample, frame
@@ -115,7 +116,8 @@ class _History:
         self.started_wall_ns = 0
         self.starved = 0
         self.starved_ns = 0
-        self._stacks: dict[tuple[Frame, ...], tuple[Frame, ...]] = {}
+        self._stacks: BoundedCache[tuple[Frame, ...], tuple[Frame, ...]] = BoundedCache(
+            max_entries=4 * MAX_KEYS)
         """One tuple per distinct stack, shared by every stall that shows it."""
 
     def begin(self) -> None:
@@ -141,8 +143,6 @@ class _History:
     def _share(self, stall: Stall) -> Stall:
         """The stall with its stacks replaced by the kept copies of equal ones (bounded)."""
         stacks = self._stacks
-        if len(stacks) >= 4 * MAX_KEYS:
-            stacks.clear()
         stack = stacks.setdefault(stall.stack, stall.stack)
         others = tuple((stacks.setdefault(s, s), n) for s, n in stall.stacks)
         return dataclasses.replace(stall, stack=stack, stacks=others)
