@@ -1,12 +1,13 @@
 """Live heap by allocation traceback, from tracemalloc: the ``heap`` endpoint.
 
-tracemalloc is the stdlib's only source of allocation sites and slows allocation-heavy code x3
-to x30 while on (benchmarks/heap.py), so it is never left on behind anyone's back: either it
-already traces (the app started it, or ``PYPROF_HEAP_TRACE_AT_START``) and a request takes a
-snapshot, or a request traces a window of N seconds and stops. Tracing someone else started is
-never stopped, reset or cleared. tracemalloc is process-global, so any thread may call it;
-``take_snapshot`` is one C call holding the GIL (~0.5 s per million blocks: the loop stalls that
-long wherever it runs); grouping yields the GIL: run it off the loop (:func:`trace_window` does).
+tracemalloc is the stdlib's only source of allocation sites and slows allocation-heavy code several
+times over while on (benchmarks/heap.py; figures in the README), so it is never left on behind
+anyone's back: either it already traces (the app started it, or ``PYPROF_HEAP_TRACE_AT_START``) and
+a request takes a snapshot, or a request traces a window of N seconds and stops. Tracing someone
+else started is never stopped, reset or cleared. tracemalloc is process-global, so any thread may
+call it; ``take_snapshot`` is one C call holding the GIL (~0.5 s per million blocks: the loop
+stalls that long wherever it runs); grouping yields the GIL: run it off the loop
+(:func:`trace_window` does).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ async def trace_window(seconds: float, frames: int, wait: Callable[[float], Awai
 
     Before CPython 3.12.5 (gh-121390) ``tracemalloc.stop()`` frees the traces but never the
     tracebacks they pointed to: every distinct traceback recorded in a window stays allocated
-    for the life of the process (~30 kB per idle window with 25 frames, measured). So a window
+    for the life of the process (the README says how much per window). So a window
     we trace records as little of our own as it can: the thread that takes the snapshot is
     started before tracing starts and stops tracing right after the snapshot, the wait
     allocates nothing new per check, and a cut-off window stops tracing first.

@@ -1,6 +1,6 @@
 """Live objects by type from ``gc.get_objects()``: the ``objects`` profile and its growth.
 
-It answers "what is eating memory?" at any time without tracemalloc (x10-x30 slower allocation):
+It answers "what is eating memory?" at any time without tracemalloc (which slows allocation):
 one pass over the collector's list, counting per type with each object's shallow size. The size
 never runs the application's code: ``__sizeof__`` may be anything (pandas' scans a whole frame,
 on this side thread, for every object), so only CPython's own built-in types (list, dict, set,
@@ -11,9 +11,10 @@ define ``__sizeof__``.
 Only GC-tracked objects are seen (containers, instances); ints, strs, floats and tuples of atoms
 are mostly untracked and absent. Growth keeps the types whose count grew (``objgraph.growth``).
 
-:func:`histogram` is synchronous, for a worker thread (``render_in_thread``): 1,000,000 objects
-take a few hundred ms. The loop keeps serving meanwhile, but the pass holds the GIL (the loop gets
-it back at the switch interval) and ``gc.get_objects()`` is one C call that never releases it.
+:func:`histogram` is synchronous, for a worker thread (``render_in_thread``): its time grows with
+the tracked objects (the README gives the figure). The loop keeps serving meanwhile, but the pass
+holds the GIL (the loop gets it back at the switch interval) and ``gc.get_objects()`` is one C call
+that never releases it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 yappi rather than cProfile: it sees every thread and is coroutine-aware (with the wall clock a
 coroutine's time includes its suspensions, one call per coroutine, not per resume), so handlers
-are measured as users feel them. It costs x5.6 (wall) to x22 (cpu) on call-heavy code (DESIGN §5).
+are measured as users feel them. It slows call-heavy code several times over (the README gives
+the figures), so a trace is a short window, never left on.
 yappi is process-global, so: never start over a yappi someone else runs (or their leftover stats,
 or another ``setprofile`` profiler); on every exit path leave yappi stopped, cleared, its clock
 type as it was.
