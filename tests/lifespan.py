@@ -76,7 +76,7 @@ def alone() -> Iterator[None]:
         hooks, fractions = dict(switches._thread_hooks), dict(switches._lock_claims)
         switches._thread_hooks.clear()
         switches._lock_claims.clear()
-        threads.ORIGINS.uninstall()
+        threads.THREAD_STARTS.uninstall()
         switches._apply_locks()
     try:
         yield
@@ -86,5 +86,5 @@ def alone() -> Iterator[None]:
             switches._thread_hooks.update(hooks)
             switches._lock_claims.update(fractions)
             if switches._thread_hooks:
-                threads.ORIGINS.install(max(switches._thread_hooks.values()))
+                threads.THREAD_STARTS.install(max(switches._thread_hooks.values()))
             switches._apply_locks()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pyprof_http.collectors.errors import Busy, CollectorError, NeedsSwitch
 from pyprof_http.errors import (
     SECURITY_HEADERS,
     BadRequest,
@@ -13,6 +14,7 @@ from pyprof_http.errors import (
     PreconditionFailed,
     TooManyRequests,
     error_response,
+    from_collector,
 )
 
 
@@ -49,3 +51,27 @@ def test_error_response() -> None:
 def test_error_response_does_not_change_shared_headers() -> None:
     error_response(400, "x")
     assert "X-Go-Pprof" not in SECURITY_HEADERS
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (Busy("a wall profile is already running"), 409),
+    (NeedsSwitch("heap tracing is off"), 412),
+    (CollectorError("something new"), 500),
+])
+def test_collector_errors_map_to_statuses_with_their_reason(error: CollectorError,
+                                                            status: int) -> None:
+    mapped = from_collector(error)
+    assert mapped.status_code == status
+    assert mapped.reason == str(error)
+
+
+def test_collector_reason_is_cleaned_like_any_other() -> None:
+    # the collector's text reaches the client only through PprofError's one-line, escaped form
+    assert from_collector(Busy("busy\n\x1b[2J now")).reason == "busy \\x1b[2J now"
+
+
+def test_a_subclass_maps_like_its_kind() -> None:
+    class YappiBusy(Busy):
+        pass
+
+    assert from_collector(YappiBusy("x")).status_code == 409

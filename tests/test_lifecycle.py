@@ -301,7 +301,7 @@ def test_thread_start_is_hooked_at_startup_and_put_back_at_shutdown() -> None:
 
 def _hook_installed_and_put_back() -> None:
     original = threading.Thread.start
-    assert not threads.ORIGINS.installed
+    assert not threads.THREAD_STARTS.installed
 
     async def main():
         driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app))

@@ -32,7 +32,7 @@ _SCRIPT = textwrap.dedent("""
         on()  # again, with their wrapper still over our earlier patch
         kept_on = vars(owner)[attribute] is theirs
         if name == "Thread.start":
-            assert threads.ORIGINS.installed, "ours runs under theirs: the hook is on"
+            assert threads.THREAD_STARTS.installed, "ours runs under theirs: the hook is on"
         use()
         off()
         print(name, kept_on, vars(owner)[attribute] is theirs, theirs.calls)
@@ -42,7 +42,7 @@ _SCRIPT = textwrap.dedent("""
         worker = threading.Thread(target=lambda: None)
         worker.start()
         worker.join()
-        assert threads.ORIGINS.stack_of(worker) is not None, "ours still runs under theirs"
+        assert threads.THREAD_STARTS.stack_of(worker) is not None, "ours still runs under theirs"
 
     async def contend():
         lock = asyncio.Lock()
@@ -52,8 +52,8 @@ _SCRIPT = textwrap.dedent("""
         lock.release()
         await waiter
 
-    cycle("Thread.start", threading.Thread, "start", lambda: threads.ORIGINS.install(8),
-          threads.ORIGINS.uninstall, start_thread)
+    cycle("Thread.start", threading.Thread, "start", lambda: threads.THREAD_STARTS.install(8),
+          threads.THREAD_STARTS.uninstall, start_thread)
     cycle("threading.Lock", threading, "Lock", lambda: locks.set_fraction(1),
           lambda: locks.set_fraction(0), lambda: threading.Lock().acquire())
     cycle("asyncio.Lock.acquire", asyncio.Lock, "acquire", lambda: locks.set_fraction(1),
@@ -81,18 +81,18 @@ _PUT_BACK_SCRIPT = textwrap.dedent("""
     from pyprof_http.collectors import locks, threads
 
     original_start, original_lock = threading.Thread.start, threading.Lock
-    threads.ORIGINS.install(8)
+    threads.THREAD_STARTS.install(8)
     locks.set_fraction(1)
     # a library that had patched before us puts back what it saved: ours is gone
     threading.Thread.start, threading.Lock = original_start, original_lock
-    threads.ORIGINS.uninstall()
+    threads.THREAD_STARTS.uninstall()
     locks.set_fraction(0)
-    threads.ORIGINS.install(8)
+    threads.THREAD_STARTS.install(8)
     locks.set_fraction(1)
     print(_patching.is_ours(threading.Thread.start), _patching.is_ours(threading.Lock))
     threading.Thread.start = original_start  # put back while on: the hook is off
-    assert not threads.ORIGINS.installed
-    threads.ORIGINS.uninstall()
+    assert not threads.THREAD_STARTS.installed
+    threads.THREAD_STARTS.uninstall()
     locks.set_fraction(0)
     print(threading.Thread.start is original_start, threading.Lock is original_lock)
 """)

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from pyprof_http import PprofApp, Settings
-from pyprof_http.collectors.heap import HeapCapture, TraceState
-from pyprof_http.collectors.loop import Stall, StallCapture
-from pyprof_http.collectors.objects import ObjectsCapture
-from pyprof_http.collectors.tracing import CallStats, FunctionStats, TracingCapture
+from pyprof_http.captures.heap import HeapCapture, TraceState
+from pyprof_http.captures.objects import ObjectsCapture
+from pyprof_http.captures.stalls import Stall, StallCapture
+from pyprof_http.captures.tracing import CallStats, FunctionStats, TracingCapture
 from pyprof_http.model import Profile, Sample, ValueType, frame
 from pyprof_http.render.callgrind import render_callgrind
 from pyprof_http.render.heap_text import render_heap_text

@@ -77,7 +77,7 @@ def _state(loop: asyncio.AbstractEventLoop) -> dict[str, object]:
     return {
         "factory": _factory_is_ours(loop),
         "watchdog": WATCHDOGS.is_watching(loop),
-        "thread hook": threads.ORIGINS.installed,
+        "thread hook": threads.THREAD_STARTS.installed,
         "lock fraction": locks.fraction(),
     }
 
@@ -367,23 +367,23 @@ def test_sessions_remember_the_app_that_claimed_them() -> None:
 
 def test_a_dropped_app_lets_go_of_its_switches() -> None:
     app = LifecycleMiddleware(plain_lifespan_app, Settings(lock_profile_fraction=2))
-    assert threads.ORIGINS.installed and locks.fraction() == 2
+    assert threads.THREAD_STARTS.installed and locks.fraction() == 2
     del app
     gc.collect()
-    assert threads.ORIGINS.installed, "a finalizer only queues (it may run inside our locks)"
+    assert threads.THREAD_STARTS.installed, "a finalizer only queues (it may run inside our locks)"
     switches.release_orphans()  # what the next switch operation does
-    assert not threads.ORIGINS.installed and locks.fraction() == 0
+    assert not threads.THREAD_STARTS.installed and locks.fraction() == 0
 
 
 def test_the_deepest_stack_depth_asked_is_used_until_its_app_goes() -> None:
     shallow, deep = switches.Claims(), switches.Claims()
     shallow.hook_thread_start(8)
     deep.hook_thread_start(90)
-    assert threads.ORIGINS.max_depth == 90
+    assert threads.THREAD_STARTS.max_depth == 90
     deep.release_all()
-    assert threads.ORIGINS.installed and threads.ORIGINS.max_depth == 8
+    assert threads.THREAD_STARTS.installed and threads.THREAD_STARTS.max_depth == 8
     shallow.release_all()
-    assert not threads.ORIGINS.installed
+    assert not threads.THREAD_STARTS.installed
 
 
 def test_lock_fractions_of_several_apps_and_of_the_application() -> None:
@@ -574,7 +574,7 @@ def test_reloading_switches_keeps_every_claim_and_releases_it() -> None:
             new = switches.Claims()
             new.hook_thread_start(16)
             old.release_all()  # the old claims, the reloaded module: the hook is still needed
-            print("after old", threads.ORIGINS.installed, locks.fraction(),
+            print("after old", threads.THREAD_STARTS.installed, locks.fraction(),
                   WATCHDOGS.is_watching(loop), loop.get_task_factory() is None)
             new.release_all()
             print("after new", threading.Thread.start is start, threading.Lock is original_lock)
@@ -626,15 +626,15 @@ def test_reloading_the_threads_module_adopts_the_hook_and_removes_it() -> None:
         import importlib, threading
         from pyprof_http.collectors import threads
         start = threading.Thread.start
-        threads.ORIGINS.install(32)
+        threads.THREAD_STARTS.install(32)
         importlib.reload(threads)
-        threads.ORIGINS.install(32)  # not stacked
+        threads.THREAD_STARTS.install(32)  # not stacked
         print("wraps the original", threading.Thread.start.__wrapped__ is start)
         worker = threading.Thread(target=lambda: None, name="after-reload")
         worker.start()
         worker.join()
-        print("seen", threads.ORIGINS.stack_of(worker) is not None)
-        threads.ORIGINS.uninstall()
+        print("seen", threads.THREAD_STARTS.stack_of(worker) is not None)
+        threads.THREAD_STARTS.uninstall()
         print("removed", threading.Thread.start is start)
     """)
     assert out.splitlines() == ["wraps the original True", "seen True", "removed True"]

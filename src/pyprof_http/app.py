@@ -24,9 +24,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._gc import paused_gc
 from ._waiting import ClientDisconnected, render_in_thread, sleep_unless_disconnected
 from .auth import AuthMiddleware
+from .collectors.errors import CollectorError
 from .collectors.session import CURRENT_OWNER
 from .config import ConfigError, Settings
-from .errors import SECURITY_HEADERS, NotFound, PprofError, TooManyRequests, error_response
+from .errors import (
+    SECURITY_HEADERS,
+    NotFound,
+    PprofError,
+    TooManyRequests,
+    error_response,
+    from_collector,
+)
 from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
 from .model import Granularity, Profile, subtract
@@ -83,6 +91,9 @@ class PprofApp:
             return
         except PprofError as exc:
             response = error_response(exc.status_code, exc.reason)
+        except CollectorError as exc:
+            mapped = from_collector(exc)
+            response = error_response(mapped.status_code, mapped.reason)
         except Exception:  # a bug of ours must not become the host's bare 500 page
             _LOG.exception("pyprof_http failed to serve %s", printable(request.scope["path"]))
             response = error_response(500, "internal error in pyprof_http; see the server log")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from starlette.responses import PlainTextResponse
 
+from .collectors.errors import Busy, CollectorError, NeedsSwitch
 from .sanitize import printable
 
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
@@ -68,6 +69,23 @@ class PreconditionFailed(PprofError):
     """The profile needs something switched on first; the reason says how."""
 
     status_code = 412
+
+
+_COLLECTOR_ERRORS: dict[type[CollectorError], type[PprofError]] = {
+    Busy: Conflict,
+    NeedsSwitch: PreconditionFailed,
+}
+"""The status of each collector error: the only place where collectors meet HTTP."""
+
+
+def from_collector(error: CollectorError) -> PprofError:
+    """The HTTP error a collector's error answers with (its reason unchanged); one the table
+    does not know is a 500 with its reason, not a traceback."""
+    for kind in type(error).__mro__:
+        status = _COLLECTOR_ERRORS.get(kind)
+        if status is not None:
+            return status(str(error))
+    return PprofError(str(error))
 
 
 def error_response(status_code: int, reason: str) -> PlainTextResponse:

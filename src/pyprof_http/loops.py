@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Final, Protocol
 
+from .bounded import CodeTable
 from .model import Frame, frame
 from .request_labels import CURRENT_REQUEST, request_of
 
@@ -333,9 +334,10 @@ def _raw_frames(f: FrameType) -> tuple[Any, ...]:
 
 _MIN_SWEEP: Final = 1024
 _FRAME_CACHE_MAX: Final = 4096
-_frame_cache: dict[tuple[int, int], tuple[CodeType, Frame | None]] = {}
-"""(id(code), offset) -> (code, frame or None for asyncio's and our own code): the code is
-kept so that a reused id is never mistaken for it."""
+_NOT_SHOWN: Final = Frame("", "", 0)
+"""What the table keeps for a frame of asyncio's or this package's own code."""
+_FRAME_TABLE: CodeTable[Frame] = CodeTable(max_entries=_FRAME_CACHE_MAX)
+"""(code, offset) -> the creation frame shown, or :data:`_NOT_SHOWN`."""
 
 
 def _user_frames(raw: tuple[Any, ...]) -> tuple[Frame, ...]:
@@ -343,13 +345,11 @@ def _user_frames(raw: tuple[Any, ...]) -> tuple[Frame, ...]:
     out: list[Frame] = []
     for i in range(0, len(raw), 2):
         code, lasti = raw[i], raw[i + 1]
-        cached = _frame_cache.get((id(code), lasti))
-        if cached is None or cached[0] is not code:
-            if len(_frame_cache) >= _FRAME_CACHE_MAX:
-                _frame_cache.clear()
-            cached = _frame_cache[(id(code), lasti)] = (code, _frame_of(code, lasti))
-        if cached[1] is not None:
-            out.append(cached[1])
+        shown = _FRAME_TABLE.get(code, lasti)
+        if shown is None:
+            shown = _FRAME_TABLE.put(code, _frame_of(code, lasti) or _NOT_SHOWN, lasti)
+        if shown is not _NOT_SHOWN:
+            out.append(shown)
             if len(out) >= MAX_ORIGIN_STACK:
                 break
     return tuple(out)

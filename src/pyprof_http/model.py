@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final, Literal, NamedTuple
 
+from .bounded import BoundedCache
+
 LabelValue = str | int
 Labels = Mapping[str, LabelValue]
 _NO_LABELS: Final[Mapping[str, LabelValue]] = {}
@@ -32,19 +34,14 @@ class Frame(NamedTuple):
     line: int
 
 
-_FRAMES: dict[tuple[str, str, int], Frame] = {}
-_FRAMES_MAX: Final = 200_000
+_FRAMES: BoundedCache[tuple[str, str, int], Frame] = BoundedCache(max_entries=200_000)
 
 
 def frame(function: str, filename: str, line: int) -> Frame:
     """Return the interned :class:`Frame`; profiles of many stacks then cost one object per site."""
     key = (function, filename, line)
     found = _FRAMES.get(key)
-    if found is None:
-        if len(_FRAMES) >= _FRAMES_MAX:  # bound the cache in a long-lived process
-            _FRAMES.clear()
-        found = _FRAMES[key] = Frame(function, filename, line)
-    return found
+    return found if found is not None else _FRAMES.put(key, Frame(function, filename, line))
 
 
 class ValueType(NamedTuple):

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._waiting import render_in_thread
+from .captures.heap import HeapCapture
+from .captures.objects import ObjectsCapture
+from .captures.stacks import StackSnapshot
+from .captures.stalls import StallCapture
 from .collectors import cpu, heap, locks, objects, stacks, threads, tracing
-from .collectors.loop import WATCHDOGS, StallCapture
+from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import Settings
 from .errors import PreconditionFailed
@@ -217,7 +221,7 @@ async def _collect_block(context: CollectContext) -> Capture:
 
 
 async def _collect_threadcreate(context: CollectContext) -> Capture:
-    return ProfileCapture(threads.collect(threads.ORIGINS))
+    return ProfileCapture(threads.collect(threads.THREAD_STARTS))
 
 
 def _tracing_only(render: Callable[[Any, str], Rendered]) -> Format:
@@ -241,7 +245,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "rest is done on a worker thread, and concurrent requests share one snapshot.",
         collect=_collect_stacks,
         formats={**_profile_formats(), "dump": _needs(
-            stacks.StackSnapshot, lambda snapshot, name: render_dump(snapshot),
+            StackSnapshot, lambda snapshot, name: render_dump(snapshot),
             "the dump needs a stacks snapshot (only a live snapshot has states)")},
         debug_formats=("pprof", "text", "dump"),
         count=stacks.count,
@@ -275,7 +279,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "stops. gc=1 collects first. The count column shows tracemalloc's memory.",
         collect=_collect_heap,
         formats={**_profile_formats(), "text": _needs(
-            heap.HeapCapture, render_heap_text,
+            HeapCapture, render_heap_text,
             "the heap text needs a heap capture (its footer shows tracemalloc's figures)")},
         count=_heap_count,
         link_query=lambda: "" if heap.is_tracing() else "seconds=10",
@@ -290,7 +294,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "count grew. No tracing needed: ~0.2 s per million objects, off the event loop.",
         collect=_collect_objects,
         formats=_profile_formats("pprof", "flamegraph", "json") | {"text": _needs(
-            objects.ObjectsCapture, render_objects_text,
+            ObjectsCapture, render_objects_text,
             "the objects table needs an objects capture (its per-type rows)")},
         window=True,
     ),

@@ -12,7 +12,8 @@ Rules for each switch:
 - **task factory** (per loop; ``loops.ORIGINS.install_factory``): held per loop.
 - **loop watchdog** (per loop; ``collectors.loop.WATCHDOGS``): held per loop; the first
   claim's threshold wins (a watched loop keeps its threshold).
-- **Thread.start hook** (``collectors.threads.ORIGINS``): the deepest ``max_stack_depth`` asked.
+- **Thread.start hook** (``collectors.threads.THREAD_STARTS``): the deepest
+  ``max_stack_depth`` asked.
 - **lock profiling**: the application's own :func:`set_lock_profile_fraction` wins while it is
   not 0; otherwise the smallest fraction any app's settings ask for (each app gets at least the
   detail it asked for). A fraction switched behind our back (``locks.set_fraction``) is left
@@ -214,7 +215,7 @@ class Claims:
     def hook_thread_start(self, max_depth: int) -> None:
         with _held():
             _thread_hooks[self.id] = max_depth
-            threads.ORIGINS.install(max(_thread_hooks.values()))
+            threads.THREAD_STARTS.install(max(_thread_hooks.values()))
 
     def profile_locks(self, settings: Settings) -> None:
         """Lock profiling at the settings' fraction, if set and ``mutex`` is allowed."""
@@ -270,9 +271,9 @@ def _release(claim_id: int) -> None:
         _release_loop(claim_id, loop)
     if _thread_hooks.pop(claim_id, None) is not None:
         if _thread_hooks:
-            threads.ORIGINS.max_depth = max(_thread_hooks.values())
+            threads.THREAD_STARTS.max_depth = max(_thread_hooks.values())
         else:
-            threads.ORIGINS.uninstall()
+            threads.THREAD_STARTS.uninstall()
     if _lock_claims.pop(claim_id, None) is not None:
         _apply_locks()
     if claim_id in _signal_holders:

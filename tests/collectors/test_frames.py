@@ -8,8 +8,9 @@ import sys
 import types
 import weakref
 
+from pyprof_http.bounded import CodeTable
 from pyprof_http.collectors import frames
-from pyprof_http.collectors.frames import CodeTable, frame_at, line_at, to_frame
+from pyprof_http.collectors.frames import frame_at, line_at, to_frame
 from pyprof_http.loops import code_name_of
 
 

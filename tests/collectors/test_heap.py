@@ -20,9 +20,10 @@ import pytest
 import pprof_schema
 from asgi_client import FakeClient
 from pyprof_http._waiting import ClientDisconnected
+from pyprof_http.captures.heap import HeapCapture
 from pyprof_http.collectors import heap
-from pyprof_http.collectors.heap import HeapCapture
-from pyprof_http.errors import PreconditionFailed
+from pyprof_http.collectors.errors import NeedsSwitch
+from pyprof_http.errors import from_collector
 from pyprof_http.model import Frame, Profile
 from pyprof_http.pprof.encode import render_pprof
 
@@ -176,9 +177,9 @@ def test_window_stops_tracing_when_its_task_is_cancelled() -> None:
 
 def test_snapshot_needs_tracing() -> None:
     assert not heap.is_tracing()
-    with pytest.raises(PreconditionFailed) as raised:
+    with pytest.raises(NeedsSwitch) as raised:
         heap.snapshot_profile("", gc_first=False)
-    assert raised.value.status_code == 412
+    assert from_collector(raised.value).status_code == 412  # what the app answers with
     assert str(raised.value) == heap.NOT_TRACING_REASON
     assert "?seconds=N" in heap.NOT_TRACING_REASON
     assert "PYPROF_HEAP_TRACE_AT_START=1" in heap.NOT_TRACING_REASON

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from pyprof_http import request_labels
+from pyprof_http.captures.stalls import Stall
 from pyprof_http.collectors import loop as loop_mod
 from pyprof_http.collectors.loop import (
     CONTENTIONS,
@@ -30,7 +31,6 @@ from pyprof_http.collectors.loop import (
     NOT_SAMPLED,
     THREAD_NAME,
     WATCHDOGS,
-    Stall,
 )
 from pyprof_http.model import frame
 

@@ -8,10 +8,8 @@ import sys
 import time
 
 import pprof_schema
+from pyprof_http.captures.objects import FILENAME, UNTRACKED_NOTE, ObjectsCapture
 from pyprof_http.collectors.objects import (
-    FILENAME,
-    UNTRACKED_NOTE,
-    ObjectsCapture,
     _sizer,
     growth,
     histogram,
@@ -57,7 +55,7 @@ def test_rows_are_sorted_by_count_then_bytes():
 def test_qualified_names_are_bare_for_builtins():
     assert qualified_name(dict) == "dict"
     assert qualified_name(collections.OrderedDict) == "collections.OrderedDict"
-    assert qualified_name(ObjectsCapture) == "pyprof_http.collectors.objects.ObjectsCapture"
+    assert qualified_name(ObjectsCapture) == "pyprof_http.captures.objects.ObjectsCapture"
 
 
 def test_growth_over_a_window_is_what_was_added():

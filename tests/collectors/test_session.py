@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+from pyprof_http.collectors.errors import Busy
 from pyprof_http.collectors.session import SESSIONS, ProfilerSessions
-from pyprof_http.errors import Conflict
+from pyprof_http.errors import from_collector
 
 
 def test_second_claim_is_a_409_naming_the_running_profile() -> None:
@@ -15,10 +16,12 @@ def test_second_claim_is_a_409_naming_the_running_profile() -> None:
     with sessions.claim("cpu", "wall", 30) as stop:
         assert isinstance(stop, threading.Event) and not stop.is_set()
         assert sessions.running() == ["cpu"]
-        with pytest.raises(Conflict) as caught, sessions.claim("cpu", "tracing (cpu clock)", 5):
+        with pytest.raises(Busy) as caught, sessions.claim("cpu", "tracing (cpu clock)", 5):
             pytest.fail("a second claim must not enter its block")
-        assert caught.value.status_code == 409
-        reason = caught.value.reason
+        mapped = from_collector(caught.value)  # what the app answers with
+        assert mapped.status_code == 409
+        reason = mapped.reason
+        assert reason == str(caught.value)
         assert reason.startswith("a wall profile is already running"), reason
         assert "s ago" in reason and "30 s left" in reason and "one at a time" in reason
         assert "\n" not in reason
@@ -66,7 +69,7 @@ def test_concurrent_claims_from_threads_admit_exactly_one() -> None:
             with sessions.claim("cpu", "cpu", 1):
                 results.append("won")
                 release.wait(5)
-        except Conflict:
+        except Busy:
             results.append("409")
 
     threads = [threading.Thread(target=contender) for _ in range(8)]

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from pyprof_http.captures.stacks import StackSnapshot, TaskStack, ThreadStack
 from pyprof_http.collectors import stacks
-from pyprof_http.collectors.stacks import StackSnapshot, TaskStack, ThreadStack
 from pyprof_http.loops import LOOPS, ORIGINS
 from pyprof_http.model import ValueType
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pyprof_http import PprofApp, Settings
+from pyprof_http.captures.stacks import StackSnapshot
 from pyprof_http.collectors import stacks
-from pyprof_http.collectors.stacks import StackSnapshot
 from pyprof_http.loops import LOOPS
 
 

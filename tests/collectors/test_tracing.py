@@ -13,9 +13,10 @@ import yappi
 import pyprof_http
 from asgi_client import FakeClient
 from pyprof_http._waiting import ClientDisconnected
+from pyprof_http.captures.tracing import FunctionStats, TracingCapture
 from pyprof_http.collectors import tracing
-from pyprof_http.collectors.tracing import FunctionStats, Tracer, TracingCapture
-from pyprof_http.errors import Conflict
+from pyprof_http.collectors.errors import Busy
+from pyprof_http.collectors.tracing import Tracer
 from pyprof_http.model import ValueType
 
 N = 7
@@ -143,7 +144,7 @@ def test_yappi_started_by_the_app_is_a_conflict_and_left_alone() -> None:
     yappi.set_clock_type("wall")
     yappi.start(builtins=True, profile_threads=False)
     try:
-        with pytest.raises(Conflict, match=r"yappi is already running \(started outside"):
+        with pytest.raises(Busy, match=r"yappi is already running \(started outside"):
             Tracer("cpu").start()
         assert yappi.is_running()
         assert yappi.get_clock_type() == "wall"
@@ -160,7 +161,7 @@ def test_stats_left_by_the_app_are_a_conflict_and_kept() -> None:
     yappi.start()
     tracing_hot_function(10)
     yappi.stop()
-    with pytest.raises(Conflict, match="clear_stats"):
+    with pytest.raises(Busy, match="clear_stats"):
         Tracer("wall").start()
     assert not yappi.is_running()
     assert not yappi.get_func_stats().empty()
@@ -172,7 +173,7 @@ def test_another_setprofile_profiler_is_a_conflict() -> None:
 
     sys.setprofile(hook)
     try:
-        with pytest.raises(Conflict, match="another profiler"):
+        with pytest.raises(Busy, match="another profiler"):
             Tracer("cpu").start()
         assert sys.getprofile() is hook
     finally:
@@ -183,7 +184,7 @@ def test_another_setprofile_profiler_is_a_conflict() -> None:
 def test_one_tracer_at_a_time() -> None:
     first = Tracer("cpu")
     first.start()
-    with pytest.raises(Conflict, match="a tracing profile is already running"):
+    with pytest.raises(Busy, match="a tracing profile is already running"):
         Tracer("wall").start()
     assert yappi.is_running()
     first.stop()
@@ -357,7 +358,7 @@ def test_a_start_during_a_read_is_refused_at_once() -> None:
     tracer = Tracer("cpu")
     tracer.start()
     tracer.halt()
-    with tracing._LOCK, pytest.raises(Conflict, match="running or being read"):  # as read()
+    with tracing._LOCK, pytest.raises(Busy, match="running or being read"):  # as read()
         Tracer("wall").start()
     tracer.read()
     _assert_yappi_clean("cpu")

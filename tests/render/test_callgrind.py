@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from pyprof_http.collectors.tracing import CallStats, FunctionStats, Tracer, TracingCapture
+from pyprof_http.captures.tracing import CallStats, FunctionStats, TracingCapture
+from pyprof_http.collectors.tracing import Tracer
 from pyprof_http.model import frame
 from pyprof_http.render.callgrind import render_callgrind
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from pyprof_http.captures.stacks import StackSnapshot, TaskStack, ThreadStack
 from pyprof_http.collectors import stacks
-from pyprof_http.collectors.stacks import StackSnapshot, TaskStack, ThreadStack
 from pyprof_http.model import frame
 from pyprof_http.render.dump import render_dump
 

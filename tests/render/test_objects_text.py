@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pyprof_http.collectors.objects import UNTRACKED_NOTE, ObjectsCapture, growth, histogram
+from pyprof_http.captures.objects import UNTRACKED_NOTE, ObjectsCapture
+from pyprof_http.collectors.objects import growth, histogram
 from pyprof_http.render.objects_text import MAX_ROWS, TEXT_PLAIN, render_objects_text
 
 

@@ -1,7 +1,8 @@
 import io
 import pstats
 
-from pyprof_http.collectors.tracing import CallStats, FunctionStats, Tracer, TracingCapture
+from pyprof_http.captures.tracing import CallStats, FunctionStats, TracingCapture
+from pyprof_http.collectors.tracing import Tracer
 from pyprof_http.model import frame
 from pyprof_http.render.pstats_out import render_pstats
 

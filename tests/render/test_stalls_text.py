@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pyprof_http.collectors.loop import CONTENTIONS, DELAY, Stall, StallCapture
+from pyprof_http.captures.stalls import Stall, StallCapture
+from pyprof_http.collectors.loop import CONTENTIONS, DELAY
 from pyprof_http.model import Profile, Sample, frame
 from pyprof_http.render import stalls_text
 from pyprof_http.render.stalls_text import MAX_STALLS_SHOWN, render_stalls_text

@@ -7,55 +7,17 @@ it is at, so the conversion is cached on the code and ``f_lasti`` (cheaper to re
 event loop, while the frame stands still) and converted later on another thread:
 :func:`frame_at` computes the line from the pair alone.
 
-Tables about code objects go through :class:`CodeTable`: keyed by the code's *id* (hashing a
-code object is not cached and recurses into its constants: 2.6 µs for a FastAPI handler's code,
-measured, against 0.25 µs for an id), with the code object kept in the value and a hit confirmed
-by identity. A freed code's id can be reused by a new code object (a reload, gevent's patching);
-keeping the code alive means that never happens while the entry exists, so a table can never
-give one function's answer for another.
+Tables about code objects go through :class:`~pyprof_http.bounded.CodeTable`, keyed by the
+code's id and safe by identity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from types import CodeType, FrameType
-from typing import Generic, TypeVar
 
+from ..bounded import CodeTable
 from ..loops import code_name_of
 from ..model import Frame, frame
-
-_V = TypeVar("_V")
-
-
-class CodeTable(Generic[_V]):
-    """A map from a code object (plus an optional hashable detail) to a value, safe by identity.
-
-    ``max_entries`` bounds it for long-lived processes: when full, it starts over (the values
-    are all recomputable). Reads and writes are single dict operations, so threads may share it.
-    """
-
-    __slots__ = ("_entries", "_max")
-
-    def __init__(self, max_entries: int | None = None) -> None:
-        self._entries: dict[tuple[int, Hashable], tuple[CodeType, _V]] = {}
-        self._max = max_entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, code: CodeType, detail: Hashable = None) -> _V | None:
-        found = self._entries.get((id(code), detail))
-        return found[1] if found is not None and found[0] is code else None
-
-    def put(self, code: CodeType, value: _V, detail: Hashable = None) -> _V:
-        if self._max is not None and len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[(id(code), detail)] = (code, value)
-        return value
-
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 FRAMES: CodeTable[Frame] = CodeTable(max_entries=100_000)
 """(code, f_lasti) -> the interned model frame."""

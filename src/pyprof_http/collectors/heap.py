@@ -1,12 +1,13 @@
 """Live heap by allocation traceback, from tracemalloc: the ``heap`` endpoint.
 
-tracemalloc is the stdlib's only source of allocation sites and slows allocation-heavy code x3
-to x30 while on (benchmarks/heap.py), so it is never left on behind anyone's back: either it
-already traces (the app started it, or ``PYPROF_HEAP_TRACE_AT_START``) and a request takes a
-snapshot, or a request traces a window of N seconds and stops. Tracing someone else started is
-never stopped, reset or cleared. tracemalloc is process-global, so any thread may call it;
-``take_snapshot`` is one C call holding the GIL (~0.5 s per million blocks: the loop stalls that
-long wherever it runs); grouping yields the GIL: run it off the loop (:func:`trace_window` does).
+tracemalloc is the stdlib's only source of allocation sites and slows allocation-heavy code several
+times over while on (benchmarks/heap.py; figures in the README), so it is never left on behind
+anyone's back: either it already traces (the app started it, or ``PYPROF_HEAP_TRACE_AT_START``) and
+a request takes a snapshot, or a request traces a window of N seconds and stops. Tracing someone
+else started is never stopped, reset or cleared. tracemalloc is process-global, so any thread may
+call it; ``take_snapshot`` is one C call holding the GIL (~0.5 s per million blocks: the loop
+stalls that long wherever it runs); grouping yields the GIL: run it off the loop
+(:func:`trace_window` does).
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ import time
 import tokenize
 import tracemalloc
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from inspect import CO_OPTIMIZED
 from types import CodeType
 from typing import Final, Literal
 
 from .._waiting import Standby, before_wake, render_in_thread
-from ..errors import PreconditionFailed
+from ..bounded import BoundedCache
+from ..captures.heap import HeapCapture, Mode, TraceState
 from ..model import Frame, Profile, Sample, ValueType, frame
+from .errors import NeedsSwitch
 
-Mode = Literal["snapshot", "window"]
 RawTraceback = tuple[tuple[str, int], ...]
 """tracemalloc's raw traceback: (filename, line) pairs, innermost (most recent call) first."""
 Sites = dict[RawTraceback, tuple[int, int]]
@@ -51,25 +52,6 @@ FILTERS: Final = (tracemalloc.Filter(False, tracemalloc.__file__),
                   tracemalloc.Filter(False, os.path.join(_PACKAGE, "*")))
 """Blocks that tracemalloc (its snapshots) or this library allocated are not the app's. Only the
 innermost frame is matched: the app's handlers run under our middleware, so hold our frames."""
-
-
-@dataclass(frozen=True, slots=True)
-class TraceState:
-    """tracemalloc's own figures, read when the snapshot was taken (before a window stops)."""
-
-    frames_limit: int
-    traced_current: int
-    traced_peak: int
-    tracemalloc_memory: int
-
-
-@dataclass(frozen=True, slots=True)
-class HeapCapture:
-    """A heap profile and how it was taken; the text view shows ``state`` as Go's MemStats."""
-
-    profile: Profile
-    mode: Mode
-    state: TraceState
 
 
 def is_tracing() -> bool:
@@ -94,14 +76,14 @@ def take_snapshot(gc_first: bool = False) -> tuple[tracemalloc.Snapshot, TraceSt
     """Live traced blocks (after ``gc.collect()`` when asked) and tracemalloc's figures, read
     first so the snapshot's own memory is not in them."""
     if not tracemalloc.is_tracing():
-        raise PreconditionFailed(NOT_TRACING_REASON)
+        raise NeedsSwitch(NOT_TRACING_REASON)
     if gc_first:
         gc.collect()
     state = read_state()
     try:
         return tracemalloc.take_snapshot(), state
     except RuntimeError as error:  # stopped by the app meanwhile
-        raise PreconditionFailed("heap tracing was stopped while the profile was taken") from error
+        raise NeedsSwitch("heap tracing was stopped while the profile was taken") from error
 
 
 def group_sites(snapshot: tracemalloc.Snapshot) -> Sites:
@@ -174,7 +156,7 @@ async def trace_window(seconds: float, frames: int, wait: Callable[[float], Awai
 
     Before CPython 3.12.5 (gh-121390) ``tracemalloc.stop()`` frees the traces but never the
     tracebacks they pointed to: every distinct traceback recorded in a window stays allocated
-    for the life of the process (~30 kB per idle window with 25 frames, measured). So a window
+    for the life of the process (the README says how much per window). So a window
     we trace records as little of our own as it can: the thread that takes the snapshot is
     started before tracing starts and stops tracing right after the snapshot, the wait
     allocates nothing new per check, and a cut-off window stops tracing first.
@@ -270,7 +252,7 @@ class _Window:
             self._state = "ended"
 
 
-_SCOPES: dict[str, dict[int, str] | None] = {}
+_SCOPES: BoundedCache[str, dict[int, str] | None] = BoundedCache(max_entries=1024)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -286,10 +268,9 @@ def function_at(filename: str, line: int) -> str:
     if filename in _SCOPES:
         names = _SCOPES.get(filename)  # another render thread may clear it meanwhile
     else:
-        if len(_SCOPES) >= 1024:  # bounded in a long-lived process
-            _SCOPES.clear()
         code = _module_code(filename)
-        names = _SCOPES[filename] = None if code is None else _line_names(code, "<module>", {})
+        names = _SCOPES.put(filename,
+                            None if code is None else _line_names(code, "<module>", {}))
     return filename if names is None else names.get(line, "<module>")
 
 

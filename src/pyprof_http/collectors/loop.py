@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
 from typing import Final
 
+from ..bounded import BoundedCache
+from ..captures.stalls import Stall, StallCapture
 from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Frame, Profile, Sample, frame
 from ..request_labels import task_request
@@ -90,51 +92,6 @@ _AggKey = tuple[tuple[Frame, ...], str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
-class Stall:
-    """One time the loop did not come back for at least the threshold."""
-
-    start_ns: int
-    """``time.monotonic_ns()`` when the stall began (its end minus its duration)."""
-    start_wall_ns: int
-    """``time.time_ns()`` of the same instant."""
-    duration_ns: int
-    stack: tuple[Frame, ...]
-    """The blocking stack, innermost first: the one sampled most often."""
-    stacks: tuple[tuple[tuple[Frame, ...], int], ...]
-    """Distinct stacks sampled during the stall with their counts, most sampled first."""
-    task: str
-    route: str
-    request_id: str
-    thread: str
-    cpu_ns: int | None = None
-    """The loop thread's CPU time from when it was last responsive to its return (None:
-    not measurable on this platform)."""
-    waited_ns: int | None = None
-    """Of that span, time the loop thread was runnable but waiting for a CPU."""
-
-    @property
-    def end_ns(self) -> int:
-        return self.start_ns + self.duration_ns
-
-
-@dataclass(frozen=True, slots=True)
-class StallCapture:
-    """The ``block`` profile and the stalls it was built from."""
-
-    profile: Profile
-    stalls: tuple[Stall, ...]
-    """Individual stalls in the capture (oldest first; the bounded history only)."""
-    threshold_ms: int
-    taken_ns: int
-    """``time.monotonic_ns()`` at capture, so a renderer can say how long ago a stall was."""
-    seen: int
-    """Stalls in the capture's window, kept individually or not."""
-    dropped: int
-    """Of those, how many fell out of the bounded history: not in ``stalls``; still in the
-    profile of a whole capture (``since_ns=None``), missing from a window's."""
-
-
-@dataclass(frozen=True, slots=True)
 class WatchInfo:
     """A watched loop, for the index."""
 
@@ -159,7 +116,8 @@ class _History:
         self.started_wall_ns = 0
         self.starved = 0
         self.starved_ns = 0
-        self._stacks: dict[tuple[Frame, ...], tuple[Frame, ...]] = {}
+        self._stacks: BoundedCache[tuple[Frame, ...], tuple[Frame, ...]] = BoundedCache(
+            max_entries=4 * MAX_KEYS)
         """One tuple per distinct stack, shared by every stall that shows it."""
 
     def begin(self) -> None:
@@ -185,8 +143,6 @@ class _History:
     def _share(self, stall: Stall) -> Stall:
         """The stall with its stacks replaced by the kept copies of equal ones (bounded)."""
         stacks = self._stacks
-        if len(stacks) >= 4 * MAX_KEYS:
-            stacks.clear()
         stack = stacks.setdefault(stall.stack, stall.stack)
         others = tuple((stacks.setdefault(s, s), n) for s, n in stall.stacks)
         return dataclasses.replace(stall, stack=stack, stacks=others)

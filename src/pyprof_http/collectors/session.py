@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..errors import Conflict
+from .errors import Busy
 
 CURRENT_OWNER: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "pyprof_http_owner", default=None)
@@ -49,7 +49,7 @@ class ProfilerSessions:
             running = self._active.get(kind)
             if running is not None:
                 elapsed = time.monotonic() - running.started
-                raise Conflict(
+                raise Busy(
                     f"a {running.what} profile is already running (started {elapsed:.0f} s ago, "
                     f"{max(0.0, running.seconds - elapsed):.0f} s left); one at a time"
                 )

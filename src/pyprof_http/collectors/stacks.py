@@ -26,10 +26,10 @@ from types import FrameType
 
 from .._gc import paused_gc
 from .._waiting import render_in_thread
+from ..captures.stacks import COUNT, StackSnapshot, TaskStack, ThreadStack
+from ..in_flight import InFlight
 from ..loops import LOOPS, ORIGINS, LoopInfo
 from .frames import frame_at
-from .in_flight import InFlight
-from .stack_records import COUNT, StackSnapshot, TaskStack, ThreadStack
 from .task_walk import LoopCapture, build_tasks, capture_tasks
 from .thread_state import TOP_FRAMES_CHECKED, state_of
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any
 
+from ..bounded import CodeTable
+from ..captures.stacks import TaskStack
 from ..loops import ASYNCIO_DIR, ORIGINS, LoopInfo, code_name_of, running_task
 from ..model import Frame
-from .frames import CodeTable, frame_at
-from .stack_records import TaskStack
+from .frames import frame_at
 
 _GatheringFuture: type = getattr(asyncio.tasks, "_GatheringFuture", asyncio.Future)
 _TASKGROUP_EXIT: tuple[CodeType, ...] = tuple(

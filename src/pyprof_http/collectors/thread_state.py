@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from types import CodeType, FrameType
 
-from .frames import CodeTable
+from ..bounded import CodeTable
 
 
 def _codes() -> CodeTable[str]:

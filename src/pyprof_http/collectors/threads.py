@@ -85,7 +85,7 @@ class ThreadOrigins:
         """Put the original back, unless someone wrapped it after us (then leave theirs).
 
         Whichever generation of this module put the hook there: after a reload, the new
-        module's ``ORIGINS`` must still be able to remove the old one's hook."""
+        module's ``THREAD_STARTS`` must still be able to remove the old one's hook."""
         with self._lock:
             _patching.restore(threading.Thread, "start")
 
@@ -177,7 +177,7 @@ def _comments(origins: ThreadOrigins) -> tuple[str, ...]:
             "function, not where it was started",)
 
 
-ORIGINS: Final = ThreadOrigins()
+THREAD_STARTS: Final = ThreadOrigins()
 if _patching.is_ours(_patching.own_attribute(threading.Thread, "start")):
-    ORIGINS.install(getattr(threading.Thread.start, _ORIGINS_ATTR, ORIGINS).max_depth)
+    THREAD_STARTS.install(getattr(threading.Thread.start, _ORIGINS_ATTR, THREAD_STARTS).max_depth)
     # reloaded while hooked: adopt the hook (this generation's, keeping the stacks seen)

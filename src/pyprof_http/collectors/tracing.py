@@ -2,7 +2,8 @@
 
 yappi rather than cProfile: it sees every thread and is coroutine-aware (with the wall clock a
 coroutine's time includes its suspensions, one call per coroutine, not per resume), so handlers
-are measured as users feel them. It costs x5.6 (wall) to x22 (cpu) on call-heavy code (DESIGN §5).
+are measured as users feel them. It slows call-heavy code several times over (the README gives
+the figures), so a trace is a short window, never left on.
 yappi is process-global, so: never start over a yappi someone else runs (or their leftover stats,
 or another ``setprofile`` profiler); on every exit path leave yappi stopped, cleared, its clock
 type as it was.
@@ -17,78 +18,19 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import yappi  # type: ignore[import-untyped]
 
 from .._gc import paused_gc
 from .._waiting import before_wake, render_in_thread
-from ..errors import Conflict
-from ..model import Frame, Profile, Sample, ValueType, frame
+from ..captures.tracing import CallStats, Clock, FunctionStats, TracingCapture
+from ..model import Frame, frame
+from .errors import Busy
 
-Clock = Literal["cpu", "wall"]
-CALLS = ValueType("calls", "count")
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _LOCK = threading.Lock()
 _active: Tracer | None = None
-
-
-class CallStats(NamedTuple):
-    """Calls along one caller→callee edge and the callee's time when called from that caller."""
-
-    ncall: int
-    nactualcall: int  # calls not made recursively (pstats' "primitive" calls)
-    tsub_ns: int  # self time
-    ttot_ns: int  # inclusive time
-
-
-class FunctionStats(NamedTuple):
-    """One traced function, summed over threads, with the edges from each of its callers."""
-
-    frame: Frame
-    ncall: int
-    nactualcall: int
-    tsub_ns: int
-    ttot_ns: int
-    callers: tuple[tuple[Frame, CallStats], ...]
-
-
-@dataclass(frozen=True)
-class TracingCapture:
-    """What one trace measured. ``functions`` feed callgrind and pstats; ``profile`` the rest."""
-
-    clock: Clock
-    functions: tuple[FunctionStats, ...]
-    time_ns: int
-    duration_ns: int
-
-    @cached_property
-    def profile(self) -> Profile:
-        """One sample per caller→callee edge: (calls, callee self time on that edge).
-
-        Tracing knows one level of callers, so stacks are two deep, and the flat view (``-top``) is
-        exact self time. What is on no known edge (roots, left-out callers) gets a one-frame stack.
-        """
-        samples: list[Sample] = []
-        for fn in self.functions:
-            calls, self_ns = fn.ncall, fn.tsub_ns
-            for caller, edge in fn.callers:
-                samples.append(Sample((fn.frame, caller), (edge.ncall, edge.tsub_ns)))
-                calls, self_ns = calls - edge.ncall, self_ns - edge.tsub_ns
-            if calls > 0 or self_ns > 0:
-                samples.append(Sample((fn.frame,), (max(calls, 0), max(self_ns, 0))))
-        time_type = ValueType(self.clock, "nanoseconds")
-        return Profile(
-            sample_types=(CALLS, time_type),
-            samples=tuple(samples),
-            period_type=time_type, period=1,
-            time_ns=self.time_ns, duration_ns=self.duration_ns,
-            comments=(f"tracing with yappi, {self.clock} clock; "
-                      "values are self time per caller→callee edge",),
-            default_sample_type=self.clock,
-        )
 
 
 class Tracer:
@@ -110,23 +52,23 @@ class Tracer:
         self._halted = self._reading = False
 
     def start(self) -> None:
-        """Start tracing every thread; :class:`Conflict` (touching nothing) if that is unsafe."""
+        """Start tracing every thread; :class:`Busy` (touching nothing) if that is unsafe."""
         self.claim()
         self.begin()
 
     def claim(self) -> None:
-        """Take yappi for this tracer without starting it; :class:`Conflict` if that is unsafe."""
+        """Take yappi for this tracer without starting it; :class:`Busy` if that is unsafe."""
         global _active
         with _claim_lock("a tracing profile is running or being read"):
             if _active is not None:
-                raise Conflict("a tracing profile is already running")
+                raise Busy("a tracing profile is already running")
             if yappi.is_running():
-                raise Conflict("yappi is already running (started outside pyprof_http)")
+                raise Busy("yappi is already running (started outside pyprof_http)")
             if sys.getprofile() is not None or threading.getprofile() is not None:
-                raise Conflict("another profiler is installed (sys.setprofile); "
+                raise Busy("another profiler is installed (sys.setprofile); "
                                "tracing would replace it")
             if yappi.get_thread_stats():
-                raise Conflict("yappi holds stats from a run outside pyprof_http; "
+                raise Busy("yappi holds stats from a run outside pyprof_http; "
                                "call yappi.clear_stats() first")
             self._previous_clock = yappi.get_clock_type()
             self._descriptor_keys = frozenset(_descriptors())
@@ -249,7 +191,7 @@ def _claim_lock(busy: str) -> Iterator[None]:
     """The module lock without waiting: it is held for seconds while a large trace is read,
     and the caller may be the event loop. ``busy``: the conflict to report."""
     if not _LOCK.acquire(blocking=False):
-        raise Conflict(busy)
+        raise Busy(busy)
     try:
         yield
     finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pyprof_http.collectors.tracing import CallStats, TracingCapture
+from pyprof_http.captures.tracing import CallStats, TracingCapture
 from pyprof_http.model import Frame
 from pyprof_http.render import Rendered
 from pyprof_http.sanitize import printable

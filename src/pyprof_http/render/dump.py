@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..collectors.stack_records import StackSnapshot, TaskStack, ThreadStack
+from ..bounded import BoundedCache
+from ..captures.stacks import StackSnapshot, TaskStack, ThreadStack
 from ..model import Frame
 from ..sanitize import printable, quoted
 from . import Rendered, utf8
@@ -36,8 +37,7 @@ def render_dump(snapshot: StackSnapshot) -> Rendered:
     return Rendered(utf8("\n".join(out)), TEXT_PLAIN)
 
 
-_FRAME_LINES: dict[Frame, str] = {}
-_FRAME_LINES_MAX = 50_000
+_FRAME_LINES: BoundedCache[Frame, str] = BoundedCache(max_entries=50_000)
 
 
 def _frames(stack: tuple[Frame, ...]) -> list[str]:
@@ -46,11 +46,8 @@ def _frames(stack: tuple[Frame, ...]) -> list[str]:
     for f in stack:
         line = _FRAME_LINES.get(f)
         if line is None:
-            if len(_FRAME_LINES) >= _FRAME_LINES_MAX:
-                _FRAME_LINES.clear()
-            line = _FRAME_LINES[f] = (
-                f"  File {quoted(f.filename)}, line {f.line}, in {printable(f.function)}"
-            )
+            line = _FRAME_LINES.put(
+                f, f"  File {quoted(f.filename)}, line {f.line}, in {printable(f.function)}")
         lines.append(line)
     return lines
 

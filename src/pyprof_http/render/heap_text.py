@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from typing import Final
 
-from ..collectors.heap import HeapCapture
+from ..captures.heap import HeapCapture
 from ..model import Frame
 from ..sanitize import printable
 from . import Rendered, utf8

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from ..collectors.objects import UNTRACKED_NOTE, ObjectsCapture, TypeRow
+from ..captures.objects import UNTRACKED_NOTE, ObjectsCapture, TypeRow
 from ..sanitize import printable
 from . import Rendered, utf8
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import marshal
 
-from pyprof_http.collectors.tracing import TracingCapture
+from pyprof_http.captures.tracing import TracingCapture
 from pyprof_http.model import Frame
 from pyprof_http.render import Rendered
 

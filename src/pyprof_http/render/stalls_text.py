@@ -18,7 +18,7 @@ import datetime
 import heapq
 from typing import Final
 
-from ..collectors.loop import Stall, StallCapture
+from ..captures.stalls import Stall, StallCapture
 from ..sanitize import quoted as _quote
 from . import Rendered, utf8
 from .text import TEXT_PLAIN, clean, frame_id, frame_lines

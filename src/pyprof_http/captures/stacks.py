@@ -2,8 +2,8 @@
 snapshot that holds them all at one moment.
 
 A snapshot is shared by every request that arrived while it was being taken (see
-:mod:`.stacks`), so what is derived from it (its profile, each rendering) is computed once and
-kept on it.
+:mod:`pyprof_http.collectors.stacks`), so what is derived from it (its profile, each rendering)
+is computed once and kept on it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
+from ..in_flight import InFlight
 from ..loops import TaskOrigin, is_auto_task_name
 from ..model import Frame, Profile, Sample, ValueType
-from .in_flight import InFlight
 
 COUNT = ValueType("goroutine", "count")
 _T = TypeVar("_T")
