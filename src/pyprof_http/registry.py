@@ -256,7 +256,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         name="profile",
         description="CPU profile of every thread for seconds=N (default 30): mode=cpu weights "
         "each sample by the CPU its thread used, mode=wall counts time, mode=tracing records "
-        "every call with yappi (slow: x5 wall, x20 cpu clock). Samples carry thread, task and "
+        "every call with yappi (slow: x5.6 wall, x22 cpu clock). Samples carry thread, task and "
         "route labels. One at a time; ~1-3% overhead at the default 100 Hz.",
         collect=_collect_cpu,
         formats={

@@ -41,9 +41,9 @@ Sites = dict[RawTraceback, tuple[int, int]]
 """Live blocks grouped by traceback: (bytes, count)."""
 
 NOT_TRACING_REASON: Final = ("heap tracing is off: ask for a window with ?seconds=N (tracemalloc "
-                              "slows allocation x10-x30 while on), or start it at startup with "
-                              "PYPROF_HEAP_TRACE_AT_START=1")
-COST_NOTE: Final = "tracing slows allocating code x3-x10 with 1 frame, x18-x30 with 25-32 frames"
+                              "slows allocation-heavy code x3-x7 with 1 frame, x18-x33 with 32, "
+                              "while on), or start it at startup with PYPROF_HEAP_TRACE_AT_START=1")
+COST_NOTE: Final = "tracing slows allocation-heavy code x3-x7 with 1 frame, x18-x33 with 32 frames"
 INUSE_OBJECTS: Final = ValueType("inuse_objects", "count")
 INUSE_SPACE: Final = ValueType("inuse_space", "bytes")
 SPACE: Final = ValueType("space", "bytes")
