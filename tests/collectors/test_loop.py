@@ -579,3 +579,18 @@ def test_busy_threads_while_the_loop_idles_record_no_stall() -> None:
             t.join()
     stalls = WATCHDOGS.capture().stalls
     assert [functions(s)[0] for s in stalls] == ["stall_sleep"], [s.stack[:3] for s in stalls]
+
+
+def test_schedstat_of_zeros_is_no_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel with scheduler statistics off prints ``0 0 0`` for every thread. Read as
+    measured, a 300 ms block in a GIL-holding C call (unsampled) had 0 ms on a CPU and was
+    dropped as "starved"; it is unknown, and the late answer stands as a stall with no CPU
+    figure."""
+    monkeypatch.setattr(loop_mod.os, "pread", lambda fd, n, offset: b"0 0 0\n")
+    evidence = loop_mod._Evidence(threading.get_native_id())
+    assert evidence.read() is None
+    evidence.close()
+    ms = 1_000_000
+    start = loop_mod._Episode(1, 20 * ms, 0, evidence.read())
+    assert loop_mod.judge(start, 320 * ms, evidence.read(), False, STALL_MS * ms,
+                          25 * ms) == (300 * ms, None, None, True)

@@ -217,7 +217,10 @@ class _Evidence:
     Read from ``/proc/self/task/<tid>/schedstat`` (Linux): one ``pread`` gives both, and a
     thread that has exited makes it fail with ``OSError`` rather than crash (unlike
     ``pthread_getcpuclockid`` on a stale ident, DESIGN §5). Elsewhere there is no evidence and
-    the watchdog says so instead of guessing.
+    the watchdog says so instead of guessing. So does a kernel whose scheduler statistics are
+    off: it prints ``0 0 0`` for every thread, and a CPU time of 0 would turn each unsampled
+    stall (a C call holding the GIL) into "starved" and show 0 ms on a CPU for sampled ones. A
+    thread that has run Python code has a CPU time above 0, so 0 at the start means unknown.
     """
 
     def __init__(self, native_id: int | None) -> None:
@@ -227,6 +230,9 @@ class _Evidence:
                 self._fd = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
             except OSError:
                 self._fd = None
+            first = self.read()
+            if first is not None and first[0] == 0:  # statistics off: no evidence, say so
+                self.close()
 
     def read(self) -> tuple[int, int] | None:
         """``(cpu_ns, runqueue_ns)`` so far, or None when unknown."""
