@@ -17,7 +17,8 @@ block of exactly the threshold is never missed; one up to a look shorter sometim
 probe is outstanding and the loop may be half a stall away, the loop thread's stack is sampled
 (sparser as a stall goes on; at most 64 samples) with the task holding the loop and its route;
 samples that show the selector, or are taken once the probe ran, are thrown away. A loop without
-a Python selector (uvloop) cannot be seen idle and is probed at every look.
+a Python selector (uvloop) cannot be seen idle and is probed at every look; a sample showing only
+the frame that runs it (idle in C, or a C callback) is thrown away too, and CPU time judges.
 
 **A late loop is not always a stalled one.** On a machine short of CPU, a loop can answer late
 because it was not run at all. A stall needs evidence that the loop was held: a sampled stack
@@ -287,6 +288,11 @@ class _Watch:
         self._evidence = _Evidence(native_id)
         self._sample_after_ns = (self.stall_ns - self.period_ns) // 2
         self._idle_codes = _idle_codes(loop)
+        self._run_frame: FrameType | None = None
+        """Without a Python selector (uvloop): the frame that runs the loop, learnt by the
+        first probe. Idle in the loop's C code, or in a C callback, its thread shows only this
+        frame: a sample of it shows nothing holding the loop (a process that was not run would
+        otherwise be a "sampled" stall of ``Runner.run``); CPU time judges those instead."""
         self._ok: tuple[int, tuple[int, int] | None] = (self.since_ns, self._evidence.read())
         self._episode: _Episode | None = None
         self._ran: tuple[int, int, tuple[int, int] | None] = (0, 0, None)
@@ -324,6 +330,12 @@ class _Watch:
         """Runs on the loop: it is back. Two reads and one store."""
         self._ran = (seq, time.monotonic_ns(), self._evidence.read())
 
+    def _probe_first(self, seq: int) -> None:
+        """:meth:`_probe` that also learns the loop's own frame: a loop in C (uvloop) calls
+        its callbacks straight from the frame that runs it."""
+        self._run_frame = sys._getframe(1)
+        self._probe(seq)
+
     # ---- the watchdog thread ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -348,6 +360,7 @@ class _Watch:
                 self._sleep(wait_ns)
         finally:
             self.stopped = True
+            self._run_frame = None
             own.close()
             self._evidence.close()
             self._on_exit(self)
@@ -378,7 +391,8 @@ class _Watch:
             self._episode, self._samples = episode, Counter()
         self._maybe_sample(episode, now, top)
         try:
-            self.loop.call_soon_threadsafe(self._probe, episode.seq)
+            probe = self._probe if self._idle_codes or self._run_frame else self._probe_first
+            self.loop.call_soon_threadsafe(probe, episode.seq)
         except RuntimeError:  # closed meanwhile
             self.stopped = True
             return
@@ -405,8 +419,8 @@ class _Watch:
     def _sample(self, episode: _Episode, top: FrameType | None) -> int:
         """Add ``top``, the loop thread's frame, as a sample of ``episode``; how many it has."""
         if (top is None or self._ran[0] == episode.seq or self._episode is not episode
-                or top.f_code in self._idle_codes):
-            return 0  # back meanwhile, or idle in its selector: this stack is not a block
+                or top.f_code in self._idle_codes or top is self._run_frame):
+            return 0  # back meanwhile, or idle in its selector / C loop: not a block
         task = running_task(self.loop)
         request = task_request(task) if task is not None else None
         route, request_id = request if request is not None else ("", "")
