@@ -601,3 +601,60 @@ def test_schedstat_of_zeros_is_no_evidence(monkeypatch: pytest.MonkeyPatch) -> N
     start = loop_mod._Episode(1, 20 * ms, 0, evidence.read())
     assert loop_mod.judge(start, 320 * ms, evidence.read(), False, STALL_MS * ms,
                           25 * ms) == (300 * ms, None, None, True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_forked_child_is_not_held_by_a_parent_watchdogs_locks() -> None:
+    """Forked while a watchdog held the history's lock (it records a stall under it): the
+    child has no thread to release it, and its first capture hung for ever. The child also
+    keeps none of the parent's (dead) watches, and can watch a loop of its own."""
+    held, release = threading.Event(), threading.Event()
+
+    def recording() -> None:  # what a watchdog thread does while it records a stall
+        with WATCHDOGS._history.lock:
+            held.set()
+            release.wait()
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="parent-loop")
+    runner.start()
+    holder = threading.Thread(target=recording)
+    try:
+        wait_until(loop.is_running)
+        WATCHDOGS.start(loop, STALL_MS)
+        holder.start()
+        held.wait()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, never return into pytest
+            code = 1
+            try:
+                done: list[object] = []
+                child = threading.Thread(target=lambda: done.append(
+                    (WATCHDOGS.capture().seen, WATCHDOGS.watching())), daemon=True)
+                child.start()
+                child.join(5)
+
+                async def own() -> bool:
+                    WATCHDOGS.start(asyncio.get_running_loop(), STALL_MS)
+                    watched = WATCHDOGS.is_watching(asyncio.get_running_loop())
+                    WATCHDOGS.stop(asyncio.get_running_loop())
+                    return watched
+
+                code = 0 if done == [(0, [])] and asyncio.run(own()) else 2
+            finally:
+                os.write(write, bytes([code]))
+                os._exit(0)
+        os.close(write)
+        status = os.read(read, 1)
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert status == b"\x00"
+    finally:
+        release.set()
+        if holder.ident is not None:
+            holder.join()
+        WATCHDOGS.stop(loop)
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()

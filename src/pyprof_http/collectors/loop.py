@@ -666,6 +666,14 @@ class Watchdogs:
                        f"the kept history (the last {MAX_STALLS} stalls)")
         return tuple(out)
 
+    def _after_fork_in_child(self) -> None:
+        """A forked child has none of the parent's watchdog threads: drop their watches (a
+        new loop there starts its own), and renew the locks a watchdog may have held at the
+        fork (it records a stall under the history's lock), which nothing would release."""
+        self._lock = threading.Lock()
+        self._history.lock = threading.Lock()
+        self._watches.clear()
+
     def _forget(self, watch: _Watch) -> None:
         """A watchdog that ended by itself (loop stopped or closed) drops out."""
         with self._lock:
@@ -717,3 +725,7 @@ def _loop_thread(loop: asyncio.AbstractEventLoop) -> tuple[int, int | None, str]
 
 
 WATCHDOGS = Watchdogs()
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    # late-bound (a reload makes a new WATCHDOGS); not on Windows
+    os.register_at_fork(after_in_child=lambda: WATCHDOGS._after_fork_in_child())
+    _fork_hook_registered = True
