@@ -9,6 +9,7 @@ gets it by the interpreter's forced switch), and checks what was recorded. After
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import selectors
@@ -658,3 +659,19 @@ def test_a_forked_child_is_not_held_by_a_parent_watchdogs_locks() -> None:
         loop.call_soon_threadsafe(loop.stop)
         runner.join()
         loop.close()
+
+
+def test_stalls_judged_without_evidence_say_they_may_be_starvation() -> None:
+    """Without scheduler statistics (not Linux, statistics off) an unsampled late answer is
+    listed as a stall: the profile must say that it may as well be a loop that was not run."""
+    unknown = Stall(start_ns=0, start_wall_ns=0, duration_ns=200_000_000,
+                    stack=(loop_mod.NO_EVIDENCE,), stacks=(), task="", route="", request_id="",
+                    thread="MainThread")
+    measured = dataclasses.replace(unknown, stack=(NOT_SAMPLED,), cpu_ns=190_000_000,
+                                   waited_ns=0)
+    WATCHDOGS._record(measured)
+    assert not any("starved" in c for c in WATCHDOGS.capture().profile.comments)
+    WATCHDOGS._record(unknown)
+    comments = WATCHDOGS.capture().profile.comments
+    assert any(c.startswith("1 of the kept stalls had neither") and "starved" in c
+               for c in comments), comments

@@ -28,7 +28,9 @@ when the probe ran) covering most of it: a C call that keeps the GIL blocks the 
 but its CPU time is measured. Time the loop thread waited for a CPU, and time the watchdog
 overslept that neither explains (the process was not run), hold nothing. Late answers without
 such evidence are counted as *starved*, shown in a comment, never as stalls with an invented
-stack; each stall shows the CPU time and the wait for a CPU that were measured.
+stack; each stall shows the CPU time and the wait for a CPU that were measured. Where the CPU
+time cannot be measured (no schedstat: not Linux, statistics off) an unsampled late answer is
+listed with a ``<not sampled>`` stack that says so, and a comment says it may be starvation.
 
 The recorded duration is a lower bound: the probe's lateness, or the loop thread's CPU time in
 the episode if larger (a GIL-holding C call ends before the watchdog can post a probe).
@@ -633,7 +635,8 @@ class Watchdogs:
                 seen = len(stalls) + dropped
             starved = (history.starved, history.starved_ns)
         begin = started if since_ns is None else max(since_ns, started)
-        comments = self._comments(seen, dropped, since_ns, now - begin, starved)
+        unmeasured = sum(1 for s in stalls if s.stack == (NO_EVIDENCE,))
+        comments = self._comments(seen, dropped, since_ns, now - begin, starved, unmeasured)
         profile = Profile(
             sample_types=(CONTENTIONS, DELAY), samples=_samples(totals, max_depth),
             period_type=CONTENTIONS, period=1, time_ns=wall - (now - begin),
@@ -642,7 +645,7 @@ class Watchdogs:
         return StallCapture(profile, stalls, self._threshold_ms, now, seen, dropped)
 
     def _comments(self, seen: int, dropped: int, since_ns: int | None, window_ns: int,
-                  starved: tuple[int, int]) -> tuple[str, ...]:
+                  starved: tuple[int, int], unmeasured: int = 0) -> tuple[str, ...]:
         out = [
             f"loop stall threshold {self._threshold_ms} ms: a stall is an event loop that may "
             f"have been held that long (looked at every {self._period_ms:g} ms); durations are "
@@ -655,6 +658,10 @@ class Watchdogs:
             out.append(f"not stalls: {starved[0]} times since watching began the loop answered "
                        f"late ({starved[1] / 1e6:.0f} ms in all) only because it was not run "
                        "(waiting for a CPU, or the whole process was not scheduled)")
+        if unmeasured:
+            out.append(f"{unmeasured} of the kept stalls had neither a sampled stack nor the "
+                       "loop thread's CPU time (no scheduler statistics here): the loop answered "
+                       "late, held or not run (starved); nothing tells which")
         if not self.watching():
             out.append("no asyncio event loop is watched (none running, or the server runs "
                        "another event loop such as trio): stalls cannot be seen")
