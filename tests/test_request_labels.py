@@ -161,3 +161,27 @@ def test_route_of_prefers_the_template_and_falls_back_to_the_path() -> None:
     assert route_of({"path": "/orders/9"}) == "/orders/9"
     assert route_of({"path": "/x", "route": object()}) == "/x"
     assert route_of({}) == ""
+
+
+def test_an_ended_request_keeps_only_its_route_and_request_id() -> None:
+    """A long-lived task spawned by a request keeps the request's context for its whole life:
+    the ended Request must not keep the scope (state, headers, body-sized values) with it."""
+    big = bytearray(1_000_000)
+    route = type("Route", (), {"path": "/items/{item_id}"})()
+    scope = {"type": "http", "path": "/items/7", "route": route, "state": {"big": big},
+             "headers": [(b"cookie", b"c" * 4000), (b"x-request-id", b"rid-1")]}
+
+    async def main() -> None:
+        forever = asyncio.Event()
+        entered = enter(scope)
+        spawned = asyncio.create_task(forever.wait())
+        leave(entered)
+        request = spawned.get_context().get(request_labels.CURRENT_REQUEST) \
+            if sys.version_info >= (3, 12) else entered[1]
+        assert request is entered[1] and not request.live
+        assert request.scope is not scope and "state" not in request.scope
+        assert all(name == b"x-request-id" for name, _ in request.scope["headers"])
+        assert (request.route, request.request_id) == ("/items/{item_id}", "rid-1")
+        spawned.cancel()
+
+    asyncio.run(main())

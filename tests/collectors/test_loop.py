@@ -9,6 +9,7 @@ gets it by the interpreter's forced switch), and checks what was recorded. After
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import selectors
@@ -521,11 +522,18 @@ asyncio.run(main())
 """
 
 
-def test_a_process_not_run_while_its_loop_idles_records_no_stall() -> None:
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_a_process_not_run_while_its_loop_idles_records_no_stall(runner: str) -> None:
     """The starved-machine case made deterministic: the whole process is stopped (SIGSTOP) for
     0.5 s while its loop waits in select. That loop did not stall; a real block afterwards is
-    still recorded, alone, with its stack."""
-    child = subprocess.Popen([sys.executable, "-c", _STARVED_CHILD], stdin=subprocess.PIPE,
+    still recorded, alone, with its stack. uvloop has no Python selector: idle, its thread
+    shows only the frame running the loop (``Runner.run``), which was once sampled as a
+    stall's stack."""
+    code = _STARVED_CHILD
+    if runner == "uvloop":
+        pytest.importorskip("uvloop")
+        code = code.replace("asyncio.run(main())", "import uvloop\nuvloop.run(main())")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdin is not None
@@ -579,3 +587,91 @@ def test_busy_threads_while_the_loop_idles_record_no_stall() -> None:
             t.join()
     stalls = WATCHDOGS.capture().stalls
     assert [functions(s)[0] for s in stalls] == ["stall_sleep"], [s.stack[:3] for s in stalls]
+
+
+def test_schedstat_of_zeros_is_no_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel with scheduler statistics off prints ``0 0 0`` for every thread. Read as
+    measured, a 300 ms block in a GIL-holding C call (unsampled) had 0 ms on a CPU and was
+    dropped as "starved"; it is unknown, and the late answer stands as a stall with no CPU
+    figure."""
+    monkeypatch.setattr(loop_mod.os, "pread", lambda fd, n, offset: b"0 0 0\n")
+    evidence = loop_mod._Evidence(threading.get_native_id())
+    assert evidence.read() is None
+    evidence.close()
+    ms = 1_000_000
+    start = loop_mod._Episode(1, 20 * ms, 0, evidence.read())
+    assert loop_mod.judge(start, 320 * ms, evidence.read(), False, STALL_MS * ms,
+                          25 * ms) == (300 * ms, None, None, True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_forked_child_is_not_held_by_a_parent_watchdogs_locks() -> None:
+    """Forked while a watchdog held the history's lock (it records a stall under it): the
+    child has no thread to release it, and its first capture hung for ever. The child also
+    keeps none of the parent's (dead) watches, and can watch a loop of its own."""
+    held, release = threading.Event(), threading.Event()
+
+    def recording() -> None:  # what a watchdog thread does while it records a stall
+        with WATCHDOGS._history.lock:
+            held.set()
+            release.wait()
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="parent-loop")
+    runner.start()
+    holder = threading.Thread(target=recording)
+    try:
+        wait_until(loop.is_running)
+        WATCHDOGS.start(loop, STALL_MS)
+        holder.start()
+        held.wait()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, never return into pytest
+            code = 1
+            try:
+                done: list[object] = []
+                child = threading.Thread(target=lambda: done.append(
+                    (WATCHDOGS.capture().seen, WATCHDOGS.watching())), daemon=True)
+                child.start()
+                child.join(5)
+
+                async def own() -> bool:
+                    WATCHDOGS.start(asyncio.get_running_loop(), STALL_MS)
+                    watched = WATCHDOGS.is_watching(asyncio.get_running_loop())
+                    WATCHDOGS.stop(asyncio.get_running_loop())
+                    return watched
+
+                code = 0 if done == [(0, [])] and asyncio.run(own()) else 2
+            finally:
+                os.write(write, bytes([code]))
+                os._exit(0)
+        os.close(write)
+        status = os.read(read, 1)
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert status == b"\x00"
+    finally:
+        release.set()
+        if holder.ident is not None:
+            holder.join()
+        WATCHDOGS.stop(loop)
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()
+
+
+def test_stalls_judged_without_evidence_say_they_may_be_starvation() -> None:
+    """Without scheduler statistics (not Linux, statistics off) an unsampled late answer is
+    listed as a stall: the profile must say that it may as well be a loop that was not run."""
+    unknown = Stall(start_ns=0, start_wall_ns=0, duration_ns=200_000_000,
+                    stack=(loop_mod.NO_EVIDENCE,), stacks=(), task="", route="", request_id="",
+                    thread="MainThread")
+    measured = dataclasses.replace(unknown, stack=(NOT_SAMPLED,), cpu_ns=190_000_000,
+                                   waited_ns=0)
+    WATCHDOGS._record(measured)
+    assert not any("starved" in c for c in WATCHDOGS.capture().profile.comments)
+    WATCHDOGS._record(unknown)
+    comments = WATCHDOGS.capture().profile.comments
+    assert any(c.startswith("1 of the kept stalls had neither") and "starved" in c
+               for c in comments), comments

@@ -17,7 +17,8 @@ block of exactly the threshold is never missed; one up to a look shorter sometim
 probe is outstanding and the loop may be half a stall away, the loop thread's stack is sampled
 (sparser as a stall goes on; at most 64 samples) with the task holding the loop and its route;
 samples that show the selector, or are taken once the probe ran, are thrown away. A loop without
-a Python selector (uvloop) cannot be seen idle and is probed at every look.
+a Python selector (uvloop) cannot be seen idle and is probed at every look; a sample showing only
+the frame that runs it (idle in C, or a C callback) is thrown away too, and CPU time judges.
 
 **A late loop is not always a stalled one.** On a machine short of CPU, a loop can answer late
 because it was not run at all. A stall needs evidence that the loop was held: a sampled stack
@@ -27,7 +28,9 @@ when the probe ran) covering most of it: a C call that keeps the GIL blocks the 
 but its CPU time is measured. Time the loop thread waited for a CPU, and time the watchdog
 overslept that neither explains (the process was not run), hold nothing. Late answers without
 such evidence are counted as *starved*, shown in a comment, never as stalls with an invented
-stack; each stall shows the CPU time and the wait for a CPU that were measured.
+stack; each stall shows the CPU time and the wait for a CPU that were measured. Where the CPU
+time cannot be measured (no schedstat: not Linux, statistics off) an unsampled late answer is
+listed with a ``<not sampled>`` stack that says so, and a comment says it may be starvation.
 
 The recorded duration is a lower bound: the probe's lateness, or the loop thread's CPU time in
 the episode if larger (a GIL-holding C call ends before the watchdog can post a probe).
@@ -173,7 +176,10 @@ class _Evidence:
     Read from ``/proc/self/task/<tid>/schedstat`` (Linux): one ``pread`` gives both, and a
     thread that has exited makes it fail with ``OSError`` rather than crash (unlike
     ``pthread_getcpuclockid`` on a stale ident, DESIGN §5). Elsewhere there is no evidence and
-    the watchdog says so instead of guessing.
+    the watchdog says so instead of guessing. So does a kernel whose scheduler statistics are
+    off: it prints ``0 0 0`` for every thread, and a CPU time of 0 would turn each unsampled
+    stall (a C call holding the GIL) into "starved" and show 0 ms on a CPU for sampled ones. A
+    thread that has run Python code has a CPU time above 0, so 0 at the start means unknown.
     """
 
     def __init__(self, native_id: int | None) -> None:
@@ -183,6 +189,9 @@ class _Evidence:
                 self._fd = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
             except OSError:
                 self._fd = None
+            first = self.read()
+            if first is not None and first[0] == 0:  # statistics off: no evidence, say so
+                self.close()
 
     def read(self) -> tuple[int, int] | None:
         """``(cpu_ns, runqueue_ns)`` so far, or None when unknown."""
@@ -237,6 +246,11 @@ class _Watch:
         self._evidence = _Evidence(native_id)
         self._sample_after_ns = (self.stall_ns - self.period_ns) // 2
         self._idle_codes = _idle_codes(loop)
+        self._run_frame: FrameType | None = None
+        """Without a Python selector (uvloop): the frame that runs the loop, learnt by the
+        first probe. Idle in the loop's C code, or in a C callback, its thread shows only this
+        frame: a sample of it shows nothing holding the loop (a process that was not run would
+        otherwise be a "sampled" stall of ``Runner.run``); CPU time judges those instead."""
         self._ok: tuple[int, tuple[int, int] | None] = (self.since_ns, self._evidence.read())
         self._episode: _Episode | None = None
         self._ran: tuple[int, int, tuple[int, int] | None] = (0, 0, None)
@@ -274,6 +288,12 @@ class _Watch:
         """Runs on the loop: it is back. Two reads and one store."""
         self._ran = (seq, time.monotonic_ns(), self._evidence.read())
 
+    def _probe_first(self, seq: int) -> None:
+        """:meth:`_probe` that also learns the loop's own frame: a loop in C (uvloop) calls
+        its callbacks straight from the frame that runs it."""
+        self._run_frame = sys._getframe(1)
+        self._probe(seq)
+
     # ---- the watchdog thread ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -298,6 +318,7 @@ class _Watch:
                 self._sleep(wait_ns)
         finally:
             self.stopped = True
+            self._run_frame = None
             own.close()
             self._evidence.close()
             self._on_exit(self)
@@ -328,7 +349,8 @@ class _Watch:
             self._episode, self._samples = episode, Counter()
         self._maybe_sample(episode, now, top)
         try:
-            self.loop.call_soon_threadsafe(self._probe, episode.seq)
+            probe = self._probe if self._idle_codes or self._run_frame else self._probe_first
+            self.loop.call_soon_threadsafe(probe, episode.seq)
         except RuntimeError:  # closed meanwhile
             self.stopped = True
             return
@@ -355,8 +377,8 @@ class _Watch:
     def _sample(self, episode: _Episode, top: FrameType | None) -> int:
         """Add ``top``, the loop thread's frame, as a sample of ``episode``; how many it has."""
         if (top is None or self._ran[0] == episode.seq or self._episode is not episode
-                or top.f_code in self._idle_codes):
-            return 0  # back meanwhile, or idle in its selector: this stack is not a block
+                or top.f_code in self._idle_codes or top is self._run_frame):
+            return 0  # back meanwhile, or idle in its selector / C loop: not a block
         task = running_task(self.loop)
         request = task_request(task) if task is not None else None
         route, request_id = request if request is not None else ("", "")
@@ -569,7 +591,8 @@ class Watchdogs:
                 seen = len(stalls) + dropped
             starved = (history.starved, history.starved_ns)
         begin = started if since_ns is None else max(since_ns, started)
-        comments = self._comments(seen, dropped, since_ns, now - begin, starved)
+        unmeasured = sum(1 for s in stalls if s.stack == (NO_EVIDENCE,))
+        comments = self._comments(seen, dropped, since_ns, now - begin, starved, unmeasured)
         profile = Profile(
             sample_types=(CONTENTIONS, DELAY), samples=_samples(totals, max_depth),
             period_type=CONTENTIONS, period=1, time_ns=wall - (now - begin),
@@ -578,7 +601,7 @@ class Watchdogs:
         return StallCapture(profile, stalls, self._threshold_ms, now, seen, dropped)
 
     def _comments(self, seen: int, dropped: int, since_ns: int | None, window_ns: int,
-                  starved: tuple[int, int]) -> tuple[str, ...]:
+                  starved: tuple[int, int], unmeasured: int = 0) -> tuple[str, ...]:
         out = [
             f"loop stall threshold {self._threshold_ms} ms: a stall is an event loop that may "
             f"have been held that long (looked at every {self._period_ms:g} ms); durations are "
@@ -591,6 +614,10 @@ class Watchdogs:
             out.append(f"not stalls: {starved[0]} times since watching began the loop answered "
                        f"late ({starved[1] / 1e6:.0f} ms in all) only because it was not run "
                        "(waiting for a CPU, or the whole process was not scheduled)")
+        if unmeasured:
+            out.append(f"{unmeasured} of the kept stalls had neither a sampled stack nor the "
+                       "loop thread's CPU time (no scheduler statistics here): the loop answered "
+                       "late, held or not run (starved); nothing tells which")
         if not self.watching():
             out.append("no asyncio event loop is watched (none running, or the server runs "
                        "another event loop such as trio): stalls cannot be seen")
@@ -601,6 +628,14 @@ class Watchdogs:
             out.append(f"{dropped} stalls of this window are missing from it: they fell out of "
                        f"the kept history (the last {MAX_STALLS} stalls)")
         return tuple(out)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child has none of the parent's watchdog threads: drop their watches (a
+        new loop there starts its own), and renew the locks a watchdog may have held at the
+        fork (it records a stall under the history's lock), which nothing would release."""
+        self._lock = threading.Lock()
+        self._history.lock = threading.Lock()
+        self._watches.clear()
 
     def _forget(self, watch: _Watch) -> None:
         """A watchdog that ended by itself (loop stopped or closed) drops out."""
@@ -653,3 +688,7 @@ def _loop_thread(loop: asyncio.AbstractEventLoop) -> tuple[int, int | None, str]
 
 
 WATCHDOGS = Watchdogs()
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    # late-bound (a reload makes a new WATCHDOGS); not on Windows
+    os.register_at_fork(after_in_child=lambda: WATCHDOGS._after_fork_in_child())
+    _fork_hook_registered = True
