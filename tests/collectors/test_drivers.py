@@ -204,7 +204,10 @@ def test_signal_driver_ticks_while_the_main_loop_idles_and_another_thread_burns(
 
 
 def _driver_handles(loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
-    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    """The driver's live handles, due (already moved to the ready queue in the same loop
+    iteration that woke the caller, which a loaded machine makes likely) or not."""
+    scheduled: list[asyncio.TimerHandle] = [
+        *loop._scheduled, *loop._ready]  # type: ignore[attr-defined]
     return [h for h in scheduled if not h.cancelled()
             and "LoopDriver" in getattr(h._callback, "__qualname__", "")]  # type: ignore[attr-defined]
 
@@ -215,17 +218,28 @@ def test_loop_driver_ticks_at_the_rate_and_leaves_nothing_scheduled() -> None:
         ticks, tick = counter()
         driver = LoopDriver(loop, "testing")
         assert "testing" in driver.note and "not sampled" in driver.note
+        reference: list[asyncio.TimerHandle] = []
+        plain = [0]
+
+        def plain_timer() -> None:  # the reference: a plain 10 ms call_later chain, same loop
+            plain[0] += 1
+            reference.append(loop.call_later(0.01, plain_timer))
+
+        reference.append(loop.call_later(0.01, plain_timer))
         driver.start(TickGate(tick, 0.01))
         await asyncio.sleep(1.0)
         assert _driver_handles(loop), "the driver keeps one handle scheduled while it runs"
         driver.stop()
+        reference[-1].cancel()
         during = len(ticks)
         await asyncio.sleep(0.1)
         assert _driver_handles(loop) == []
-        return during, len(ticks), driver.skipped_threads()
+        return during, len(ticks), driver.skipped_threads(), plain[0]
 
-    during, after, skipped = asyncio.run(main())
-    assert 80 <= during <= 105, during
+    during, after, skipped, plain = asyncio.run(main())
+    # ~100 in a second; how many a loaded machine lets through depends on how late the loop
+    # wakes (75 seen), so the floor is what a plain 10 ms timer got on the same loop meanwhile
+    assert min(80, 0.8 * plain) <= during <= 105, (during, plain)
     assert after == during, "ticked after stop()"
     assert skipped == {threading.get_ident()}, "the loop's own thread is left out"
 
@@ -240,11 +254,24 @@ def test_thread_driver_ticks_at_the_rate_and_its_thread_ends() -> None:
         samplers = [t for t in threading.enumerate() if t.name == "pyprof_http-sampler"]
         assert len(samplers) == 1 and samplers[0].daemon
         assert driver.skipped_threads() == {samplers[0].ident}
+        plain = [0]
+        plain_stop = threading.Event()
+
+        def plain_timer() -> None:  # the reference: a plain 10 ms wait loop in its own thread
+            while not plain_stop.wait(0.01):
+                plain[0] += 1
+
+        reference = threading.Thread(target=plain_timer, name="test-plain-timer")
+        reference.start()
         time.sleep(1.0)
     finally:
         driver.stop()
+        plain_stop.set()
+    reference.join()
     during = len(ticks)
-    assert 80 <= during <= 105, during
+    # ~100 in a second; how many a loaded machine lets through depends on how late the thread
+    # wakes (65 seen), so the floor is what a plain 10 ms wait got in another thread meanwhile
+    assert min(80, 0.8 * plain[0]) <= during <= 105, (during, plain)
     time.sleep(0.05)
     assert len(ticks) == during, "ticked after stop()"
     assert set(threading.enumerate()) <= before, "no thread left behind"
