@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 import pprof_schema
 from pyprof_http import PprofApp, Settings, install
 from pyprof_http.collectors import locks
+from pyprof_http.collectors.locks import thread_locks
 from pyprof_http.collectors.loop import WATCHDOGS
 from pyprof_http.lifecycle import LifecycleMiddleware
 from pyprof_http.registry import PROFILES
@@ -501,6 +502,14 @@ def test_mutex_while_lock_profiling_is_off_is_412_with_how_to() -> None:
     assert "<tr><td class=count>off</td><td><a href='mutex?debug=1'>mutex</a>" in index
 
 
+def _in_lock_wait(ident: int | None) -> bool:
+    """Whether thread ``ident`` is in the lock wrapper's wait: the free-lock try has failed, so
+    the acquire is a contention whatever the scheduler does next."""
+    frame = sys._current_frames().get(ident or 0)
+    return (frame is not None and frame.f_code.co_name == "_wait"
+            and frame.f_globals.get("__name__") == thread_locks.__name__)
+
+
 def test_mutex_with_the_setting_on_counts_contention() -> None:
     app = PprofApp(Settings(lock_profile_fraction=1))
     try:
@@ -510,7 +519,12 @@ def test_mutex_with_the_setting_on_counts_contention() -> None:
         waiter = threading.Thread(target=lambda: lock.acquire() and lock.release(),
                                   name="matrix-lock-waiter")
         waiter.start()
-        time.sleep(0.1)
+        # released only once the waiter is seen in the wrapper's blocking wait (a fixed sleep
+        # let a starved waiter arrive after the release and find the lock free: no contention)
+        deadline = time.monotonic() + 30
+        while not _in_lock_wait(waiter.ident):
+            assert time.monotonic() < deadline, "the waiter never blocked on the lock"
+            time.sleep(0.001)
         lock.release()
         waiter.join()
         text = get(app, "/mutex?debug=1").text

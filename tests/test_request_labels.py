@@ -12,6 +12,7 @@ import asyncio
 import sys
 import time
 from collections import Counter
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -20,23 +21,43 @@ from fastapi import FastAPI
 
 import pyprof_http
 from pyprof_http import request_labels
+from pyprof_http.collectors import cpu
 from pyprof_http.request_labels import enter, leave, route_of, task_request
 
-BURN_SECONDS = 1.0
+BURN_TICKS = 60
+"""Sampler ticks a request's burn lasts for (not seconds: under load a 1 s burn got ~40)."""
 CONTEXT_READABLE = sys.version_info >= (3, 12)
+DEADLINE = 60.0
+_TICKS = [0]
+"""Ticks the sampler has taken in this test (counted by the ``ticks_counted`` fixture)."""
 
 
-def labels_burn_cpu(seconds: float) -> int:
-    """Holds the loop (an ``async def`` route doing CPU work): the sampler interrupts it."""
-    end = time.perf_counter() + seconds
+@pytest.fixture(autouse=True)
+def ticks_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count the CPU sampler's ticks, so a burn lasts a number of samples, not of seconds."""
+    original = cpu.Sampler.tick
+    _TICKS[0] = 0
+
+    def counting(self: cpu.Sampler, interrupted: FrameType | None = None) -> None:
+        original(self, interrupted)
+        _TICKS[0] += 1  # after the tick: a tick counted here has taken its sample
+
+    monkeypatch.setattr(cpu.Sampler, "tick", counting)
+
+
+def labels_burn_cpu(ticks: int) -> int:
+    """Holds the loop (an ``async def`` route doing CPU work) until the sampler has interrupted
+    it ``ticks`` times (or the deadline passes, which the sample count then reports)."""
+    until = _TICKS[0] + ticks
+    deadline = time.monotonic() + DEADLINE
     total = 0
-    while time.perf_counter() < end:
+    while _TICKS[0] < until and time.monotonic() < deadline:
         total += sum(range(200))
     return total
 
 
-async def labels_child_task(seconds: float) -> int:
-    return labels_burn_cpu(seconds)
+async def labels_child_task(ticks: int) -> int:
+    return labels_burn_cpu(ticks)
 
 
 def make_app() -> FastAPI:
@@ -44,12 +65,12 @@ def make_app() -> FastAPI:
 
     @app.get("/items/{item_id}")
     async def read_item(item_id: int) -> dict[str, int]:
-        labels_burn_cpu(BURN_SECONDS)
+        labels_burn_cpu(BURN_TICKS)
         return {"item_id": item_id}
 
     @app.get("/spawn/{n}")
     async def spawn(n: int) -> dict[str, int]:
-        child = asyncio.create_task(labels_child_task(BURN_SECONDS / 2), name="labels-child")
+        child = asyncio.create_task(labels_child_task(BURN_TICKS // 2), name="labels-child")
         return {"n": await child}
 
     pyprof_http.install(app)  # a FastAPI app is changed in place
@@ -57,7 +78,12 @@ def make_app() -> FastAPI:
 
 
 def profile_during(path: str, request_id: str) -> tuple[dict[str, Any], httpx.Response]:
-    """Run ``GET path`` (task ``labels-request``) inside a 1 s wall profile; return both."""
+    """Run ``GET path`` (task ``labels-request``) inside a wall profile; return both.
+
+    The request starts once the sampler has ticked (not after a fixed sleep), and its burn holds
+    the loop, so the profile cannot end before the burn does: the window always covers it (2 s
+    leave ample time for the request to reach its route).
+    """
     app = make_app()
 
     async def main() -> tuple[httpx.Response, httpx.Response]:
@@ -65,8 +91,11 @@ def profile_during(path: str, request_id: str) -> tuple[dict[str, Any], httpx.Re
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             profile = asyncio.create_task(client.get(
                 "/debug/pprof/profile",
-                params={"seconds": "1", "mode": "wall", "format": "json"}))
-            await asyncio.sleep(0.05)  # the sampler is running
+                params={"seconds": "2", "mode": "wall", "format": "json"}))
+            deadline = time.monotonic() + DEADLINE
+            while _TICKS[0] == 0 and not profile.done():
+                assert time.monotonic() < deadline, "the sampler never ticked"
+                await asyncio.sleep(0.005)
             request = asyncio.create_task(
                 client.get(path, headers={"X-Request-ID": request_id}), name="labels-request")
             return await profile, await request
@@ -89,7 +118,8 @@ def labels_of_burning_samples(data: dict[str, Any]) -> Counter[tuple[tuple[str, 
 def test_route_template_and_request_id_label_samples_of_the_request() -> None:
     data, _ = profile_during("/items/42", "req-7f3a")
     found = labels_of_burning_samples(data)
-    assert sum(found.values()) >= 50, f"expected ~100 samples of the 1 s burn: {found}"
+    # every tick of the burn samples it (a few at its edges may not): 60 counted
+    assert sum(found.values()) >= BURN_TICKS - 5, f"expected {BURN_TICKS} samples: {found}"
     assert found == {
         (("request_id", "req-7f3a"), ("route", "/items/{item_id}"),
          ("task", "labels-request"), ("thread", "MainThread")): sum(found.values()),
@@ -105,7 +135,7 @@ def test_tasks_spawned_by_a_request_are_labelled_from_3_12() -> None:
     data, response = profile_during("/spawn/1", "req-child")
     assert response.json()["n"] > 0
     found = labels_of_burning_samples(data)
-    assert sum(found.values()) >= 20, found
+    assert sum(found.values()) >= BURN_TICKS // 2 - 5, found
     labels = [dict(key) for key in found]
     assert all(item["task"] == "labels-child" and item["thread"] == "MainThread"
                for item in labels), labels

