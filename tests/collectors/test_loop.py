@@ -606,9 +606,11 @@ def test_an_idle_loop_is_looked_at_half_as_often_and_an_exact_block_after_it_is_
         assert wait_ns == watch.idle_period_ns  # backed off while idle
         # the loop blocks from t0 + 1 ms for exactly 100 ms; the next look comes at t0 + 50 ms
         look = t0 + wait_ns
-        watch._tick(look, busy_frame, max(0, wait_ns - watch.period_ns))
+        assert watch._backoff_ns(wait_ns) == wait_ns - watch.period_ns
+        watch._tick(look, busy_frame, watch._backoff_ns(wait_ns))
         assert watch._episode is not None and watch.probes == 1
         assert watch._next_look(look) <= watch.period_ns  # busy: back to the short period
+        assert watch._backoff_ns(100 * ms) == 0  # an episode's long waits widen nothing
         watch._ran = (watch._episode.seq, t0 + 101 * ms, None)  # the probe ran when it ended
         watch._tick(t0 + 110 * ms, idle_frame, 0)
     finally:

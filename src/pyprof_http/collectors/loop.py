@@ -347,8 +347,9 @@ class _Watch:
                 # would run on and the call's caller would never be seen
                 now, top = time.monotonic_ns(), sys._current_frames().get(self.ident)
                 late_ns = max(0, now - planned)
-                # a backed-off look may miss more of a block's start than one period
-                self._tick(now, top, late_ns + max(0, wait_ns - self.period_ns))
+                # a backed-off look may miss more of a block's start than one period (only
+                # then: after an episode, the probe's run is a known responsive instant)
+                self._tick(now, top, late_ns + self._backoff_ns(wait_ns))
                 self.looks += 1
                 del top
                 after = own.read()
@@ -400,6 +401,11 @@ class _Watch:
     def _maybe_sample(self, episode: _Episode, now: int, top: FrameType | None) -> None:
         if now - episode.ok_ns >= self._sample_after_ns:
             self._sample(episode, top)
+
+    def _backoff_ns(self, wait_ns: int) -> int:
+        """How much longer than a period the wait before this look was because the loop had
+        been seen idle (0 after a look at a busy loop or during an episode)."""
+        return wait_ns - self.period_ns if self._idle_seen and self._episode is None else 0
 
     def _next_look(self, now: int) -> int:
         """Nanoseconds until the next look: every period (the idle period after a look that
