@@ -19,9 +19,14 @@ server CPU per request (the child's user+system CPU from ``/proc``); the table s
 (min-max). ``plain-b`` vs ``plain-a`` is the A/A noise figure: two identical servers measured
 the same way; a change smaller than its spread cannot be told from noise on this machine.
 
-Then each server's CPU per second while idle (no requests, ``--idle-seconds``), and the task
-factory in-process: ``loop.create_task`` and create+await of an empty coroutine with and without
-the factory, interleaved rounds, best of each (other programs only make a round slower).
+Then each server's CPU per second while idle (no requests, ``--idle-seconds``); the
+per-request path in-process (:func:`asgi_path_cost`: ``GET /min`` as ASGI calls, each in a task
+of its own as uvicorn makes one, on one event loop per variant: plain, plain again (A/A), the
+mount only, the middleware only, ``install()``; no server, no lifespan, so no watchdog; best of
+interleaved rounds, which is what resolves a few µs on a loaded machine where the servers'
+A/A spread is ~10 %); and the task factory in-process: ``loop.create_task`` and create+await
+of an empty coroutine with and without the factory, interleaved rounds, best of each (other
+programs only make a round slower).
 Prints one table; loopback only; the servers are always stopped.
 """
 
@@ -34,6 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _server import ServerProcess, serve_on_free_port
 
@@ -145,6 +151,69 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
+_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+          "scheme": "http", "path": "/min", "raw_path": b"/min", "root_path": "",
+          "query_string": b"", "headers": [(b"host", b"127.0.0.1")],
+          "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+ASGI_VARIANTS = ("plain", "plain again", "mount only", "middleware only", "install()")
+
+
+def _asgi_app(variant: str) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/min")
+    async def minimal() -> dict[str, int]:
+        return {"ok": 1}
+
+    if variant == "install()":
+        import pyprof_http
+
+        pyprof_http.install(app)
+    elif variant == "middleware only":
+        from pyprof_http.lifecycle import LifecycleMiddleware
+
+        app.add_middleware(LifecycleMiddleware)
+    elif variant == "mount only":
+        from pyprof_http import PprofApp
+
+        app.mount("/debug/pprof", PprofApp())
+    return app
+
+
+def asgi_path_cost(rounds: int, n: int = 1000) -> dict[str, float]:
+    """Best-of-rounds µs per ``GET /min`` ASGI call, each in its own task, per variant."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def batch(app: Any) -> float:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for _ in range(n):
+            await loop.create_task(app(dict(_SCOPE), receive, send))
+        return (time.perf_counter() - started) / n * 1e6
+
+    loops = {name: asyncio.new_event_loop() for name in ASGI_VARIANTS}
+    apps = {name: _asgi_app(name) for name in ASGI_VARIANTS}
+    best = dict.fromkeys(ASGI_VARIANTS, float("inf"))
+    try:
+        for name in ASGI_VARIANTS:
+            loops[name].run_until_complete(batch(apps[name]))  # warm: routes, loop registration
+        for r in range(rounds):
+            order = ASGI_VARIANTS[r % 5:] + ASGI_VARIANTS[:r % 5]
+            for name in order:
+                best[name] = min(best[name], loops[name].run_until_complete(batch(apps[name])))
+    finally:
+        for loop in loops.values():
+            loop.close()
+    return best
+
+
 def factory_cost(rounds: int, n: int = 2000) -> tuple[float, float, float, float]:
     """Best-of-rounds µs: create_task plain / with factory, create+await plain / factory."""
     from pyprof_http.loops import TaskOrigins
@@ -227,6 +296,10 @@ def main() -> int:
             ]
     rows += [(f"idle server CPU, {name}", f"{value:.2f} ms/s", "few ms/s above plain")
              for name, value in idle.items()]
+    path = asgi_path_cost(rounds=max(10, 2 * args.rounds))
+    rows += [(f"per request in-process, {name}",
+              f"{value:.2f} µs ({value - path['plain']:+.2f})", "(info)")
+             for name, value in path.items()]
     create, create_f, both, both_f = factory_cost(rounds=20)
     rows += [
         ("loop.create_task, plain / task factory",

@@ -620,3 +620,38 @@ def test_a_query_string_that_is_not_utf_8_is_never_a_500(path: str, status: int)
     assert sent[0]["status"] == status
     if status == 301:
         assert (b"location", b"/debug/pprof/?debug=%FF") in sent[0]["headers"]
+
+
+def test_a_request_to_an_app_route_never_consults_the_pprof_routes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: install() appends its mount and prefix route after the app's own routes, so a
+    request the app serves is matched before pprof's routes are looked at (they cost only
+    requests no app route takes); the endpoints are still reached."""
+    from starlette.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    install(app)
+    ours = [route for route in app.router.routes
+            if getattr(route, "path", "").startswith("/debug/pprof")]
+    assert len(ours) == 2
+    consulted = 0
+    for route in ours:
+        real = route.matches
+
+        def counting(scope: Any, real: Any = real) -> Any:
+            nonlocal consulted
+            consulted += 1
+            return real(scope)
+
+        monkeypatch.setattr(route, "matches", counting)
+    with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 5000)) as client:
+        for i in range(5):
+            assert client.get(f"/items/{i}").json() == {"item_id": i}
+        assert consulted == 0
+        assert client.get("/debug/pprof/").status_code == 200
+        assert consulted > 0

@@ -211,6 +211,36 @@ def test_task_created_outside_any_task_has_no_parent() -> None:
     assert origin.site is not None and origin.site.function.endswith("callback")
 
 
+def test_task_created_by_a_callback_during_a_request_keeps_the_request() -> None:
+    """The factory's short path (no running task: a server's per-request task is made from
+    a protocol callback) still records the request of the callback's context."""
+    from pyprof_http import request_labels
+
+    origins = TaskOrigins()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        origins.install_factory(loop)
+        made: list = []
+        done = loop.create_future()
+
+        def callback() -> None:
+            made.append(loop.create_task(_idle()))
+            done.set_result(None)
+
+        entered = request_labels.enter({"type": "http", "path": "/from/callback"})
+        loop.call_soon(callback)  # copies the context: the request, and no current task
+        await done
+        await made[0]
+        request_labels.leave(entered)
+        return origins.origin(made[0])
+
+    origin = asyncio.run(main())
+    assert origin is not None and origin.parent is None
+    assert origin.route == "/from/callback"
+    assert origin.created_by == "route /from/callback"
+
+
 def test_task_created_before_the_factory_has_no_origin() -> None:
     origins = TaskOrigins()
 

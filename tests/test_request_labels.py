@@ -214,4 +214,33 @@ def test_an_ended_request_keeps_only_its_route_and_request_id() -> None:
         assert (request.route, request.request_id) == ("/items/{item_id}", "rid-1")
         spawned.cancel()
 
+
+def test_enter_with_the_running_loop_marks_the_current_task_without_asking_asyncio() -> None:
+    """The middleware passes the loop it has: the request's task is found from asyncio's own
+    table (before 3.12), ``current_task()`` is not called per request, and leave() undoes it."""
+    scope = {"type": "http", "path": "/p", "headers": [(b"x-request-id", b"id-1")]}
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        real = asyncio.current_task
+        calls = 0
+
+        def counting(loop: Any = None) -> Any:
+            nonlocal calls
+            calls += 1
+            return real(loop)
+
+        asyncio.current_task = counting  # type: ignore[assignment]
+        try:
+            entered = enter(scope, asyncio.get_running_loop())
+        finally:
+            asyncio.current_task = real
+        assert calls == 0
+        assert task_request(task) == ("/p", "id-1")
+        leave(entered)
+        assert task_request(task) is None
+        assert request_labels.CURRENT_REQUEST.get() is None
+        assert request_labels._BY_TASK == {}
+
     asyncio.run(main())

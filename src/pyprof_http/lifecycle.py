@@ -57,7 +57,7 @@ class LifecycleMiddleware:
             if loop is not self._attached:  # once per loop: the lifespan usually did it
                 self._attach(LOOPS.register_running())
                 self._attached = loop
-            entered = request_labels.enter(scope)
+            entered = request_labels.enter(scope, loop)
             try:
                 await self.app(scope, receive, send)
             finally:

@@ -258,7 +258,11 @@ class TaskOrigins:
         """Keep what a later dump needs to say where ``task`` came from, and nothing more:
         code objects and offsets of a few frames, the creating task's record, the request."""
         frames = _raw_frames(caller) if caller is not None else ()
-        parent_task = asyncio.current_task(loop)
+        parent_task = _CURRENT_TASKS.get(loop)  # current_task(loop), one call less
+        if parent_task is None:  # made from a callback (a server's task per request): the
+            # short path, nothing to chain
+            self._store(task, (time.monotonic(), frames, None, None, CURRENT_REQUEST.get(), 0))
+            return
         parent: Any = None
         name = None
         hops = 0

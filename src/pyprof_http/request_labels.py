@@ -26,12 +26,14 @@ class Request:
     the first time a profile asks (:data:`RESOLVED` counts how often, for tests).
     """
 
-    __slots__ = ("_request_id", "_route", "live", "scope")
+    __slots__ = ("_key", "_request_id", "_route", "_token", "live", "scope")
 
     def __init__(self, scope: Mapping[str, Any]) -> None:
         self.scope, self.live = scope, True
         self._request_id: str | None = None
         self._route: str | None = None
+        self._token: contextvars.Token[Request | None] | None = None
+        self._key: int | None = None
 
     @property
     def request_id(self) -> str:
@@ -63,36 +65,48 @@ _BY_TASK: dict[int, Request] = {}
 """Before 3.12 a task's context cannot be read from outside: key the request by task instead
 (only the task the middleware runs in is labelled there, not the tasks it spawns)."""
 _CONTEXT_READABLE = sys.version_info >= (3, 12)
+_CURRENT_TASKS: dict[Any, Any] = getattr(asyncio.tasks, "_current_tasks", {})
+"""asyncio's running task per loop: what ``current_task()`` reads, without its call and lookup
+of the running loop (the middleware has the loop already)."""
 
 
-Entered = tuple[contextvars.Token[Request | None], Request, int | None]
+Entered = Request
+"""What :func:`enter` returns and :func:`leave` takes: the request, which carries its own
+undo (one object per request, no tuple)."""
 
 
-def enter(scope: Mapping[str, Any]) -> Entered:
-    """Mark the current context (and task) as serving ``scope``; undo with :func:`leave`."""
+def enter(scope: Mapping[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> Entered:
+    """Mark the current context (and task) as serving ``scope``; undo with :func:`leave`.
+
+    ``loop``: the running loop when the caller has it (saves looking it up again). This runs
+    for every request, so it only stores: one object, one context variable, and before 3.12
+    one dict entry.
+    """
     request = Request(scope)
-    key = None
     if not _CONTEXT_READABLE:
-        task = asyncio.current_task()
+        task = (_CURRENT_TASKS.get(loop) if loop is not None and _CURRENT_TASKS
+                else asyncio.current_task())
         if task is not None:
-            key = id(task)
+            request._key = key = id(task)
             _BY_TASK[key] = request
-    return CURRENT_REQUEST.set(request), request, key
+    request._token = CURRENT_REQUEST.set(request)
+    return request
 
 
 def leave(entered: Entered) -> None:
-    token, request, key = entered
-    request.live = False
-    CURRENT_REQUEST.reset(token)
+    entered.live = False
+    token, key = entered._token, entered._key
+    if token is not None:
+        CURRENT_REQUEST.reset(token)
     if key is not None:
         _BY_TASK.pop(key, None)
-    if sys.getrefcount(request) > _UNSHARED_REFS:
-        _shrink(request)
+    if sys.getrefcount(entered) > _UNSHARED_REFS:
+        _shrink(entered)
 
 
 _UNSHARED_REFS: Final = 3
-"""References to an ended Request that nothing else holds, in :func:`leave`: ``entered``,
-the local name, and getrefcount's argument."""
+"""References to an ended Request that nothing else holds, in :func:`leave`: the caller's
+name for it, the parameter ``entered``, and getrefcount's argument."""
 
 
 def _shrink(request: Request) -> None:

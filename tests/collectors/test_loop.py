@@ -675,3 +675,55 @@ def test_stalls_judged_without_evidence_say_they_may_be_starvation() -> None:
     comments = WATCHDOGS.capture().profile.comments
     assert any(c.startswith("1 of the kept stalls had neither") and "starved" in c
                for c in comments), comments
+
+
+def _frame_here() -> Any:
+    return sys._getframe()
+
+
+def test_an_idle_loop_is_looked_at_half_as_often_and_an_exact_block_after_it_is_a_stall() -> None:
+    """Issue 11: after a look that found the loop in its selector the watchdog sleeps
+    ``IDLE_BACKOFF`` periods; a block of exactly the threshold starting right after that look
+    is first seen a whole idle period later, and must still be recorded (the longer gap counts
+    as what the look may have missed). Driven look by look with fixed clock values."""
+    loop = asyncio.new_event_loop()
+    stalls: list[loop_mod.Stall] = []
+    watch = loop_mod._Watch(loop, threading.get_ident(), None, "MainThread", 100, 32,
+                            stalls.append, lambda _ns: None, lambda _w: None)
+    idle_frame = _frame_here()
+    watch._idle_codes = frozenset({idle_frame.f_code})
+    busy_frame = sys._getframe()
+    ms = 1_000_000
+    try:
+        assert watch.period_ns == 25 * ms and watch.idle_period_ns == 50 * ms
+        t0 = 1_000 * ms
+        watch._tick(t0, idle_frame, 0)
+        wait_ns = watch._next_look(t0)
+        assert wait_ns == watch.idle_period_ns  # backed off while idle
+        # the loop blocks from t0 + 1 ms for exactly 100 ms; the next look comes at t0 + 50 ms
+        look = t0 + wait_ns
+        assert watch._backoff_ns(wait_ns) == wait_ns - watch.period_ns
+        watch._tick(look, busy_frame, watch._backoff_ns(wait_ns))
+        assert watch._episode is not None and watch.probes == 1
+        assert watch._next_look(look) <= watch.period_ns  # busy: back to the short period
+        assert watch._backoff_ns(100 * ms) == 0  # an episode's long waits widen nothing
+        watch._ran = (watch._episode.seq, t0 + 101 * ms, None)  # the probe ran when it ended
+        watch._tick(t0 + 110 * ms, idle_frame, 0)
+    finally:
+        loop.close()
+    assert len(stalls) == 1, "a block of exactly the threshold after an idle look was missed"
+    assert stalls[0].duration_ns >= 51 * ms
+    assert watch._next_look(t0 + 110 * ms) == watch.idle_period_ns
+
+
+def test_the_idle_period_never_exceeds_half_the_threshold() -> None:
+    """A block of exactly ``stall_ms`` must span a look however short the threshold."""
+    loop = asyncio.new_event_loop()
+    try:
+        for stall_ms in (4, 10, 40, 100, 1000):
+            watch = loop_mod._Watch(loop, threading.get_ident(), None, "t", stall_ms, 8,
+                                    lambda _s: None, lambda _ns: None, lambda _w: None)
+            assert watch.period_ns <= watch.idle_period_ns <= max(watch.period_ns,
+                                                                  stall_ms * 1_000_000 // 2)
+    finally:
+        loop.close()

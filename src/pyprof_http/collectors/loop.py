@@ -6,7 +6,8 @@ block profile answers "where do goroutines wait?"; for an event loop the questio
 the loop, for how long, on which route?".
 
 **How a stall is seen, without waking an idle loop.** A watchdog thread (``pyprof_http-watchdog``)
-looks at the loop thread every ``stall_ms / 4`` (at most 25 ms) with ``sys._current_frames()``.
+looks at the loop thread every ``stall_ms / 4`` (at most 25 ms) with ``sys._current_frames()``,
+and twice as far apart while the loop was last seen idle (see :data:`IDLE_BACKOFF`).
 A loop waiting in its selector's ``select`` is responsive: nothing is sent to it, so an idle
 loop is never woken (an idle server pays only the watchdog thread's own wake-ups). A loop seen
 doing anything else gets one **probe**, ``call_soon_threadsafe`` of a callback that stores when
@@ -81,6 +82,13 @@ MAX_KEYS: Final = 10_000
 """Aggregate entries before new ones lose the task label (task names can be unique per task)."""
 MAX_PERIOD_NS: Final = 25_000_000
 """The longest time between two looks at a loop (``stall_ms / 4`` when shorter)."""
+IDLE_BACKOFF: Final = 2
+"""After a look that found the loop waiting in its selector, the next look comes this many
+periods later (never more than ``stall_ms / 2``): an idle server wakes the watchdog half as
+often, and a block of exactly ``stall_ms`` still spans at least one look. The episode that
+such a look starts counts the longer gap as what the look may have missed of the block's
+start, so the threshold rule is unchanged; only the recorded lower bound can be one period
+shorter for a stall that begins while the loop was idle."""
 JOIN_TIMEOUT_S: Final = 2.0
 NOT_SAMPLED: Final = frame("<not sampled>", "<no Python frame seen; the loop thread was on a CPU "
                            "(e.g. a C call holding the GIL)>", 0)
@@ -238,6 +246,12 @@ class _Watch:
         self.loop, self.ident, self.thread_name = loop, ident, thread_name
         self.stall_ms, self.stall_ns, self.max_depth = stall_ms, stall_ms * 1_000_000, max_depth
         self.period_ns = max(1_000_000, min(MAX_PERIOD_NS, self.stall_ns // 4))
+        self.idle_period_ns = max(self.period_ns,
+                                  min(IDLE_BACKOFF * self.period_ns, self.stall_ns // 2))
+        self.looks = 0
+        """Looks taken (each wakes the watchdog once): for the benchmark and tests."""
+        self._idle_seen = False
+        """The last look found the loop in its selector (the next one may come later)."""
         self.since_ns = time.monotonic_ns()
         self.stopped = False
         self.probes = 0
@@ -300,19 +314,23 @@ class _Watch:
         own = _Evidence(threading.get_native_id())
         self._ok = (time.monotonic_ns(), self._evidence.read())  # the loop waits in
         try:  # Thread.start() until we run: not a stall, and not worth a probe
-            self._sleep(self.period_ns)
+            wait_ns = self.period_ns
+            self._sleep(wait_ns)
             planned, before = time.monotonic_ns(), own.read()
             while not self.stopped and not self.loop.is_closed() and self.loop.is_running():
                 # the loop thread's frame first, before anything that lets the GIL go (a read
                 # of the counters does): right after a C call that kept the GIL, the loop
                 # would run on and the call's caller would never be seen
                 now, top = time.monotonic_ns(), sys._current_frames().get(self.ident)
-                self._tick(now, top, max(0, now - planned))
+                late_ns = max(0, now - planned)
+                # a backed-off look may miss more of a block's start than one period (only
+                # then: after an episode, the probe's run is a known responsive instant)
+                self._tick(now, top, late_ns + self._backoff_ns(wait_ns))
+                self.looks += 1
                 del top
                 after = own.read()
                 if self._episode is not None:
-                    self._episode.blind_ns += _blind(now - planned, before, after,
-                                                     self.period_ns)
+                    self._episode.blind_ns += _blind(late_ns, before, after, self.period_ns)
                 wait_ns = self._next_look(now)
                 planned, before = time.monotonic_ns() + wait_ns, after  # one read per look
                 self._sleep(wait_ns)
@@ -337,10 +355,12 @@ class _Watch:
                 self._maybe_sample(episode, now, top)
                 return
             self._settle(ran_ns, evidence, on_loop=False)
+        self._idle_seen = False
         if top is None:
             return
         if top.f_code in self._idle_codes:  # waiting in its selector: responsive, no probe
             self._ok = (now, self._evidence.read())
+            self._idle_seen = True
             return
         ok_ns, ok_evidence = self._ok
         self._seq += 1
@@ -360,12 +380,18 @@ class _Watch:
         if now - episode.ok_ns >= self._sample_after_ns:
             self._sample(episode, top)
 
+    def _backoff_ns(self, wait_ns: int) -> int:
+        """How much longer than a period the wait before this look was because the loop had
+        been seen idle (0 after a look at a busy loop or during an episode)."""
+        return wait_ns - self.period_ns if self._idle_seen and self._episode is None else 0
+
     def _next_look(self, now: int) -> int:
-        """Nanoseconds until the next look: every period; while a probe is out, at the first
-        sample's time, then every ``stall_ms / 4``, sparser as a stall goes on."""
+        """Nanoseconds until the next look: every period (the idle period after a look that
+        found the loop in its selector); while a probe is out, at the first sample's time, then
+        every ``stall_ms / 4``, sparser as a stall goes on."""
         episode = self._episode
         if episode is None:
-            return self.period_ns
+            return self.idle_period_ns if self._idle_seen else self.period_ns
         away = now - episode.ok_ns
         if away < self._sample_after_ns:
             return max(min(self._sample_after_ns - away, self.period_ns), 1_000_000)
