@@ -355,3 +355,41 @@ def test_a_snapshot_stuck_on_a_blocked_loop_does_not_hold_up_another_loops_reque
     assert any(t.name == "stuck-taker" for t in snap.tasks)
     blocked_thread = [t for t in snap.threads if t.name == "app-loop"]
     assert blocked_thread and any(f.function.endswith("block") for f in blocked_thread[0].stack)
+
+
+def test_a_rendering_stuck_on_a_blocked_loop_does_not_hold_up_another_loops_request() -> None:
+    """One snapshot is shared across loops, and so are its renderings: a side server's request
+    must not wait for a rendering whose maker is on the app's loop when that loop blocks
+    before it can hand the result over (it waited until the loop came back)."""
+    snapshot = StackSnapshot((), (), 0)
+    started = threading.Event()
+    release = threading.Event()
+    came_back = threading.Event()
+
+    async def stuck_rendering() -> str:
+        started.set()
+        release.wait(20)  # the app loop blocks, with the rendering in flight
+        came_back.set()
+        return "app loop's"
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(snapshot.render_once("dump", stuck_rendering)),
+        name="app-loop", daemon=True)
+    thread.start()
+    try:
+        assert started.wait(5)
+
+        async def own() -> str:
+            return "side server's"
+
+        async def side() -> tuple[str, bool]:
+            found = await snapshot.render_once("dump", own)
+            return found, came_back.is_set()
+
+        found, app_loop_came_back = asyncio.run(side())
+    finally:
+        release.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not app_loop_came_back  # recorded: it did not need the blocked loop
+    assert found == "side server's"
