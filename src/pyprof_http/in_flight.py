@@ -67,8 +67,9 @@ class InFlight(Generic[_T]):
                 value = await compute()
             except BaseException as exc:
                 self._forget(key)
-                pending.set_exception(_Abandoned() if isinstance(exc, asyncio.CancelledError)
-                                      else exc)
+                # cancelled, or closed (its loop dropped with it pending): a waiter takes over
+                gone = isinstance(exc, (asyncio.CancelledError, GeneratorExit))
+                pending.set_exception(_Abandoned() if gone else exc)
                 raise
             if not self._keep:
                 self._forget(key)

@@ -157,6 +157,62 @@ def test_chain_continues_through_async_generator() -> None:
     assert t.state == "awaiting"
 
 
+class _HostileAwaitable:
+    """An awaitable whose attribute lookups raise (as some proxies' ``__getattr__`` does):
+    the walk's ``hasattr(obj, "cr_frame")`` on it raised, and the whole snapshot with it."""
+
+    def __init__(self, fut: asyncio.Future) -> None:
+        self._fut = fut
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._fut.done():
+            raise StopIteration(self._fut.result())
+        self._fut._asyncio_future_blocking = True
+        return self._fut
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, value=None, tb=None):
+        raise value if value is not None else typ
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"proxy has no target for {name}")
+
+
+async def awaits_hostile(fut: asyncio.Future) -> None:
+    await _HostileAwaitable(fut)
+
+
+def test_an_awaitable_whose_attributes_raise_ends_its_chain_not_the_snapshot() -> None:
+    async def main():
+        event = asyncio.Event()
+        fut = asyncio.get_running_loop().create_future()
+        hostile = asyncio.create_task(awaits_hostile(fut), name="hostile")
+        nested = asyncio.create_task(outer(event), name="nested")
+        await asyncio.sleep(0)
+        snap = await stacks.collect()
+        fut.set_result(None)
+        await hostile
+        await _finish(nested)
+        return snap
+
+    snap = asyncio.run(main())
+    t = _task(snap, "hostile")
+    assert t.state == "awaiting"
+    assert _here(t) == ["awaits_hostile"]
+    assert _here(_task(snap, "nested")) == ["leaf_wait", "middle", "outer"]
+
+
 def test_sleep_says_time_left() -> None:
     async def main():
         task = asyncio.create_task(asyncio.sleep(30), name="sleeper")

@@ -355,3 +355,100 @@ def test_a_snapshot_stuck_on_a_blocked_loop_does_not_hold_up_another_loops_reque
     assert any(t.name == "stuck-taker" for t in snap.tasks)
     blocked_thread = [t for t in snap.threads if t.name == "app-loop"]
     assert blocked_thread and any(f.function.endswith("block") for f in blocked_thread[0].stack)
+
+
+def test_a_rendering_stuck_on_a_blocked_loop_does_not_hold_up_another_loops_request() -> None:
+    """One snapshot is shared across loops, and so are its renderings: a side server's request
+    must not wait for a rendering whose maker is on the app's loop when that loop blocks
+    before it can hand the result over (it waited until the loop came back)."""
+    snapshot = StackSnapshot((), (), 0)
+    started = threading.Event()
+    release = threading.Event()
+    came_back = threading.Event()
+
+    async def stuck_rendering() -> str:
+        started.set()
+        release.wait(20)  # the app loop blocks, with the rendering in flight
+        came_back.set()
+        return "app loop's"
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(snapshot.render_once("dump", stuck_rendering)),
+        name="app-loop", daemon=True)
+    thread.start()
+    try:
+        assert started.wait(5)
+
+        async def own() -> str:
+            return "side server's"
+
+        async def side() -> tuple[str, bool]:
+            found = await snapshot.render_once("dump", own)
+            return found, came_back.is_set()
+
+        found, app_loop_came_back = asyncio.run(side())
+    finally:
+        release.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not app_loop_came_back  # recorded: it did not need the blocked loop
+    assert found == "side server's"
+
+
+def test_the_collector_is_on_again_after_a_failing_build_a_failing_render_and_a_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector is paused across awaits (snapshot, build, rendering); whatever ends the
+    request (an exception in the build or the rendering, a client gone mid-rendering), it is
+    on again afterwards."""
+    import gc
+
+    from pyprof_http import registry
+
+    app = PprofApp(Settings())
+    started = threading.Event()
+    release = threading.Event()
+
+    def failing_build(*args: object) -> StackSnapshot:
+        raise RuntimeError("build failed")
+
+    def failing_render(snapshot: StackSnapshot) -> object:
+        raise RuntimeError("render failed")
+
+    def stuck_render(snapshot: StackSnapshot) -> object:
+        started.set()
+        release.wait(20)
+        raise RuntimeError("released")
+
+    async def main() -> tuple[list[int], list[bool]]:
+        LOOPS.register_running()
+        statuses, enabled = [], []
+        with monkeypatch.context() as patch:
+            patch.setattr(stacks, "_build", failing_build)
+            statuses.append(await _get(app, "/goroutine", "debug=2"))
+            enabled.append(gc.isenabled())
+        with monkeypatch.context() as patch:
+            patch.setattr(registry, "render_dump", failing_render)
+            statuses.append(await _get(app, "/goroutine", "debug=2"))
+            enabled.append(gc.isenabled())
+        with monkeypatch.context() as patch:
+            patch.setattr(registry, "render_dump", stuck_render)
+            request = asyncio.create_task(_get(app, "/goroutine", "debug=2"))
+            while not started.is_set():
+                await asyncio.sleep(0.005)
+            enabled.append(gc.isenabled())  # paused while it renders
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+            enabled.append(gc.isenabled())
+            release.set()
+        return statuses, enabled
+
+    assert gc.isenabled()
+    try:
+        statuses, enabled = asyncio.run(main())
+    finally:
+        release.set()
+        gc.enable()
+    _workers_gone()
+    assert statuses == [500, 500]
+    assert enabled == [True, True, False, True]

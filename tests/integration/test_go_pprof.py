@@ -126,3 +126,17 @@ def test_heap_window_and_objects_read_by_pprof(go_binary: str, home: Path,
     not_tracing = go_pprof(go_binary, home, "-top", server.url("/heap"))
     assert not_tracing.returncode != 0
     assert "412" in not_tracing.stderr and "seconds=N" in not_tracing.stderr
+
+
+def test_raw_reads_created_by_labels(go_binary: str, home: Path, server: Server) -> None:
+    """debug=0 carries where each task's chain of spawns began (created_by); go tool pprof
+    reads it as a label and can slice by it (-tagfocus)."""
+    out = ok(go_pprof(go_binary, home, "-raw", server.url("/goroutine?debug=0")))
+    child = [line for line in out.splitlines() if "task:[integration-child]" in line]
+    # the child was spawned by integration-parent, which the lifespan made: the chain's start
+    assert child and "created_by:[lifespan " in child[0], out
+    assert "sample_service.py:" in child[0].split("created_by:[", 1)[1].split("]", 1)[0]
+    focused = ok(go_pprof(go_binary, home, "-raw", "-tagfocus=created_by=lifespan",
+                          server.url("/goroutine?debug=0")))
+    assert "task:[integration-child]" in focused
+    assert "kind:[thread]" not in focused  # threads have no created_by: focused away

@@ -18,6 +18,8 @@ from ..loops import TaskOrigin, is_auto_task_name
 from ..model import Frame, Profile, Sample, ValueType
 
 COUNT = ValueType("goroutine", "count")
+RENDER_OTHER_LOOP_WAIT_S = 0.5
+"""How long a request waits for a rendering being made on another (maybe blocked) loop."""
 _T = TypeVar("_T")
 
 
@@ -64,8 +66,11 @@ class StackSnapshot:
     comments: tuple[str, ...] = field(default=())
     loop_hold_ns: int = 0
     """How long the requesting event loop was held to read it (the rest was done off the loop)."""
-    _renderings: InFlight[Any] = field(default_factory=lambda: InFlight(keep=True),
-                                       compare=False, repr=False)
+    _renderings: InFlight[Any] = field(
+        default_factory=lambda: InFlight(keep=True, other_loop_wait_s=RENDER_OTHER_LOOP_WAIT_S),
+        compare=False, repr=False)
+    """Shared across loops as the snapshot is: a request on another loop than the rendering's
+    maker waits only briefly, since that loop may block before it hands the result over."""
 
     async def render_once(self, key: Hashable, render: Callable[[], Awaitable[_T]]) -> _T:
         """``await render()`` once per snapshot and key, however many requests share it

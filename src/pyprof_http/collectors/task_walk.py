@@ -222,14 +222,30 @@ def _await_chain(coro: Any, fut_waiter: Any = None) -> tuple[list[FrameType], An
             return frames, obj
         elif fut_waiter is not None and kind.__name__ == "FutureIter":
             return frames, fut_waiter
-        elif hasattr(obj, "cr_frame") or hasattr(obj, "gi_frame"):  # foreign coroutine types
-            f = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        else:
+            step = _foreign_step(obj)
+            if step is None:  # a C wrapper: the object it wraps is among its referents
+                obj = next((r for r in gc.get_referents(obj) if _chain_link(r)), None)
+                continue
+            f, obj = step
             if f is not None:
                 frames.append(f)
-            obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
-        else:  # a C wrapper: the object it wraps is among its referents
-            obj = next((r for r in gc.get_referents(obj) if _chain_link(r)), None)
     return frames, None
+
+
+def _foreign_step(obj: Any) -> tuple[FrameType | None, Any] | None:
+    """A foreign coroutine's (Cython's, a proxy's) frame and what it awaits; None when ``obj``
+    is no coroutine. Its attributes are its own code: one that raises anything (a proxy's
+    ``__getattr__``) or hands back something other than a frame ends the chain here, instead
+    of failing the whole snapshot, every other task's stack with it."""
+    try:
+        if not (hasattr(obj, "cr_frame") or hasattr(obj, "gi_frame")):
+            return None
+        f = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        awaited = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    except Exception:
+        return None, None
+    return (f if isinstance(f, FrameType) else None), awaited
 
 
 def _chain_link(obj: Any) -> bool:
@@ -241,7 +257,8 @@ def _running_frames(task: asyncio.Task[Any], info: LoopInfo, on_thread: bool,
     """The running task's real frames, outermost (its coroutine) first: the loop thread's
     stack from the task's coroutine to wherever it is now (here, or blocked in a call)."""
     coro: Any = task.get_coro()
-    outer = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    step = _foreign_step(coro)
+    outer = step[0] if step is not None else None
     frames: list[FrameType] = []
     f: FrameType | None = (sys._getframe(2) if on_thread
                            else sys._current_frames().get(info.thread_ident))
