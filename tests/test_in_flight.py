@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pyprof_http.collectors.in_flight import InFlight
+from pyprof_http.in_flight import InFlight
 
 
 def test_a_leader_closed_without_a_cancel_hands_over_to_its_waiters() -> None:
