@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import pprof_schema
 from pyprof_http.model import Frame, Profile, Sample, ValueType
 from pyprof_http.pprof.encode import MEDIA_TYPE, encode, encode_gzip, program_name, render_pprof
+from pyprof_http.sanitize import printable
 
 MAIN = Frame("main", "/app/main.py", 10)
 WORK = Frame("work", "/app/work.py", 20)
@@ -241,8 +242,12 @@ def profiles(draw):
 @given(profiles())
 def test_property_round_trip(profile):
     decoded = pprof_schema.decode(encode_gzip(profile))
+    def shown(value):  # string labels arrive with control characters escaped
+        return printable(value, backslash=False) if isinstance(value, str) else value
+
     expected = [
-        ([(f.function, f.filename, f.line) for f in s.stack], list(s.values), dict(s.labels))
+        ([(f.function, f.filename, f.line) for f in s.stack], list(s.values),
+         {k: shown(v) for k, v in s.labels.items()})
         for s in profile.samples
     ]
     assert pprof_schema.resolved_samples(decoded) == expected
@@ -283,3 +288,19 @@ def test_go_tool_pprof_names_the_program(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "File: checkout-api" in done.stdout.splitlines()
     assert "symbolize" not in done.stderr.lower(), done.stderr
+
+
+def test_label_values_carry_no_control_character_to_a_terminal() -> None:
+    """A route label is the client's raw path when no template matched: ESC, BEL and U+2028
+    in it must not reach whoever runs ``go tool pprof -tags``."""
+    hostile = "/x\x1b[2J\x07\u2028y\\z"
+    profile = Profile(
+        sample_types=(ValueType("samples", "count"),),
+        samples=(Sample((Frame("f", "a.py", 1),), (1,), {"route": hostile}),),
+    )
+    decoded = pprof_schema.decode(encode(profile))
+    strings = list(decoded.string_table)
+    (label,) = decoded.sample[0].label
+    value = strings[label.str]
+    assert value == "/x\\x1b[2J\\x07\\u2028y\\z"
+    assert not any(c in value for c in "\x1b\x07\u2028")

@@ -20,6 +20,7 @@ from typing import Final
 from pyprof_http.model import Frame, LabelValue, Profile, ValueType
 from pyprof_http.pprof.wire import Writer, encode_varint
 from pyprof_http.render import Rendered
+from pyprof_http.sanitize import printable
 
 MEDIA_TYPE: Final = "application/octet-stream"
 
@@ -186,11 +187,14 @@ def _label(key: int, value: LabelValue, strings: _Strings) -> Writer:
     A bool is an ``int`` to Python but reads as a tag, so it is written as the string
     ``"True"``/``"False"`` rather than as 1/0. Readers drop a label whose value is ``""`` or
     ``0`` (indistinguishable from "unset" on the wire), exactly as with Go's own profiles.
+    String values are foreign text (a route is the client's raw path when no template
+    matched; task names are the app's): control characters are escaped, since
+    ``go tool pprof -tags``/``-raw`` print them straight to a terminal.
     """
     out = Writer()
     out.int64(_L_KEY, key)
     if isinstance(value, (str, bool)):
-        out.int64(_L_STR, strings(str(value)))
+        out.int64(_L_STR, strings(printable(str(value), backslash=False)))
     elif isinstance(value, int):
         out.int64(_L_NUM, value)
     else:
