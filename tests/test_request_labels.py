@@ -244,3 +244,12 @@ def test_enter_with_the_running_loop_marks_the_current_task_without_asking_async
         assert request_labels._BY_TASK == {}
 
     asyncio.run(main())
+
+
+def test_a_raw_path_used_as_route_is_bounded() -> None:
+    """With no template matched the route is the client's raw path: bounded, so that kept
+    stalls, lock waits and labels cannot be made to hold megabytes per entry."""
+    from pyprof_http.request_labels import route_of
+
+    assert route_of({"path": "/x" * 10_000}) == ("/x" * 10_000)[:256]
+    assert route_of({"path": "/short"}) == "/short"

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 _MAX_REQUEST_ID = 128
+_MAX_RAW_PATH = 256
+
 
 class Request:
     """The ASGI scope of one request, and whether it is still being served: tasks it spawned
@@ -137,12 +139,14 @@ def task_request(task: asyncio.Task[Any]) -> tuple[str, str] | None:
 
 
 def route_of(scope: Mapping[str, Any]) -> str:
-    """The matched route's path template when the router has set it, else the raw path."""
+    """The matched route's path template when the router has set it, else the raw path, cut
+    at ``_MAX_RAW_PATH``: the client chooses it, and every kept stall, lock wait and sample
+    label would hold it whole."""
     route = scope.get("route")
     template = getattr(route, "path", None)
     if isinstance(template, str) and template:
         return template
-    return str(scope.get("path", ""))
+    return str(scope.get("path", ""))[:_MAX_RAW_PATH]
 
 
 def _request_id(scope: Mapping[str, Any]) -> str:
