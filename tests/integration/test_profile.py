@@ -387,12 +387,17 @@ def test_under_uvloop_the_signal_driver_keeps_the_rate(uvloop_server: Running, m
                           params={"seconds": "2", "mode": mode, "format": "folded"})
         server_cpu = process_cpu_seconds(pid) - cpu_before
     assert answer.status_code == 200, answer.text
-    assert sum(counts) > 50, counts
+    assert sum(counts) > 0 and server_cpu > 0.3, (counts, server_cpu)  # the load did run
     rate = sampler_header(answer)
     assert rate["driver"] == "signal", rate
     assert "cpu_service_hot_loop" in answer.text
     ticks = float(rate["achieved_hz"]) * 2
-    # cpu mode: ITIMER_PROF counts process CPU, so judge ticks per CPU second received
-    per_second = ticks / server_cpu if mode == "cpu" else ticks / 2
-    assert per_second >= 60, (per_second, rate, server_cpu)
+    # cpu mode: ITIMER_PROF counts process CPU, so judge ticks per CPU second received. wall
+    # mode ticks only when the loop's thread is scheduled: on a loaded 2-core machine that is
+    # well below 100 Hz, but a starved sampler thread gets 0.5-3.5 Hz (the failure this
+    # guards against), so 20 Hz still tells the two apart.
+    if mode == "cpu":
+        assert ticks / server_cpu >= 50, (ticks / server_cpu, rate, server_cpu)
+    else:
+        assert ticks / 2 >= 20, (rate, server_cpu)
     assert_clean_log(server)
