@@ -1,4 +1,4 @@
-"""What ``/debug/pprof/profile`` costs a busy app, and how well it measures (DESIGN §6).
+"""What ``/debug/pprof/profile`` costs a busy app, and how well it measures.
 
 Run:  .venv/bin/python benchmarks/cpu.py [--quick] [--rounds 12] [--seconds 2] [--clients 3]
 

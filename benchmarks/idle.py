@@ -1,4 +1,4 @@
-"""What ``install(app)`` costs an app while nobody asks for a profile (issue 11, DESIGN §6).
+"""What ``install(app)`` costs an app while nobody asks for a profile.
 
 Run:  .venv/bin/python benchmarks/idle.py [--quick] [--rounds 8] [--seconds 2] [--clients 4]
 

@@ -1,4 +1,4 @@
-"""What lock profiling (``/mutex``) costs the locks it wraps, off and on (DESIGN §6).
+"""What lock profiling (``/mutex``) costs the locks it wraps, off and on.
 
 Run:  .venv/bin/python benchmarks/locks.py [--rounds 9] [--ops 200000] [--window 0.3]
 
@@ -15,7 +15,7 @@ every round; see below for how rounds are combined):
 3. A contended workload: 4 threads loop sleeping 100 us while holding one lock and 100 us
    after releasing it (demand for the lock is twice what it can serve, so most acquisitions
    contend; the share is printed); acquisitions per second in ``--window`` s windows with a raw
-   lock, and with a wrapped lock at fraction 1 and 100. DESIGN sets no target for it (info): it
+   lock, and with a wrapped lock at fraction 1 and 100. no target is set for it (info): it
    shows what recording a stack per contention costs.
 
 Every variant is timed by its own copy of the loop function (a fresh code object): 3.11+

@@ -1,4 +1,4 @@
-"""Latency of the ``goroutine`` endpoints under a real uvicorn server (DESIGN §6).
+"""Latency of the ``goroutine`` endpoints under a real uvicorn server.
 
 Run:  .venv/bin/python benchmarks/stacks.py [--tasks 1000 10000] [--threads 100] [--repeat 15]
           [--concurrent 1 25 50 200] [--concurrent-tasks 2000]
@@ -12,12 +12,12 @@ file, in ``--serve`` mode) on a free 127.0.0.1 port. The served FastAPI app has
 and ``GET /debug/pprof/goroutine?debug=0|1|2``: 2 warm-up requests, then ``--repeat`` timed ones,
 each bracketed by ``/maxgap`` calls, so the loop stall seen during that very request is known.
 
-Then, against a server parking ``--concurrent-tasks`` tasks (issue 10 item 10 used 2,000), it fires
+Then, against a server parking ``--concurrent-tasks`` tasks (default 2,000), it fires
 C concurrent ``goroutine?debug=2`` requests for each C in ``--concurrent`` and prints the worst
-loop stall and the slowest response of the burst (DESIGN §6: loop lateness during 100 concurrent
+loop stall and the slowest response of the burst (target: loop lateness during 100 concurrent
 dumps no more than one dump's time).
 
-Prints the tables and the DESIGN §6 targets with PASS/MISS. Only loopback traffic; the server is
+Prints the tables and the performance targets with PASS/MISS. Only loopback traffic; the server is
 stopped (SIGINT, then SIGKILL after a grace period) whatever happens.
 """
 
@@ -279,7 +279,7 @@ def print_table(rows: list[Row]) -> None:
 
 def print_targets(rows: list[Row]) -> bool:
     print()
-    print(f"DESIGN §6 targets ({TARGET_TASKS:,} tasks + {TARGET_THREADS} threads; judged on the "
+    print(f"performance targets ({TARGET_TASKS:,} tasks + {TARGET_THREADS} threads; judged on the "
           "median, p90 shown):")
     ok = True
     for endpoint, target in TARGETS_MS.items():
