@@ -17,14 +17,14 @@ it is seen. For the same reason the GIL switch interval is shortened while sampl
 (``_short_gil_switches``), so that a waiting tick takes the GIL from a running thread within
 0.5 ms rather than waiting up to 5 ms for it to block.
 
-What drives the ticks matters more than anything else (measured, DESIGN §5): a Python thread
-sleeping between ticks is starved by a busy event loop (0.5-3.5 ticks/s instead of 100), while
-a ``setitimer`` signal handler on the main thread keeps ~100/s. So: a signal driver when this
-runs on the main thread and the signal is free (with a helper thread for when the main thread
-cannot run the handler); else a callback on the running loop (which sees other threads well
-but not its own); else a sampler thread. Whatever the driver, ticks never nest and their cost
-is bounded (``drivers.TickGate``). Which driver ran, the rate it achieved and how many ticks
-were dropped or held back are reported with the profile.
+What drives the ticks matters more than anything else (measured with benchmarks/cpu.py): a
+Python thread sleeping between ticks is starved by a busy event loop (0.5-3.5 ticks/s instead
+of 100), while a ``setitimer`` signal handler on the main thread keeps ~100/s. So: a signal
+driver when this runs on the main thread and the signal is free (with a helper thread for when
+the main thread cannot run the handler); else a callback on the running loop (which sees other
+threads well but not its own); else a sampler thread. Whatever the driver, ticks never nest and
+their cost is bounded (``drivers.TickGate``). Which driver ran, the rate it achieved and how
+many ticks were dropped or held back are reported with the profile.
 
 The tick may run inside a signal handler, between two bytecodes of whatever the main thread
 was doing, so it waits for no lock (``threading.enumerate`` takes one; ``threading._active`` is

@@ -183,7 +183,7 @@ class _Evidence:
 
     Read from ``/proc/self/task/<tid>/schedstat`` (Linux): one ``pread`` gives both, and a
     thread that has exited makes it fail with ``OSError`` rather than crash (unlike
-    ``pthread_getcpuclockid`` on a stale ident, DESIGN §5). Elsewhere there is no evidence and
+    ``pthread_getcpuclockid`` on a stale ident). Elsewhere there is no evidence and
     the watchdog says so instead of guessing. So does a kernel whose scheduler statistics are
     off: it prints ``0 0 0`` for every thread, and a CPU time of 0 would turn each unsampled
     stall (a C call holding the GIL) into "starved" and show 0 ms on a CPU for sampled ones. A

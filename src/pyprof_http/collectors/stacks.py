@@ -39,7 +39,7 @@ __all__ = ["COUNT", "OWN_PREFIX", "StackSnapshot", "TaskStack", "ThreadStack", "
 OTHER_LOOP_TIMEOUT_S = 0.25
 """How long another loop gets to read its own tasks before we read them from this thread."""
 OWN_PREFIX = "pyprof_http-"
-"""Every thread and task the library starts is named so (DESIGN §3)."""
+"""Every thread and task the library starts is named so, to be recognisable in dumps."""
 
 
 def count() -> int:
