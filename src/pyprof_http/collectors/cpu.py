@@ -47,7 +47,7 @@ from ..model import Profile, Sample, ValueType
 from ..request_labels import task_request
 from .blocked import IsBlocked, syscall_states
 from .drivers import Driver, TickGate, TickStats, choose_driver, outside_the_handler
-from .frames import frame_stack
+from .frames import frame_stack, thread_frames, to_frame
 
 Mode = Literal["cpu", "wall"]
 SAMPLES = ValueType("samples", "count")
@@ -120,7 +120,8 @@ class Sampler:
         wall = now - self._last_tick
         self._last_tick = now
         self.ticks += 1
-        frames = sys._current_frames()
+        chains = dict(thread_frames(self.max_depth))  # one C call: see thread_frames
+        frames: dict[int, FrameType] = {ident: c[0] for ident, c in chains.items() if c}
         if self._main is not None:
             if interrupted is not None:
                 frames[self._main] = interrupted  # not the handler's own frame
@@ -169,7 +170,10 @@ class Sampler:
             labels = self._labels(ident, thread)
             if not keep_request_id and labels[3]:
                 labels = (labels[0], labels[1], labels[2], "")
-            key = (frame_stack(top, self.max_depth), labels)
+            chain = chains.get(ident)
+            stack = (tuple(map(to_frame, chain)) if chain and chain[0] is top
+                     else frame_stack(top, self.max_depth))  # the main thread's, replaced above
+            key = (stack, labels)
             entry = self._counts.get(key)
             if entry is None:
                 self._counts[key] = [1, weight]

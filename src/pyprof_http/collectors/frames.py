@@ -13,6 +13,11 @@ code's id and safe by identity.
 
 from __future__ import annotations
 
+import sys
+from functools import partial
+from itertools import accumulate, chain, islice, repeat, starmap, takewhile, tee
+from operator import is_not
+from threading import get_ident
 from types import CodeType, FrameType
 
 from ..bounded import CodeTable
@@ -63,3 +68,31 @@ def frame_stack(top: FrameType | None, max_depth: int) -> tuple[Frame, ...]:
         frames.append(to_frame(f))
         f = f.f_back
     return tuple(frames)
+
+
+_F_BACK = repeat("f_back")
+_NOT_NONE = partial(is_not, None)
+
+
+def thread_frames(max_depth: int) -> list[tuple[int, tuple[FrameType, ...]]]:
+    """Every thread's ident and frames, innermost first (at most ``max_depth``), read in ONE
+    C-level call: ``sys._current_frames()`` and every ``f_back`` after it run inside the final
+    ``list()`` with no bytecode between them, so the GIL cannot pass to another thread mid-walk.
+
+    Why: on CPython 3.11 a frame whose callers are all incomplete (a finalizer run by a GC
+    that a new thread's first frame triggered before its RESUME) keeps a dangling
+    ``previous`` pointer once it returns (``take_ownership`` clears it only when it finds a
+    complete caller). A Python ``while f: f = f.f_back`` loop can lose the GIL between two
+    steps, that thread can return and exit (its frame stack is freed), and the next
+    ``f.f_back`` reads freed memory: SIGSEGV (same class as CPython #99110, sentry-python
+    #2386). Walking in one C call leaves no such gap. The frames returned are still safe to
+    read (``f_code``, ``f_lasti``, ``f_lineno``); only ``f_back`` on a stale one is not."""
+    d1, d2 = tee(starmap(sys._current_frames, ((),)))  # lazy: nothing runs until list()
+    idents = chain.from_iterable(map(dict.keys, d1))
+    tops = chain.from_iterable(map(dict.values, d2))
+    chains = map(tuple, map(islice, map(takewhile, repeat(_NOT_NONE), map(
+        accumulate, map(chain, zip(tops), repeat(_F_BACK)), repeat(getattr))),
+        repeat(max_depth)))
+    out = list(zip(idents, chains, strict=True))
+    me = get_ident()  # the caller's thread starts at the caller, as with sys._current_frames()
+    return [(ident, frames[1:] if ident == me else frames) for ident, frames in out]

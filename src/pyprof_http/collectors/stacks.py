@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from .._waiting import render_in_thread
 from ..captures.stacks import COUNT, StackSnapshot, TaskStack, ThreadStack
 from ..in_flight import InFlight
 from ..loops import LOOPS, ORIGINS, LoopInfo
-from .frames import frame_at
+from .frames import frame_at, thread_frames
 from .task_walk import LoopCapture, build_tasks, capture_tasks
 from .thread_state import TOP_FRAMES_CHECKED, state_of
 
@@ -141,12 +140,8 @@ def _capture_threads(max_depth: int) -> _ThreadsCapture:
     by_ident = {t.ident: (t.name, t.daemon, t.native_id) for t in threading.enumerate()}
     depth = max(max_depth, TOP_FRAMES_CHECKED)  # states look at the top frames
     out = []
-    for ident, top in sys._current_frames().items():
-        frames: list[FrameType] = []
-        f: FrameType | None = top
-        while f is not None and len(frames) < depth:
-            frames.append(f)
-            f = f.f_back
+    for ident, chain in thread_frames(depth):  # one C call: see thread_frames
+        frames = list(chain)
         out.append((ident, by_ident.get(ident), frames, [f.f_lasti for f in frames]))
     return _ThreadsCapture(threading.get_ident(), out, max_depth)
 
