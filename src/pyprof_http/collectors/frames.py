@@ -14,11 +14,13 @@ code's id and safe by identity.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from functools import partial
 from itertools import accumulate, chain, islice, repeat, starmap, takewhile, tee
 from operator import is_not
 from threading import get_ident
 from types import CodeType, FrameType
+from typing import Any
 
 from ..bounded import CodeTable
 from ..loops import code_name_of
@@ -62,16 +64,22 @@ def line_at(code: CodeType, lasti: int) -> int:
 
 def frame_stack(top: FrameType | None, max_depth: int) -> tuple[Frame, ...]:
     """The stack from ``top`` outwards, innermost first, at most ``max_depth`` frames."""
-    frames: list[Frame] = []
-    f = top
-    while f is not None and len(frames) < max_depth:
-        frames.append(to_frame(f))
-        f = f.f_back
-    return tuple(frames)
+    return tuple([to_frame(f) for f in back_chain(top, max_depth)])
+
+
+def back_chain(top: FrameType | None, limit: int) -> tuple[FrameType, ...]:
+    """``top`` and its callers, innermost first, at most ``limit``, walked in ONE C-level call
+    (no bytecode between two ``f_back``, so the GIL cannot pass mid-walk; see
+    :func:`thread_frames` for the CPython 3.11 crash this avoids on other threads' frames)."""
+    if top is None or limit <= 0:
+        return ()
+    return tuple(islice(takewhile(_NOT_NONE, accumulate(chain((top,), _F_BACK), _GETATTR)),
+                        limit))
 
 
 _F_BACK = repeat("f_back")
 _NOT_NONE = partial(is_not, None)
+_GETATTR: Callable[[Any, Any], Any] = getattr
 
 
 def thread_frames(max_depth: int) -> list[tuple[int, tuple[FrameType, ...]]]:
