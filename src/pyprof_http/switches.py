@@ -232,6 +232,13 @@ class Claims:
             holders.add(self.id)
         self._recent_leaks = weakref.ref(loop)
 
+    def after_startup(self, loop: _Loop) -> None:
+        """Once the app's own startup code ran: put the leak recorder back in front of an
+        exception handler the app set there (it then hands every event on to it)."""
+        with _held():
+            if self.id in _leak_watchers.get(loop, ()):
+                GC_LEAKS.rechain(loop)
+
     def hook_thread_start(self, max_depth: int) -> None:
         with _held():
             _thread_hooks[self.id] = max_depth

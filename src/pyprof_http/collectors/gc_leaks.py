@@ -101,6 +101,19 @@ class GcLeaks:
             if loop.get_exception_handler() is handler:
                 loop.set_exception_handler(handler.previous)
 
+    def rechain(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Put the recorder back in front when the application replaced the loop's handler
+        since :meth:`watch` (an app that sets its handler in its own lifespan runs after
+        ours); True if it had to. Unwatched loops are left alone."""
+        with self._watch_lock:
+            handler = self._handlers.get(loop)
+            if handler is None or loop.get_exception_handler() is handler:
+                return False
+            handler.active = False  # if the app's handler still calls it: hand on only
+            self._handlers.pop(loop, None)
+            self._chain(loop)
+            return True
+
     def watching(self, loop: asyncio.AbstractEventLoop) -> bool:
         return self._watches.get(loop, 0) > 0
 
@@ -322,9 +335,14 @@ def expected_from(tasks: Iterable[TaskStack]) -> dict[int, tuple[str, tuple[str 
 
 
 def watched_comment() -> str:
-    """Says whether destroyed tasks are being recorded at all, and on how many loops."""
-    loops = sum(1 for _ in GC_LEAKS.watched_loops())
+    """Says whether destroyed tasks are being recorded at all, and on how many loops; puts
+    the recorder back in front of a handler the application set after it."""
+    loops = GC_LEAKS.watched_loops()
     if not loops:
         return ("no event loop is watched (install() chains the recorder at startup, a mounted "
                 "app on its first request): nothing can be recorded")
-    return f"destroyed pending tasks recorded on {loops} event loop(s)"
+    replaced = sum(GC_LEAKS.rechain(loop) for loop in loops)
+    note = ("; the application had replaced the exception handler of "
+            f"{replaced} of them since: chained in front again (leaks destroyed meanwhile "
+            "were not recorded)") if replaced else ""
+    return f"destroyed pending tasks recorded on {len(loops)} event loop(s){note}"
