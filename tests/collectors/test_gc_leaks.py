@@ -378,3 +378,26 @@ def test_describe_task_names_the_wait_and_chain() -> None:
     waiting, stack = asyncio.run(main())
     assert waiting == "Event.wait"
     assert [f.line for f in stack if f.filename == HERE] == [_line_of(leak_event, "leak: only")]
+
+
+def test_rechain_goes_back_in_front_of_a_handler_set_later() -> None:
+    seen: list[str] = []
+
+    def later(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        seen.append(context["message"])
+
+    async def main() -> list[Any]:
+        loop = await _watched()
+        loop.set_exception_handler(later)  # the app replaces ours
+        first = GC_LEAKS.rechain(loop)
+        again = GC_LEAKS.rechain(loop)  # already in front: nothing to do
+        spawn_leaks()
+        await asyncio.sleep(0)
+        gc.collect()
+        GC_LEAKS.unwatch(loop)
+        return [first, again, loop.get_exception_handler()]
+
+    first, again, after = asyncio.run(main())
+    assert (first, again, after) == (True, False, later)
+    assert seen == [DESTROYED_PENDING] * 3
+    assert GC_LEAKS.total == 3
