@@ -12,6 +12,12 @@ are merely parked.
 - ``GET /collect``: a collection run by the application itself, on the loop.
 - ``GET /stats``: the recorder's sizes and how many events the app's own handler saw.
 
+Automatic collections are off (``gc.disable()`` at import): a collection set off by the
+service's own allocations between ``/leak`` and ``/goroutineleak`` would find the leaks first,
+and CPython closes a garbage coroutine before its task's finalizer runs, so those records keep
+the coroutine's function but not the line it was parked on (see ``collectors/gc_leaks.py``).
+``/collect`` runs such a collection on purpose.
+
 The app sets its own exception handler in its lifespan (after pyprof_http's startup, as apps
 do) and counts every event; at shutdown (after pyprof_http's) it writes, to the file named
 by ``LEAK_SERVICE_FILE``, that count and whether its handler is the loop's handler again.
@@ -33,6 +39,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 import pyprof_http
 from pyprof_http.collectors.gc_leaks import GC_LEAKS
 
+gc.disable()
 FORGOTTEN: asyncio.Queue[int] = asyncio.Queue()
 HELD: list[asyncio.Future[None]] = []
 _parked: set[asyncio.Task[None]] = set()

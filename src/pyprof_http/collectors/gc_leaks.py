@@ -9,12 +9,14 @@ in front of the loop's own, which records the task as strings and then hands the
 the application's handler and logs see it as before.
 
 What the finalizer can still see: the task, its name, what it waited on (``_fut_waiter``) and
-its creation record (:meth:`~pyprof_http.loops.TaskOrigins.lookup_dying`). Not its await
-chain: in one collection CPython finalizes the coroutine (which closes it, clearing its frames)
-before the task that runs it (measured on 3.10-3.13: the coroutine is allocated first). So a
-leak found by a collection the application's allocations set off keeps its coroutine function,
-creation site and age; the ``/goroutineleak`` request first describes every pending task
-(:meth:`GcLeaks.expect`) and then collects, so the leaks it finds keep their full chain.
+its creation record (:meth:`~pyprof_http.loops.TaskOrigins.lookup_dying`). Usually not its
+await chain: a collection runs the finalizers of its garbage in list order, the coroutine is
+allocated before its task, and a coroutine's finalizer closes it, clearing its frames (seen on
+3.10-3.13 in nearly every case; the order is CPython's, not guaranteed either way). So a leak
+found by a collection the application's own allocations set off keeps its coroutine function,
+what it awaited (by type), its creation site and age, but not the line it was parked on; the
+``/goroutineleak`` request first describes every pending task (:meth:`GcLeaks.expect`) and then
+collects, so the leaks it finds keep their full await chain.
 
 Memory is bounded: counts per distinct (stack, creation stack, awaiting, name, created_by),
 at most :data:`MAX_GROUPS` of them, and a ring of the :data:`RING_SIZE` most recent records.
