@@ -336,6 +336,12 @@ def expected_from(tasks: Iterable[TaskStack]) -> dict[int, tuple[str, tuple[str 
     return {t.id: (t.name, (t.waiting_on, t.stack)) for t in tasks if t.state == "awaiting"}
 
 
+def collect_described(tasks: Iterable[TaskStack]) -> GcRun:
+    """:func:`collect_now` expecting the suspended ``tasks`` of a ``goroutine`` snapshot (its
+    table is built here, off the loop)."""
+    return collect_now(expected_from(tasks))
+
+
 def watched_comment() -> str:
     """Says whether destroyed tasks are being recorded at all, and on how many loops; puts
     the recorder back in front of a handler the application set after it."""
