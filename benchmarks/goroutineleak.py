@@ -13,7 +13,7 @@ Run:  .venv/bin/python benchmarks/goroutineleak.py [--objects 100000] [--tasks 1
    is measured twice (A and A') for the noise figure.
 2. Handler cost per destroyed task, in this process: ``--leaks`` leaked tasks collected by one
    ``gc.collect()`` with only an application handler (a no-op) on the loop, and with the
-   recorder chained in front of it; each measured 5 times, interleaved, medians compared, and
+   recorder chained in front of it; each measured 9 times, interleaved, medians compared, and
    the no-recorder case twice (A/A).
 """
 
@@ -166,11 +166,11 @@ def handler_cost(n: int) -> None:
     runs: dict[str, list[float]] = {"app handler only (A)": [], "app handler only (A')": [],
                                     "recorder + app handler": []}
     _collect_leaks(n, True)  # warm-up
-    for _ in range(5):
+    for _ in range(9):
         runs["app handler only (A)"].append(_collect_leaks(n, False))
         runs["recorder + app handler"].append(_collect_leaks(n, True))
         runs["app handler only (A')"].append(_collect_leaks(n, False))
-    print(f"\n2. one gc.collect() destroying {n:,} leaked tasks (median of 5)")
+    print(f"\n2. one gc.collect() destroying {n:,} leaked tasks (median of 9)")
     med = {k: statistics.median(v) for k, v in runs.items()}
     for name, value in med.items():
         print(f"{name:26} | {value * 1000:8.1f} ms | {value / n * 1e6:6.2f} us per task")
