@@ -175,10 +175,7 @@ async def _collect_leaks(context: CollectContext) -> Capture:
     if context.query.gc != 0:
         # describe every pending task first: CPython closes a garbage coroutine before its
         # task's finalizer runs, so the chain can only be read before the collection
-        # (the snapshot holds names and frames, no task: keeping it keeps no leak alive)
-        snapshot = await stacks.collect(context.settings.max_stack_depth)
-        run = await render_in_thread(gc_leaks.collect_described, snapshot.tasks)
-        del snapshot
+        run = await gc_leaks.collect_on_request(context.settings.max_stack_depth)
         comments.append(run.comment())
     else:
         comments.append("gc=0: no collection was run; leaks found by the application's own "

@@ -414,3 +414,36 @@ def test_rechain_goes_back_in_front_of_a_handler_set_later() -> None:
     assert (first, again, after) == (True, False, later)
     assert seen == [DESTROYED_PENDING] * 3
     assert GC_LEAKS.total == 3
+
+
+def test_concurrent_requests_share_one_collection(no_automatic_gc: None) -> None:
+    async def main() -> list[gc_leaks.GcRun]:
+        loop = await _watched(lambda _loop, _context: None)
+        spawn_leaks()
+        await asyncio.sleep(0)
+        runs = await asyncio.gather(*[gc_leaks.collect_on_request(64) for _ in range(20)])
+        GC_LEAKS.unwatch(loop)
+        return list(runs)
+
+    runs = asyncio.run(main())
+    assert len({id(run) for run in runs}) == 1  # one collection, its result shared
+    assert {r.name for r in GC_LEAKS.records_since(0)} == {"leak-future", "leak-event",
+                                                          "leak-queue"}
+    assert all(r.chain_complete for r in GC_LEAKS.records_since(0))
+
+
+def test_uvloop(no_automatic_gc: None) -> None:
+    import uvloop  # a dev dependency
+    seen: list[str] = []
+
+    async def main() -> None:
+        loop = await _watched(lambda _loop, context: seen.append(context["message"]))
+        spawn_leaks()
+        await asyncio.sleep(0)
+        await gc_leaks.collect_on_request(64)
+        GC_LEAKS.unwatch(loop)
+
+    uvloop.run(main())
+    assert {r.name: r.awaiting for r in GC_LEAKS.records_since(0)} == {
+        "leak-future": "Future", "leak-event": "Event.wait", "leak-queue": "Queue.get"}
+    assert seen == [DESTROYED_PENDING] * 3

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
+import os
 import threading
 import time
 import weakref
@@ -36,10 +37,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._waiting import render_in_thread
 from ..captures.leaks import GroupKey, LeakCapture, LeakRecord
 from ..captures.stacks import TaskStack
+from ..in_flight import InFlight
 from ..loops import ORIGINS, code_name_of
 from ..model import Frame, frame
+from . import stacks
 from .task_walk import describe_task
 
 DESTROYED_PENDING: Final = "Task was destroyed but it is pending!"
@@ -328,6 +332,33 @@ def collect_now(described: Expected | None) -> GcRun:
 
 
 GC_LEAKS: Final = GcLeaks()
+
+
+def _after_fork_in_child() -> None:
+    """A parent's thread may have held a lock at the fork: the child starts with fresh ones."""
+    global _COLLECT_LOCK
+    _COLLECT_LOCK = threading.Lock()
+    GC_LEAKS._lock = threading.Lock()
+    GC_LEAKS._watch_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_RUNS: InFlight[GcRun] = InFlight()
+"""One collection at a time, shared by the requests that arrive while it runs (200
+concurrent /goroutineleak requests cost one collection, not 200 in a row)."""
+
+
+async def collect_on_request(max_depth: int) -> GcRun:
+    """Describe every pending task (a ``goroutine`` snapshot: names and frames, no task, so
+    keeping it keeps no leak alive), then collect on a worker thread expecting them."""
+    async def run() -> GcRun:
+        snapshot = await stacks.collect(max_depth)
+        return await render_in_thread(collect_described, snapshot.tasks)
+
+    return await _RUNS.run(max_depth, run)
 
 
 def expected_from(tasks: Iterable[TaskStack]) -> dict[int, tuple[str, tuple[str | None,
