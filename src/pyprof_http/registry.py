@@ -279,11 +279,11 @@ PROFILES: tuple[ProfileSpec, ...] = (
     ),
     ProfileSpec(
         name="goroutineleak",
-        description="Asyncio tasks the garbage collector proved leaked: pending, and "
-        "unreachable (parked on a Future, Event, Queue or Lock nobody else can reach), with "
-        "what each awaited and where it was created. The request runs a full collection first "
-        "(gc=0 skips it), off the event loop. Tasks parked on something reachable (a "
-        "module-level queue) are not found: see goroutine?min_age.",
+        description="Stack traces of all leaked tasks: pending asyncio tasks the garbage "
+        "collector proved unreachable (parked on a Future, Event, Queue or Lock nobody else "
+        "can reach), with what each awaited and where it was created. The request runs a full "
+        "collection first (gc=0 skips it) on a worker thread. Tasks parked on something "
+        "reachable (a module-level queue) are not found: see goroutine?min_age.",
         collect=_collect_leaks,
         formats={**_profile_formats("pprof", "text", "flamegraph", "folded", "json"),
                  "dump": _needs(LeakCapture, lambda capture, name: render_leak_dump(capture),
