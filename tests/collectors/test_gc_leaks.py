@@ -447,3 +447,26 @@ def test_uvloop(no_automatic_gc: None) -> None:
     assert {r.name: r.awaiting for r in GC_LEAKS.records_since(0)} == {
         "leak-future": "Future", "leak-event": "Event.wait", "leak-queue": "Queue.get"}
     assert seen == [DESTROYED_PENDING] * 3
+
+
+def test_describe_pending_of_a_loop_that_is_not_running(no_automatic_gc: None) -> None:
+    """What a test suite's leak check does at teardown: the loop is idle, the leak is there."""
+    loop = asyncio.new_event_loop()
+    try:
+        ORIGINS.install_factory(loop)
+        loop.set_exception_handler(lambda _loop, _context: None)
+        GC_LEAKS.watch(loop)
+
+        async def step() -> None:
+            spawn_leaks()
+            await asyncio.sleep(0)
+
+        loop.run_until_complete(step())
+        run = collect_now(gc_leaks.describe_pending(loop))
+        GC_LEAKS.unwatch(loop)
+    finally:
+        loop.close()
+    assert run.leaks == 3
+    records = _by_name()
+    assert records["leak-queue"].awaiting == "Queue.get" and records["leak-queue"].chain_complete
+    assert records["leak-event"].stack[1].line == _line_of(leak_event, "leak: only")

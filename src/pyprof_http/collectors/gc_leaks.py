@@ -41,7 +41,7 @@ from .._waiting import render_in_thread
 from ..captures.leaks import GroupKey, LeakCapture, LeakRecord
 from ..captures.stacks import TaskStack
 from ..in_flight import InFlight
-from ..loops import ORIGINS, code_name_of
+from ..loops import ORIGINS, LoopInfo, code_name_of
 from ..model import Frame, frame
 from . import stacks
 from .task_walk import describe_task
@@ -371,6 +371,17 @@ def collect_described(tasks: Iterable[TaskStack]) -> GcRun:
     """:func:`collect_now` expecting the suspended ``tasks`` of a ``goroutine`` snapshot (its
     table is built here, off the loop)."""
     return collect_now(expected_from(tasks))
+
+
+def describe_pending(loop: asyncio.AbstractEventLoop,
+                     max_depth: int = MAX_DEPTH) -> dict[int, tuple[str, tuple[str | None,
+                                                                           tuple[Frame, ...]]]]:
+    """:meth:`GcLeaks.expect`'s table for ``loop``'s pending tasks, read on the calling thread:
+    call it on the loop's own thread or while the loop is not running (a test's teardown,
+    before ``collect_now(describe_pending(loop))``), never while it runs on another thread."""
+    thread = threading.current_thread()
+    info = LoopInfo(loop, thread.ident or 0, thread.name)
+    return expected_from(stacks.walk_loop_tasks(info, max_depth))
 
 
 def watched_comment() -> str:
