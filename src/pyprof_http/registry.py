@@ -20,7 +20,7 @@ from .captures.leaks import LeakCapture
 from .captures.objects import ObjectsCapture
 from .captures.stacks import StackSnapshot, older_than
 from .captures.stalls import StallCapture
-from .collectors import cpu, gc_leaks, heap, locks, objects, stacks, threads, tracing
+from .collectors import cpu, heap, leak_runs, locks, objects, stacks, threads, tracing
 from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
@@ -171,11 +171,11 @@ async def _collect_leaks(context: CollectContext) -> Capture:
     if context.query.seconds is not None:
         since = (time.monotonic_ns(), GC_LEAKS.counts())
         await context.wait(context.query.seconds, None)
-    comments = [gc_leaks.watched_comment()]
+    comments = [leak_runs.watched_comment()]
     if context.query.gc != 0:
         # describe every pending task first: CPython closes a garbage coroutine before its
         # task's finalizer runs, so the chain can only be read before the collection
-        run = await gc_leaks.collect_on_request(context.settings.max_stack_depth)
+        run = await leak_runs.collect_on_request(context.settings.max_stack_depth)
         comments.append(run.comment())
     else:
         comments.append("gc=0: no collection was run; leaks found by the application's own "

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from pyprof_http.collectors import gc_leaks, stacks
-from pyprof_http.collectors.gc_leaks import DESTROYED_PENDING, GC_LEAKS, collect_now
+from pyprof_http.collectors import gc_leaks, leak_runs, stacks
+from pyprof_http.collectors.gc_leaks import DESTROYED_PENDING, GC_LEAKS
+from pyprof_http.collectors.leak_runs import collect_now
 from pyprof_http.collectors.task_walk import describe_task
 from pyprof_http.loops import LOOPS, ORIGINS
 
@@ -78,10 +79,10 @@ async def _watched(previous: Any = None) -> asyncio.AbstractEventLoop:
     return loop
 
 
-async def _request_collection() -> gc_leaks.GcRun:
+async def _request_collection() -> leak_runs.GcRun:
     """What ``/goroutineleak`` does: describe pending tasks, then collect off the loop."""
     snapshot = await stacks.collect(64)
-    described = gc_leaks.expected_from(snapshot.tasks)
+    described = leak_runs.expected_from(snapshot.tasks)
     del snapshot
     return await asyncio.to_thread(collect_now, described)
 
@@ -105,7 +106,7 @@ def test_each_leak_kind_recorded_with_chain_awaited_object_and_creation_site(
     seen: list[str] = []
     holder: dict[str, asyncio.Future[None]] = {}
 
-    async def main() -> gc_leaks.GcRun:
+    async def main() -> leak_runs.GcRun:
         loop = await _watched(lambda _loop, context: seen.append(context["message"]))
         healthy = [asyncio.create_task(healthy_sleep()) for _ in range(500)]
         held = [asyncio.create_task(healthy_future(holder)) for _ in range(500)]
@@ -417,11 +418,11 @@ def test_rechain_goes_back_in_front_of_a_handler_set_later() -> None:
 
 
 def test_concurrent_requests_share_one_collection(no_automatic_gc: None) -> None:
-    async def main() -> list[gc_leaks.GcRun]:
+    async def main() -> list[leak_runs.GcRun]:
         loop = await _watched(lambda _loop, _context: None)
         spawn_leaks()
         await asyncio.sleep(0)
-        runs = await asyncio.gather(*[gc_leaks.collect_on_request(64) for _ in range(20)])
+        runs = await asyncio.gather(*[leak_runs.collect_on_request(64) for _ in range(20)])
         GC_LEAKS.unwatch(loop)
         return list(runs)
 
@@ -440,7 +441,7 @@ def test_uvloop(no_automatic_gc: None) -> None:
         loop = await _watched(lambda _loop, context: seen.append(context["message"]))
         spawn_leaks()
         await asyncio.sleep(0)
-        await gc_leaks.collect_on_request(64)
+        await leak_runs.collect_on_request(64)
         GC_LEAKS.unwatch(loop)
 
     uvloop.run(main())
@@ -462,7 +463,7 @@ def test_describe_pending_of_a_loop_that_is_not_running(no_automatic_gc: None) -
             await asyncio.sleep(0)
 
         loop.run_until_complete(step())
-        run = collect_now(gc_leaks.describe_pending(loop))
+        run = collect_now(leak_runs.describe_pending(loop))
         GC_LEAKS.unwatch(loop)
     finally:
         loop.close()
