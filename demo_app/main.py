@@ -4,7 +4,8 @@ At startup it leaves the shapes that make a stack dump interesting: tasks parked
 consumers on a Queue, a periodic sleeper, a nested await chain, a gather, a lock holder and its
 waiters, and worker threads waiting on a condition. Routes add more on demand (``/work`` runs
 nested awaits, ``/sync`` runs on the threadpool, ``/spawn?n=100`` parks more tasks, ``/stall``
-blocks the event loop for ``/block``, ``/contend`` makes threads fight over a lock for ``/mutex``).
+blocks the event loop for ``/block``, ``/contend`` makes threads fight over a lock for ``/mutex``,
+``/leak`` leaks four tasks for ``/goroutineleak`` and ``/goroutine?min_age``).
 """
 
 from __future__ import annotations
@@ -178,3 +179,34 @@ async def contend(threads: int = Query(4, ge=2, le=32)) -> dict[str, int]:
     lock = threading.Lock()
     await asyncio.gather(*(asyncio.to_thread(update_cache, lock, 0.02) for _ in range(threads)))
     return {"threads": threads}
+
+
+# --- /leak: the four ways a task leaks (for /goroutineleak and /goroutine?min_age) ----------
+
+forgotten_jobs: asyncio.Queue[str] = asyncio.Queue()
+"""A module-level queue nobody feeds: its waiters are reachable, so never garbage."""
+
+
+async def await_reply(reply: asyncio.Future[str]) -> None:
+    await reply  # nobody else has the future
+
+
+async def wait_for_signal() -> None:
+    signal = asyncio.Event()
+    await signal.wait()  # only this task holds the event
+
+
+async def consume_jobs(jobs: asyncio.Queue[str]) -> None:
+    await jobs.get()  # its creator dropped the queue (or, for forgotten_jobs, never feeds it)
+
+
+@app.get("/leak")
+async def leak() -> dict[str, int]:
+    """Leak one task of each kind; three are garbage, found by /goroutineleak, the fourth is
+    parked on a module-level queue, found by /goroutine?min_age=N once it is N s old."""
+    loop = asyncio.get_running_loop()
+    asyncio.create_task(await_reply(loop.create_future()), name="leak-future")  # noqa: RUF006
+    asyncio.create_task(wait_for_signal(), name="leak-event")  # noqa: RUF006
+    asyncio.create_task(consume_jobs(asyncio.Queue()), name="leak-queue")  # noqa: RUF006
+    asyncio.create_task(consume_jobs(forgotten_jobs), name="leak-forgotten")  # noqa: RUF006
+    return {"leaked": 4}

@@ -168,7 +168,7 @@ def test_handler_matrix(path: str, query: str, status: int, media: str,
      'invalid value for "seconds": must be a whole number of seconds from 1 to 60'),
     ("seconds=1&debug=2", '"seconds" cannot be combined with format dump: a delta has no '
      "per-task detail; use the pprof, text or flamegraph format"),
-    ("foo=1", 'unknown parameter "foo"; allowed: debug, format, seconds'),
+    ("foo=1", 'unknown parameter "foo"; allowed: debug, format, min_age, seconds'),
 ])
 def test_bad_parameters_say_why(query: str, reason: str) -> None:
     response = get(APP, f"/debug/pprof/goroutine?{query}")

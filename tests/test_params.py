@@ -142,7 +142,7 @@ def test_repeated_unknown_parameter_is_reported_as_repeated() -> None:
 @pytest.mark.parametrize("name", ["foo", "Debug", "GC", "seconds "])
 def test_unknown_parameter(name: str) -> None:
     assert _reason(f"{name}=1") == (
-        f'unknown parameter "{name}"; allowed: debug, format, seconds'
+        f'unknown parameter "{name}"; allowed: debug, format, min_age, seconds'
     )
 
 
@@ -150,7 +150,8 @@ def test_unknown_parameter(name: str) -> None:
 def test_parameter_of_another_profile(name: str) -> None:
     # known to some profile (heap, profile), but not offered by this one: say which are
     assert _reason(f"{name}=1") == (
-        f'parameter "{name}" is not supported by goroutine; allowed: debug, format, seconds'
+        f'parameter "{name}" is not supported by goroutine; allowed: debug, format, min_age, '
+        "seconds"
     )
 
 
@@ -215,3 +216,22 @@ def test_invalid_granularity(value: str) -> None:
 ])
 def test_granularity_needs_a_format_that_draws_frames(query: str, fmt: str) -> None:
     assert _reason(query) == f'"granularity" applies to format=flamegraph only, not format {fmt}'
+
+
+@pytest.mark.parametrize("value", ["0", "300", "0.5", "12.25"])
+def test_min_age_accepts_non_negative_seconds(value: str) -> None:
+    assert _parse(f"min_age={value}").min_age == float(value)
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "", "1e3", "nan", "inf", " 5", "1.", ".5",
+                                   "5_0", "\u0665", "1000000001"])
+def test_min_age_rejects_anything_else(value: str) -> None:
+    assert _reason(f"min_age={value}") == (
+        'invalid value for "min_age": must be a number of seconds from 0 to 1000000000, '
+        "e.g. 300 or 0.5")
+
+
+def test_min_age_is_goroutine_only() -> None:
+    assert _reason("min_age=1", spec=BY_NAME["goroutineleak"]) == (
+        'parameter "min_age" is not supported by goroutineleak; allowed: debug, format, gc, '
+        "seconds")

@@ -37,6 +37,7 @@ from pyprof_http import (
     switches,
 )
 from pyprof_http.collectors import locks, threads
+from pyprof_http.collectors.gc_leaks import GC_LEAKS
 from pyprof_http.collectors.loop import WATCHDOGS
 from pyprof_http.collectors.session import CURRENT_OWNER, SESSIONS
 from pyprof_http.lifecycle import LifecycleMiddleware
@@ -51,7 +52,8 @@ def _factory_is_ours(loop: asyncio.AbstractEventLoop) -> bool:
 
 def _everything_off() -> bool:
     return (threading.Thread.start is ORIGINAL_START and threading.Lock is ORIGINAL_LOCK
-            and locks.fraction() == 0 and not WATCHDOGS.watching())
+            and locks.fraction() == 0 and not WATCHDOGS.watching()
+            and not GC_LEAKS.watched_loops())
 
 
 @pytest.fixture(autouse=True)
@@ -79,11 +81,14 @@ def _state(loop: asyncio.AbstractEventLoop) -> dict[str, object]:
         "watchdog": WATCHDOGS.is_watching(loop),
         "thread hook": threads.THREAD_STARTS.installed,
         "lock fraction": locks.fraction(),
+        "leak recorder": GC_LEAKS.watching(loop),
     }
 
 
-ALL_ON = {"factory": True, "watchdog": True, "thread hook": True, "lock fraction": 3}
-ALL_OFF = {"factory": False, "watchdog": False, "thread hook": False, "lock fraction": 0}
+ALL_ON = {"factory": True, "watchdog": True, "thread hook": True, "lock fraction": 3,
+          "leak recorder": True}
+ALL_OFF = {"factory": False, "watchdog": False, "thread hook": False, "lock fraction": 0,
+           "leak recorder": False}
 
 
 def test_two_lifespans_on_one_loop_first_shutdown_leaves_the_others_switches_on(
@@ -220,7 +225,8 @@ def test_one_app_under_two_servers_keeps_its_switches_until_the_last_shutdown() 
             runner.join(10)
             loop.close()
     assert both == [ALL_ON, ALL_ON]
-    assert after_beside == [ALL_ON, {**ALL_ON, "factory": False, "watchdog": False}]
+    assert after_beside == [ALL_ON, {**ALL_ON, "factory": False, "watchdog": False,
+                                     "leak recorder": False}]
     assert after_live == [ALL_OFF, ALL_OFF]
 
 
@@ -489,7 +495,7 @@ def test_nothing_the_allowlist_excludes_is_installed() -> None:
     ({"mutex"}, {"lock fraction": 3}),
     ({"block"}, {"watchdog": True}),
     ({"goroutine"}, {"factory": True}),
-    ({"goroutineleak"}, {"factory": True}),
+    ({"goroutineleak"}, {"factory": True, "leak recorder": True}),
 ])
 def test_each_switch_is_installed_when_its_profile_is_allowed(
     profiles: set[str], expected: dict[str, object],
@@ -666,3 +672,43 @@ def test_a_side_server_that_cannot_bind_lets_go_of_its_lock_profiling() -> None:
                                 settings=Settings(lock_profile_fraction=2))
         assert raised.traceback  # (keeps the failed call's frame, and its app, alive)
         assert locks.fraction() == 0 and threading.Lock is ORIGINAL_LOCK
+
+
+def test_leak_recorder_chained_once_per_loop_for_two_apps_and_put_back_by_the_last() -> None:
+    def app_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None: ...
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(app_handler)
+        first = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, Settings()))
+        second = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, Settings()))
+        await first.startup()
+        await second.startup()
+        chained = loop.get_exception_handler()
+        seen: list[object] = [getattr(chained, "previous", None)]
+        await first.shutdown()
+        seen.append(loop.get_exception_handler() is chained)
+        await second.shutdown()
+        seen.append(loop.get_exception_handler())
+        return seen
+
+    previous, kept, after = asyncio.run(main())
+    assert previous is app_handler  # one chain, in front of the app's handler
+    assert kept is True
+    assert after is app_handler
+
+
+def test_a_mounted_app_records_leaks_from_its_first_request() -> None:
+    app = PprofApp(Settings(profiles=frozenset({"goroutineleak"})))
+
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        before = GC_LEAKS.watching(loop)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1") as client:
+            await client.get("/")
+        during = GC_LEAKS.watching(loop)
+        app.claims.release_all()
+        return before, during
+
+    assert asyncio.run(main()) == (False, True)

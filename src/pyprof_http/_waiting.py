@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 
@@ -153,12 +153,21 @@ class Standby(Generic[_T]):
         if self._cancelled:
             return
         with _RENDERS:
+            fn, self._fn = self._fn, _ran
             try:
-                result: tuple[bool, object] = (True, self._fn())
+                result: tuple[bool, object] = (True, fn())
             except BaseException as exc:  # handed to the waiting request
                 result = (False, exc)
+            # what ``fn`` was given (a loop capture's tasks and frames) must not outlive the
+            # call: the request resumes before this thread ends, and a collection it runs
+            # then (goroutineleak) must find those tasks unreachable
+            del fn
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
             self._loop.call_soon_threadsafe(self._deliver, *result)
+
+
+def _ran() -> Any:
+    raise RuntimeError("already ran")
 
 
 async def render_in_thread(fn: Callable[..., _T], *args: object) -> _T:

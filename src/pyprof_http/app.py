@@ -65,6 +65,9 @@ class PprofApp:
         self.watch_serving_loop = self.settings.allows("block")
         """Start the stall watchdog on the loop of the first request (mount-only use has no
         lifespan to start it); off for a side server, whose loop is not the app's."""
+        self.record_leaks = self.settings.allows("goroutineleak")
+        """Chain the destroyed-pending-task recorder into the loop of the first request (as
+        the watchdog: mount-only use has no lifespan), put back at shutdown."""
         self._guarded = AuthMiddleware(self._serve_http, self.settings)
         self._windows: Counter[str] = Counter()
 
@@ -81,6 +84,8 @@ class PprofApp:
         loop = LOOPS.register_if_running()  # None under trio: nothing to register or watch
         if loop is not None and self.watch_serving_loop:  # a dict lookup once watched
             self.claims.watch(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
+        if loop is not None and self.record_leaks:  # mount-only: from the first request on
+            self.claims.record_leaks(loop)
         request = Request(scope, receive)
         owner = CURRENT_OWNER.set(self.claims.id)  # profiles started here are this app's
         try:

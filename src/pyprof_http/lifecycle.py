@@ -80,6 +80,8 @@ class LifecycleMiddleware:
         async def send_lifespan(message: Message) -> None:
             if message["type"] == "lifespan.startup.failed":
                 self.claims.shut_down(asyncio.get_running_loop())
+            elif message["type"] == "lifespan.startup.complete":
+                self._started(asyncio.get_running_loop())
             await send(message)
 
         await self.app(scope, receive_lifespan, send_lifespan)
@@ -91,6 +93,11 @@ class LifecycleMiddleware:
     def _startup(self, loop: asyncio.AbstractEventLoop) -> None:
         self.claims.follow(self.settings)
         self.claims.start_on(loop, self.settings)
+
+    def _started(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After the app's own startup code: hooks it may have replaced meanwhile (a loop
+        exception handler set in its lifespan) go back in front."""
+        self.claims.after_startup(loop)
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         self.claims.shut_down(loop)

@@ -231,6 +231,24 @@ class TaskOrigins:
             found = self._store(task, None)
         return found[1], (_as_origin(found) if found[2] is not None else None)
 
+    def lookup_dying(self, task: asyncio.Future[Any]) -> tuple[int, TaskOrigin | None] | None:
+        """:meth:`lookup` for a task in its finalizer, or None when it was never recorded.
+
+        The collector clears weak references to garbage before it runs finalizers, so the
+        record's weakref may be dead here, and :meth:`lookup` would take the task for a new
+        one. While the task is in its finalizer no other object can have its address, and the
+        factory (or a first lookup) overwrites the record of a task created at a reused
+        address, so the record found by id is this task's unless its weakref points to another
+        live object. Stores nothing (a finalizer must not grow the table).
+        """
+        found = self._records.get(id(task))
+        if found is None:
+            return None
+        alive = found[0]()
+        if alive is not None and alive is not task:
+            return None
+        return found[1], (_as_origin(found) if found[2] is not None else None)
+
     def _store(self, task: asyncio.Future[Any], raw: _Raw | None) -> list[Any]:
         record = [weakref.ref(task), next(self._counter), raw]
         records = self._records

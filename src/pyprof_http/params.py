@@ -7,6 +7,7 @@ or unsupported parameter is a 400 whose one line names the parameter and what is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ from .registry import ProfileSpec
 DEFAULT_HZ, MIN_HZ, MAX_HZ = 100, 1, 250
 _CHOICES = {"mode": ("cpu", "wall", "tracing"), "clock": ("cpu", "wall"),
             "granularity": ("functions", "lines")}
+MAX_MIN_AGE_S = 10**9
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 _FORMAT_PARAMS = frozenset({"granularity"})
 """Parameters of a format rather than of a profile: allowed wherever that format is."""
 
@@ -56,6 +59,18 @@ class ProfileQuery(BaseModel):
     gc: int | None = Field(default=None, description="1: run the garbage collector first")
     granularity: Granularity | None = Field(
         default=None, description="flame graph frames: functions (default) or lines")
+    min_age: float | None = Field(
+        default=None, description="goroutine: only threads and tasks at least this many "
+        "seconds old (of known age)")
+
+    @field_validator("min_age", mode="before")
+    @classmethod
+    def _min_age(cls, value: Any) -> float:
+        if (isinstance(value, str) and value.isascii() and len(value) <= 20
+                and _DECIMAL.fullmatch(value) and float(value) <= MAX_MIN_AGE_S):
+            return float(value)
+        raise ValueError(f"must be a number of seconds from 0 to {MAX_MIN_AGE_S}, "
+                         "e.g. 300 or 0.5")
 
     @field_validator("gc", mode="before")
     @classmethod

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._waiting import render_in_thread
 from .captures.heap import HeapCapture
+from .captures.leaks import LeakCapture
 from .captures.objects import ObjectsCapture
-from .captures.stacks import StackSnapshot
+from .captures.stacks import StackSnapshot, older_than
 from .captures.stalls import StallCapture
-from .collectors import cpu, heap, locks, objects, stacks, threads, tracing
+from .collectors import cpu, heap, leak_runs, locks, objects, stacks, threads, tracing
+from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import Settings
@@ -32,6 +34,7 @@ from .render.dump import render_dump
 from .render.flamegraph import render_flamegraph
 from .render.folded import render_folded
 from .render.heap_text import render_heap_text
+from .render.leak_dump import render_leak_dump
 from .render.objects_text import render_objects_text
 from .render.profile_json import render_json
 from .render.pstats_out import render_pstats
@@ -156,7 +159,28 @@ def _profile_formats(*only: str) -> dict[str, Format]:
 
 async def _collect_stacks(context: CollectContext) -> Capture:
     delta = context.query.seconds is not None
-    return await stacks.collect(context.settings.max_stack_depth, skip_self=delta)
+    snapshot = await stacks.collect(context.settings.max_stack_depth, skip_self=delta)
+    if context.query.min_age is not None:
+        return older_than(snapshot, context.query.min_age)
+    return snapshot
+
+
+async def _collect_leaks(context: CollectContext) -> Capture:
+    """Leaks recorded so far (or during ``seconds``), after a collection unless ``gc=0``."""
+    since = None
+    if context.query.seconds is not None:
+        since = (time.monotonic_ns(), GC_LEAKS.counts())
+        await context.wait(context.query.seconds, None)
+    comments = [leak_runs.watched_comment()]
+    if context.query.gc != 0:
+        # describe every pending task first: CPython closes a garbage coroutine before its
+        # task's finalizer runs, so the chain can only be read before the collection
+        run = await leak_runs.collect_on_request(context.settings.max_stack_depth)
+        comments.append(run.comment())
+    else:
+        comments.append("gc=0: no collection was run; leaks found by the application's own "
+                        "collections only")
+    return GC_LEAKS.capture(since, tuple(comments))
 
 
 async def _collect_cpu(context: CollectContext) -> Capture:
@@ -251,6 +275,23 @@ PROFILES: tuple[ProfileSpec, ...] = (
         count=stacks.count,
         delta=True,
         quiet_gc=True,
+        params=frozenset({"debug", "format", "seconds", "min_age"}),
+    ),
+    ProfileSpec(
+        name="goroutineleak",
+        description="Stack traces of all leaked tasks: pending asyncio tasks the garbage "
+        "collector proved unreachable (parked on a Future, Event, Queue or Lock nobody else "
+        "can reach), with what each awaited and where it was created. The request runs a full "
+        "collection first (gc=0 skips it) on a worker thread. Tasks parked on something "
+        "reachable (a module-level queue) are not found: see goroutine?min_age.",
+        collect=_collect_leaks,
+        formats={**_profile_formats("pprof", "text", "flamegraph", "folded", "json"),
+                 "dump": _needs(LeakCapture, lambda capture, name: render_leak_dump(capture),
+                                "the leak dump needs a leak capture (its individual records)")},
+        debug_formats=("pprof", "text", "dump"),
+        count=lambda: GC_LEAKS.total,
+        window=True,
+        params=frozenset({"debug", "format", "seconds", "gc"}),
     ),
     ProfileSpec(
         name="profile",

@@ -59,6 +59,7 @@ from types import FrameType
 from typing import Any, Final, TypeVar
 
 from .collectors import heap, locks, threads
+from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
@@ -84,6 +85,9 @@ _factories: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
     "_factories", weakref.WeakKeyDictionary)
 _watchers: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
     "_watchers", weakref.WeakKeyDictionary)
+_leak_watchers: weakref.WeakKeyDictionary[_Loop, set[int]] = _kept(
+    "_leak_watchers", weakref.WeakKeyDictionary)
+"""loop -> claims holding the destroyed-pending-task recorder in its exception handler."""
 _thread_hooks: dict[int, int] = _kept("_thread_hooks", dict)
 """claim id -> the max_stack_depth it asked for."""
 _lock_claims: dict[int, int] = _kept("_lock_claims", dict)
@@ -174,6 +178,7 @@ class Claims:
         finalizer.atexit = False
         self._recent_factory: weakref.ref[_Loop] | None = None
         self._recent_watch: weakref.ref[_Loop] | None = None
+        self._recent_leaks: weakref.ref[_Loop] | None = None
         self._lifespans: weakref.WeakKeyDictionary[_Loop, int] = weakref.WeakKeyDictionary()
         """Loop -> lifespans of this app started on it and not shut down yet."""
 
@@ -193,6 +198,8 @@ class Claims:
             self.task_factory(loop)
         if settings.allows("block"):
             self.watch(loop, settings.loop_stall_ms, settings.max_stack_depth)
+        if settings.allows("goroutineleak"):
+            self.record_leaks(loop)
         SESSIONS.shutting_down = False  # a fresh start (tests restart apps in one process)
         self.chain_shutdown_signals()
 
@@ -211,6 +218,26 @@ class Claims:
                 _watchers.setdefault(loop, set()).add(self.id)
             self._recent_watch = weakref.ref(loop)
         WATCHDOGS.start(loop, stall_ms, max_depth)  # a dict lookup once the loop is watched
+
+    def record_leaks(self, loop: _Loop) -> None:
+        """Chain the destroyed-pending-task recorder into ``loop``'s exception handler
+        (``goroutineleak``); once per app and loop, cheap when held."""
+        recent = self._recent_leaks
+        if recent is not None and recent() is loop:
+            return
+        with _held():
+            holders = _leak_watchers.setdefault(loop, set())
+            if not holders:  # the first holder: one watch, unwatched when the last goes
+                GC_LEAKS.watch(loop)
+            holders.add(self.id)
+        self._recent_leaks = weakref.ref(loop)
+
+    def after_startup(self, loop: _Loop) -> None:
+        """Once the app's own startup code ran: put the leak recorder back in front of an
+        exception handler the app set there (it then hands every event on to it)."""
+        with _held():
+            if self.id in _leak_watchers.get(loop, ()):
+                GC_LEAKS.rechain(loop)
 
     def hook_thread_start(self, max_depth: int) -> None:
         with _held():
@@ -241,6 +268,7 @@ class Claims:
         was this app's last; else only this loop's task factory and watchdog (the app still
         serves under another server, whose loop and process-wide switches stay on)."""
         self._recent_factory = self._recent_watch = None
+        self._recent_leaks = None
         with _held():
             left = self._lifespans.pop(loop, 0) - 1
             if left > 0:
@@ -256,6 +284,7 @@ class Claims:
         """Let go of everything this app holds (its shutdown): stop the profiles it started,
         and switch off whatever no other app still holds."""
         self._recent_factory = self._recent_watch = None
+        self._recent_leaks = None
         with _held():
             _release(self.id)
 
@@ -267,7 +296,7 @@ def wants_task_factory(settings: Settings) -> bool:
 def _release(claim_id: int) -> None:
     """Drop ``claim_id`` from every table and switch off what nobody holds; ``_lock`` held."""
     SESSIONS.stop_all(owner=claim_id)
-    for loop in {*_factories.keys(), *_watchers.keys()}:
+    for loop in {*_factories.keys(), *_watchers.keys(), *_leak_watchers.keys()}:
         _release_loop(claim_id, loop)
     if _thread_hooks.pop(claim_id, None) is not None:
         if _thread_hooks:
@@ -285,7 +314,7 @@ def _release(claim_id: int) -> None:
 def _release_loop(claim_id: int, loop: _Loop) -> None:
     """Drop ``claim_id``'s hold on ``loop``'s factory and watchdog; ``_lock`` held."""
     for table, switch_off in ((_factories, ORIGINS.uninstall_factory),
-                              (_watchers, WATCHDOGS.stop)):
+                              (_watchers, WATCHDOGS.stop), (_leak_watchers, GC_LEAKS.unwatch)):
         holders = table.get(loop)
         if holders is not None and claim_id in holders:
             holders.discard(claim_id)

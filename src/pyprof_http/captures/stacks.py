@@ -33,6 +33,8 @@ class ThreadStack(NamedTuple):
     state: str
     stack: tuple[Frame, ...]
     """Innermost frame first."""
+    age_s: float | None = None
+    """Seconds since it was started, when the ``Thread.start`` hook saw it start."""
 
 
 class TaskStack(NamedTuple):
@@ -121,3 +123,22 @@ def _labels(kind: str, thread: str, state: str, task: str, created: str) -> dict
     return labels
 
 
+
+
+def older_than(snapshot: StackSnapshot, min_age_s: float) -> StackSnapshot:
+    """Only the threads and tasks known to be at least ``min_age_s`` old (``min_age``).
+
+    A task created before the task factory was chained (or a thread started before the
+    ``Thread.start`` hook, the main thread among them) has no known age: it is left out, and
+    a comment says how many were, since it may well be older than the limit. The creation
+    time is known for everything made after startup, the leaks this filter is for.
+    """
+    threads = tuple(t for t in snapshot.threads if t.age_s is not None and t.age_s >= min_age_s)
+    tasks = tuple(t for t in snapshot.tasks if t.age_s is not None and t.age_s >= min_age_s)
+    unknown_threads = sum(1 for t in snapshot.threads if t.age_s is None)
+    unknown_tasks = sum(1 for t in snapshot.tasks if t.age_s is None)
+    comment = (f"min_age={min_age_s:g}s: {len(threads)} threads and {len(tasks)} tasks at "
+               f"least that old; left out as of unknown age (started before pyprof_http's "
+               f"hooks): {unknown_threads} threads, {unknown_tasks} tasks")
+    return StackSnapshot(threads, tasks, snapshot.time_ns, (*snapshot.comments, comment),
+                         snapshot.loop_hold_ns)

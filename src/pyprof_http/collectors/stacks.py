@@ -31,6 +31,7 @@ from ..loops import LOOPS, ORIGINS, LoopInfo
 from .frames import frame_at, thread_frames
 from .task_walk import LoopCapture, build_tasks, capture_tasks
 from .thread_state import TOP_FRAMES_CHECKED, state_of
+from .threads import THREAD_STARTS
 
 __all__ = ["COUNT", "OWN_PREFIX", "StackSnapshot", "TaskStack", "ThreadStack", "collect",
            "count", "walk_loop_tasks", "walk_threads"]
@@ -133,17 +134,23 @@ class _ThreadsCapture:
     threads: list[tuple[int, tuple[str, bool, int | None] | None, list[FrameType], list[int]]]
     """(ident, (name, daemon, native id) if known, frames innermost first, their ``f_lasti``)."""
     max_depth: int
+    started: dict[int, float] | None = None
+    """ident -> ``time.monotonic()`` at its start, for threads the start hook saw."""
+    monotonic: float = 0.0
 
 
 def _capture_threads(max_depth: int) -> _ThreadsCapture:
     """Every thread's frames and offsets, read now; cheap (a few hundred frames)."""
-    by_ident = {t.ident: (t.name, t.daemon, t.native_id) for t in threading.enumerate()}
+    live = threading.enumerate()
+    by_ident = {t.ident: (t.name, t.daemon, t.native_id) for t in live}
+    started = {t.ident: at for t in live
+               if t.ident is not None and (at := THREAD_STARTS.started_at(t)) is not None}
     depth = max(max_depth, TOP_FRAMES_CHECKED)  # states look at the top frames
     out = []
     for ident, chain in thread_frames(depth):  # one C call: see thread_frames
         frames = list(chain)
         out.append((ident, by_ident.get(ident), frames, [f.f_lasti for f in frames]))
-    return _ThreadsCapture(threading.get_ident(), out, max_depth)
+    return _ThreadsCapture(threading.get_ident(), out, max_depth, started, time.monotonic())
 
 
 def _build_threads(capture: _ThreadsCapture) -> list[ThreadStack]:
@@ -161,7 +168,9 @@ def _build_threads(capture: _ThreadsCapture) -> list[ThreadStack]:
             state = "runnable"
         name, daemon, native_id = known if known is not None else (f"<unknown {ident}>",
                                                                       False, None)
-        out.append(ThreadStack(ident, native_id, name, daemon, state, stack[:capture.max_depth]))
+        at = capture.started.get(ident) if capture.started else None
+        out.append(ThreadStack(ident, native_id, name, daemon, state, stack[:capture.max_depth],
+                               None if at is None else capture.monotonic - at))
     out.sort(key=lambda t: (t.ident != current, t.name, t.ident))
     return out
 

@@ -191,6 +191,24 @@ def build_tasks(capture: LoopCapture) -> list[TaskStack]:
     return out
 
 
+def describe_task(task: asyncio.Future[Any], max_depth: int,
+                  loop_time: float = 0.0) -> tuple[str | None, tuple[Frame, ...]]:
+    """What one suspended task waits on, in words, and its await chain as frames (innermost
+    first, at most ``max_depth``): the ``goroutine`` dump's view of a single task, as strings.
+
+    For callers that hold one task and no loop capture (the garbage-collected task recorder,
+    from a finalizer on any thread): nothing is kept, nothing is resumed. A task whose
+    coroutine has already been closed has no frames left; the stack is then empty.
+    """
+    fut = getattr(task, "_fut_waiter", None)
+    get_coro = getattr(task, "get_coro", None)
+    frames, waited = _await_chain(get_coro() if get_coro is not None else None, fut)
+    fut = fut or waited
+    waiting = _describe_wait(frames, fut, None, loop_time, {}) if fut is not None else None
+    kept = frames[-max_depth:] if max_depth > 0 else []
+    return waiting, tuple([frame_at(f.f_code, f.f_lasti) for f in reversed(kept)])
+
+
 def _await_chain(coro: Any, fut_waiter: Any = None) -> tuple[list[FrameType], Any]:
     """Frames outermost first down the whole await chain, and the future at its end (if any).
 

@@ -51,6 +51,10 @@ class ThreadOrigins:
         )
         self._lock = _thread.allocate_lock()
         self.max_depth = 64
+        self._started: weakref.WeakKeyDictionary[threading.Thread, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        """``time.monotonic()`` when each thread was started (for ``goroutine?min_age``)."""
 
     def install(self, max_depth: int) -> None:
         """Wrap ``Thread.start`` once; later calls only update the depth. A hook of an earlier
@@ -64,6 +68,7 @@ class ThreadOrigins:
                     return
                 if previous is not None:
                     self._stacks.update(previous._stacks)
+                    self._started.update(getattr(previous, "_started", {}))
             original = _patching.original_of(threading.Thread, "start")
             if not original:  # nothing to wrap (cannot happen with a real threading module)
                 return
@@ -106,6 +111,11 @@ class ThreadOrigins:
 
     def remember(self, thread: threading.Thread, stack: tuple[Frame, ...]) -> None:
         self._stacks[thread] = stack
+        self._started[thread] = time.monotonic()
+
+    def started_at(self, thread: threading.Thread) -> float | None:
+        """``time.monotonic()`` when ``thread`` was started, if the hook saw it start."""
+        return self._started.get(thread)
 
     def stack_of(self, thread: threading.Thread) -> tuple[Frame, ...] | None:
         return self._stacks.get(thread)
