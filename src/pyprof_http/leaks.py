@@ -229,6 +229,7 @@ class Check:
 
     def end(self) -> None:
         """Check, retrying with sleeps; raises :class:`LeakError`. Not on a loop thread."""
+        __tracebackhide__ = True  # pytest: the report is the message, not these frames
         started = time.monotonic()
         try:
             found = find(ignore=self.ignore, retries=self.retries, max_sleep=self.max_sleep,
@@ -241,6 +242,7 @@ class Check:
 
     async def aend(self) -> None:
         """Check this loop's tasks and every thread, yielding to the loop between attempts."""
+        __tracebackhide__ = True  # pytest: the report is the message, not these frames
         started = time.monotonic()
         try:
             if asyncio._get_running_loop() is None:  # another framework's loop (trio)
@@ -261,6 +263,7 @@ class Check:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        __tracebackhide__ = True
         if kind is None:
             self.end()
         else:
@@ -272,6 +275,7 @@ class Check:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        __tracebackhide__ = True
         if kind is None:
             await self.aend()
         else:

@@ -20,6 +20,8 @@ phase, with the report; a test that failed anyway is not checked.
 - ``unittest.IsolatedAsyncioTestCase``: the baseline is taken when ``asyncSetUp`` starts and
   the check runs when ``asyncTearDown`` returns, on the test's loop.
 - pytest-xdist: each worker checks its own tests.
+
+The plugin imports :mod:`pyprof_http.leaks` only when a test is checked.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
-
-from . import leaks
 
 _ENABLED = pytest.StashKey[bool]()
 """Set on an item by the ``no_leaks`` fixture."""
@@ -48,6 +48,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(pyprof_http.leaks; report: where each was created, what it waits on)")
     parser.addini("leak_check", type="bool", default=False,
                   help="check every test for leaked tasks and threads (as --leak-check)")
+    parser.addini("leak_check_retries", type="string", default="20",
+                  help="leak checks: attempts after the first before failing (default 20)")
+    parser.addini("leak_check_max_sleep", type="string", default="0.1",
+                  help="leak checks: longest sleep between attempts, seconds (default 0.1; "
+                       "sleeps start at 1 us and double)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,11 +89,9 @@ def _options(item: pytest.Item) -> dict[str, Any] | None:
         return None
     options: dict[str, Any] = {"ignore": [rule for m in markers
                                           for rule in m.kwargs.get("ignore", ())]}
-    for key in ("retries", "max_sleep"):
-        for m in markers:
-            if key in m.kwargs:
-                options[key] = m.kwargs[key]
-                break
+    for key, parse in (("retries", int), ("max_sleep", float)):
+        given = next((m.kwargs[key] for m in markers if key in m.kwargs), None)
+        options[key] = parse(item.config.getini(f"leak_check_{key}")) if given is None else given
     return options
 
 
@@ -97,6 +100,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     options = _options(item)
     if options is None:
         return (yield)
+    from . import leaks  # only now: a session that checks nothing does not import pyprof_http
+
     _hold_thread_hook(item.config)
     testcase = getattr(item, "_testcase", None)
     if isinstance(testcase, unittest.IsolatedAsyncioTestCase):
@@ -126,6 +131,8 @@ def _checked_coroutine(function: Callable[..., Any], options: dict[str, Any]
                        ) -> Callable[..., Any]:
     """``function`` run inside ``async with check()``: on whatever loop runs the test."""
 
+    from . import leaks
+
     @functools.wraps(function)
     async def checked(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -139,6 +146,8 @@ def _unittest_async(testcase: unittest.IsolatedAsyncioTestCase, options: dict[st
                     ) -> Generator[None, Any, Any]:
     """Baseline at ``asyncSetUp``, check after ``asyncTearDown``, both on the test's loop.
     unittest reports a :class:`LeakError` raised there as this test's failure."""
+    from . import leaks
+
     check = leaks.check(**options)
     set_up, tear_down = testcase.asyncSetUp, testcase.asyncTearDown
 
