@@ -211,7 +211,7 @@ def test_a_pending_task_destroyed_by_the_collector_in_the_block_is_a_leak() -> N
         assert "destroyed by the garbage collector while pending" in leak.text
         line = spawn_orphan.__code__.co_firstlineno + 1
         assert leak.created_by.endswith(f"spawn_orphan at {__file__}:{line}")  # 3.10: no qualname
-        assert f"in {orphan.__qualname__}" in leak.text  # its await chain
+        assert re.search(r", in (\S+\.)?orphan$", leak.text, re.M)  # its await chain
 
     asyncio.run(main())
 

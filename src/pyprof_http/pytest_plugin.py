@@ -103,6 +103,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     from . import leaks  # only now: a session that checks nothing does not import pyprof_http
 
     _hold_thread_hook(item.config)
+    try:
+        return (yield from _checked_call(item, options))
+    except leaks.LeakError as exc:  # the report is the message: no traceback through asyncio
+        report = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+    pytest.fail(report, pytrace=False)
+
+
+def _checked_call(item: pytest.Item, options: dict[str, Any]) -> Generator[None, Any, Any]:
+    from . import leaks
+
     testcase = getattr(item, "_testcase", None)
     if isinstance(testcase, unittest.IsolatedAsyncioTestCase):
         return (yield from _unittest_async(testcase, options))

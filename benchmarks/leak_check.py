@@ -1,0 +1,123 @@
+"""What ``--leak-check`` costs a test suite: 500 passing tests with it and without it.
+
+Run:  .venv/bin/python benchmarks/leak_check.py [--tests 500] [--rounds 5]
+
+Generates a suite in a temporary directory: half sync tests (a little arithmetic, a short-lived
+thread in one test in ten), half pytest-asyncio tests (each creates and awaits a task, one in ten
+also uses the loop's default executor). Every test is clean, so the check passes and this
+measures what every passing test pays: the baseline, the task factory and the ``Thread.start``
+hook for the test, one comparison at its end.
+
+Each round runs pytest (a fresh process each time: what a developer waits for) three times,
+interleaved so that load on the machine falls on both sides alike: without the check, with
+``--leak-check``, and without it again. The ratio is median(with) / median(without); the A/A
+figure, median(second without) / median(first without), is the noise: a ratio within it is no
+measurable cost. The target is judged on the pytest processes' CPU time (user + system, from
+``getrusage``), which a loaded machine disturbs far less than wall time; wall time and pytest's
+own session time (no interpreter start-up) are printed too. Target: ratio ≤ 1.10. The exit
+status is 1 if the target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 1.10
+INI = """[pytest]
+asyncio_default_fixture_loop_scope = function
+"""
+SYNC = '''
+def test_sync_{i}():
+    total = sum(range(200))
+    if {i} % 10 == 0:
+        t = threading.Thread(target=time.sleep, args=(0,))
+        t.start()
+        t.join()
+    assert total == 19900
+'''
+ASYNC = '''
+@pytest.mark.asyncio
+async def test_async_{i}():
+    task = asyncio.create_task(asyncio.sleep(0))
+    await task
+    if {i} % 10 == 0:
+        await asyncio.get_running_loop().run_in_executor(None, int)
+'''
+HEADER = "import asyncio\nimport threading\nimport time\n\nimport pytest\n"
+
+
+def generate(root: Path, n: int, per_file: int = 50) -> None:
+    (root / "pytest.ini").write_text(INI)
+    made = 0
+    for f in range((n + per_file - 1) // per_file):
+        body = [HEADER]
+        for _ in range(min(per_file, n - made)):
+            body.append((SYNC if made % 2 == 0 else ASYNC).format(i=made))
+            made += 1
+        (root / f"test_gen_{f}.py").write_text("\n".join(body))
+
+
+def run(root: Path, *extra: str) -> tuple[float, float, float]:
+    """(CPU seconds of the pytest process, its wall seconds, seconds pytest itself reported)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+           *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    found = re.search(r"(\d+) passed in ([\d.]+)s", done.stdout)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"suite failed ({' '.join(extra) or 'no check'}):\n{done.stdout[-3000:]}")
+    return cpu, wall, float(found.group(2))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tests", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="leak_check_bench_") as tmp:
+        root = Path(tmp)
+        generate(root, args.tests)
+        run(root)  # warm-up: imports into the page cache
+        off, on, off2 = [], [], []
+        for i in range(args.rounds):
+            off.append(run(root))
+            on.append(run(root, "--leak-check"))
+            off2.append(run(root))
+            print(f"round {i + 1}: without {off[-1][0]:.2f} s, with {on[-1][0]:.2f} s, "
+                  f"without again {off2[-1][0]:.2f} s (CPU)", flush=True)
+    print(f"\n{args.tests} passing tests ({args.tests // 2} sync, {args.tests - args.tests // 2}"
+          f" pytest-asyncio), {args.rounds} interleaved rounds, medians:")
+    print(f"{'':22} {'without':>9} {'with':>9} {'ratio':>7} {'A/A':>7}")
+    verdict = 0
+    for label, k in (("process CPU s", 0), ("process wall s", 1), ("pytest session s", 2)):
+        a = statistics.median(r[k] for r in off)
+        b = statistics.median(r[k] for r in on)
+        a2 = statistics.median(r[k] for r in off2)
+        ratio = b / a
+        print(f"{label:22} {a:9.2f} {b:9.2f} {ratio:7.3f} {a2 / a:7.3f}")
+        if k == 0 and ratio > TARGET:
+            verdict = 1
+    per_test_ms = (statistics.median(r[0] for r in on) - statistics.median(r[0] for r in off)
+                   ) / args.tests * 1000
+    print(f"per test: {per_test_ms:+.3f} ms of CPU (difference of medians / tests)")
+    print(f"target: a suite with --leak-check vs without <= {TARGET:.2f}x: "
+          f"{'PASS' if verdict == 0 else 'MISS'}")
+    return verdict
+
+
+if __name__ == "__main__":
+    sys.exit(main())
