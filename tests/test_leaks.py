@@ -229,3 +229,19 @@ def test_async_check_works_under_trio_for_threads() -> None:
         trio.run(main)
     finally:
         event.set()
+
+
+def test_hostile_task_names_are_escaped_in_the_report() -> None:
+    hostile = "evil\x1b[31m\u2028<b>\"\udc80"
+
+    async def main() -> None:
+        with pytest.raises(leaks.LeakError) as caught:
+            async with leaks.check(**FAST):
+                task = asyncio.get_running_loop().create_task(
+                    wait_forever(asyncio.Event()), name=hostile)
+        task.cancel()
+        text = str(caught.value)
+        assert "\x1b" not in text and "\u2028" not in text and "\udc80" not in text
+        assert caught.value.leaks[0].name == hostile  # the record keeps the real name
+
+    asyncio.run(main())
