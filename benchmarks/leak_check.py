@@ -83,6 +83,37 @@ def run(root: Path, *extra: str) -> tuple[float, float, float]:
     return cpu, wall, float(found.group(2))
 
 
+def check_cost_us(n: int = 2000, rounds: int = 5) -> tuple[float, float]:
+    """In-process, best of ``rounds``: µs per passing ``with check()`` and per ``async with
+    check()`` around a created-and-awaited task (minus the bare task), the plugin's work per
+    test. Not disturbed by process start-up, so a bound that noise cannot hide."""
+    import asyncio
+
+    from pyprof_http import leaks
+
+    sync_best = async_best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(n):
+            with leaks.check():
+                pass
+        sync_best = min(sync_best, (time.perf_counter() - started) / n * 1e6)
+
+        async def loop() -> float:
+            started = time.perf_counter()
+            for _ in range(n):
+                await asyncio.create_task(asyncio.sleep(0))
+            bare = time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in range(n):
+                async with leaks.check():
+                    await asyncio.create_task(asyncio.sleep(0))
+            return (time.perf_counter() - started - bare) / n * 1e6
+
+        async_best = min(async_best, asyncio.run(loop()))
+    return sync_best, async_best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tests", type=int, default=500)
@@ -114,6 +145,12 @@ def main() -> int:
     per_test_ms = (statistics.median(r[0] for r in on) - statistics.median(r[0] for r in off)
                    ) / args.tests * 1000
     print(f"per test: {per_test_ms:+.3f} ms of CPU (difference of medians / tests)")
+    sync_us, async_us = check_cost_us()
+    per_test_cpu_ms = statistics.median(r[0] for r in off) / args.tests * 1000
+    bound = 1 + (sync_us + async_us) / 2 / 1000 / per_test_cpu_ms
+    print(f"in-process: a passing check costs {sync_us:.1f} us (sync), {async_us:.1f} us (async, "
+          f"task factory included); against {per_test_cpu_ms:.2f} ms of CPU per test without "
+          f"the check, that bounds the ratio at {bound:.3f}")
     print(f"target: a suite with --leak-check vs without <= {TARGET:.2f}x: "
           f"{'PASS' if verdict == 0 else 'MISS'}")
     return verdict
