@@ -245,3 +245,19 @@ def test_hostile_task_names_are_escaped_in_the_report() -> None:
         assert caught.value.leaks[0].name == hostile  # the record keeps the real name
 
     asyncio.run(main())
+
+
+def test_ten_thousand_leaked_tasks_are_counted_and_the_message_stays_bounded() -> None:
+    async def main() -> None:
+        event = asyncio.Event()
+        with pytest.raises(leaks.LeakError) as caught:
+            async with leaks.check(retries=1, max_sleep=0.001):
+                tasks = [spawn_waiter(event) for _ in range(10_000)]
+        event.set()
+        await asyncio.gather(*tasks)
+        assert len(caught.value.leaks) == 10_000
+        assert "found 10000 leaks (10000 tasks)" in str(caught.value)
+        assert str(caught.value).count('"waiter" [awaiting Event.wait]') == leaks.MAX_SHOWN
+        assert f"... and {10_000 - leaks.MAX_SHOWN} more" in str(caught.value)
+
+    asyncio.run(main())

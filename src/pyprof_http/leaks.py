@@ -51,6 +51,8 @@ RETRIES: Final = 20
 """Attempts after the first before a leak is reported (goleak's default)."""
 MAX_SLEEP: Final = 0.1
 """Longest sleep between two attempts, in seconds; sleeps start at 1 µs and double."""
+MAX_SHOWN: Final = 100
+"""Leaks shown in a :class:`LeakError`'s message (a test leaking 10,000 tasks says so once)."""
 DESTROYED_MESSAGE: Final = "Task was destroyed but it is pending!"
 
 
@@ -85,7 +87,10 @@ class LeakError(AssertionError):
         counts = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in kinds.items() if n)
         head = (f"found {len(leaks)} leak{'s' if len(leaks) > 1 else ''} ({counts}) still there "
                 f"after retrying for {waited_s:.2f} s (frames innermost first):")
-        super().__init__("\n\n".join([head, *(leak.text for leak in leaks)]))
+        shown = [leak.text for leak in leaks[:MAX_SHOWN]]
+        if len(leaks) > MAX_SHOWN:
+            shown.append(f"... and {len(leaks) - MAX_SHOWN} more (all of them in .leaks)")
+        super().__init__("\n\n".join([head, *shown]))
 
 
 def _delays(retries: int, max_sleep: float) -> Iterator[float]:

@@ -76,15 +76,16 @@ def no_leaks(request: pytest.FixtureRequest) -> None:
 
 
 def _options(item: pytest.Item) -> dict[str, Any] | None:
-    """The check's options for ``item``, or None when it is not checked. The closest marker
-    decides on/off; ignore rules add up over every marker (module, class, test)."""
+    """The check's options for ``item``, or None when it is not checked: on with the option
+    or the ini setting, unless the closest marker says otherwise; the ``no_leaks`` fixture
+    always switches it on. Ignore rules add up over every marker (module, class, test)."""
     markers = list(item.iter_markers("leak_check"))
-    enabled = bool(item.config.getoption("leak_check") or item.config.getini("leak_check")
-                   or item.stash.get(_ENABLED, False))
+    enabled = bool(item.config.getoption("leak_check") or item.config.getini("leak_check"))
     if markers:
         closest = markers[0]
-        enabled = bool(closest.args[0]) if closest.args else bool(
-            closest.kwargs.get("enabled", True)) or item.stash.get(_ENABLED, False)
+        enabled = bool(closest.args[0] if closest.args else closest.kwargs.get("enabled", True))
+    if item.stash.get(_ENABLED, False):
+        enabled = True
     if not enabled:
         return None
     options: dict[str, Any] = {"ignore": [rule for m in markers
