@@ -10,12 +10,13 @@ hook for the test, one comparison at its end.
 
 Each round runs pytest (a fresh process each time: what a developer waits for) three times,
 interleaved so that load on the machine falls on both sides alike: without the check, with
-``--leak-check``, and without it again. The ratio is median(with) / median(without); the A/A
-figure, median(second without) / median(first without), is the noise: a ratio within it is no
-measurable cost. The target is judged on the pytest processes' CPU time (user + system, from
-``getrusage``), which a loaded machine disturbs far less than wall time; wall time and pytest's
-own session time (no interpreter start-up) are printed too. Target: ratio ≤ 1.10. The exit
-status is 1 if the target is missed.
+``--leak-check``, and without it again. The ratio is with / without; the A/A figure, second
+without / first without, is the noise: a ratio within it is no measurable cost. The target is
+judged on the best run's CPU time (user + system, from ``getrusage``): load from other processes
+only ever adds to a run, so the best of several is the least disturbed, and CPU time is
+disturbed far less than wall time. Medians of CPU, wall and pytest's own session time (no
+interpreter start-up) are printed too, and the in-process cost of one check, which bounds the
+ratio free of that noise. Target: ratio ≤ 1.10. The exit status is 1 if the target is missed.
 """
 
 from __future__ import annotations
@@ -132,19 +133,21 @@ def main() -> int:
                   f"without again {off2[-1][0]:.2f} s (CPU)", flush=True)
     print(f"\n{args.tests} passing tests ({args.tests // 2} sync, {args.tests - args.tests // 2}"
           f" pytest-asyncio), {args.rounds} interleaved rounds, medians:")
-    print(f"{'':22} {'without':>9} {'with':>9} {'ratio':>7} {'A/A':>7}")
+    print(f"{'':24} {'without':>9} {'with':>9} {'ratio':>7} {'A/A':>7}")
     verdict = 0
-    for label, k in (("process CPU s", 0), ("process wall s", 1), ("pytest session s", 2)):
-        a = statistics.median(r[k] for r in off)
-        b = statistics.median(r[k] for r in on)
-        a2 = statistics.median(r[k] for r in off2)
+    rows = (("process CPU s, best", 0, min), ("process CPU s, median", 0, statistics.median),
+            ("process wall s, median", 1, statistics.median),
+            ("pytest session s, median", 2, statistics.median))
+    for label, k, pick in rows:
+        a = pick(r[k] for r in off)
+        b = pick(r[k] for r in on)
+        a2 = pick(r[k] for r in off2)
         ratio = b / a
-        print(f"{label:22} {a:9.2f} {b:9.2f} {ratio:7.3f} {a2 / a:7.3f}")
-        if k == 0 and ratio > TARGET:
+        print(f"{label:24} {a:9.2f} {b:9.2f} {ratio:7.3f} {a2 / a:7.3f}")
+        if label == "process CPU s, best" and ratio > TARGET:
             verdict = 1
-    per_test_ms = (statistics.median(r[0] for r in on) - statistics.median(r[0] for r in off)
-                   ) / args.tests * 1000
-    print(f"per test: {per_test_ms:+.3f} ms of CPU (difference of medians / tests)")
+    per_test_ms = (min(r[0] for r in on) - min(r[0] for r in off)) / args.tests * 1000
+    print(f"per test: {per_test_ms:+.3f} ms of CPU (difference of the best runs / tests)")
     sync_us, async_us = check_cost_us()
     per_test_cpu_ms = statistics.median(r[0] for r in off) / args.tests * 1000
     bound = 1 + (sync_us + async_us) / 2 / 1000 / per_test_cpu_ms
