@@ -261,3 +261,11 @@ def test_ten_thousand_leaked_tasks_are_counted_and_the_message_stays_bounded() -
         assert f"... and {10_000 - leaks.MAX_SHOWN} more" in str(caught.value)
 
     asyncio.run(main())
+
+
+def test_the_retry_schedule_is_goleaks() -> None:
+    delays = list(leaks._delays(leaks.RETRIES, leaks.MAX_SLEEP))
+    assert len(delays) == 20
+    assert delays[:3] == [1e-6, 2e-6, 4e-6]
+    assert delays[-4:] == [0.065536, 0.1, 0.1, 0.1]  # doubling, capped at 100 ms
+    assert 0.42 < sum(delays) < 0.44
