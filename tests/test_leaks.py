@@ -65,7 +65,9 @@ def test_threads_that_existed_before_the_block_are_not_leaks() -> None:
 
 
 def test_a_thread_ending_within_the_retry_budget_is_not_reported() -> None:
-    with leaks.check():  # the default budget (~0.43 s) is far longer than 20 ms of sleep
+    # a ~3 s budget against 20 ms of sleep: a loaded machine may delay the thread's exit by
+    # far more than the sleep, not by seconds (on a failure, the report names the thread)
+    with leaks.check(max_sleep=1.0):
         threading.Thread(target=time.sleep, args=(0.02,)).start()
 
 
@@ -174,8 +176,8 @@ def test_async_check_lets_the_loop_finish_short_tasks_and_ignores_older_ones() -
 
 
 def test_the_default_executor_idle_is_reused_but_busy_is_a_leak() -> None:
-    async def idle() -> None:
-        async with leaks.check():
+    async def idle() -> None:  # a generous budget: the worker must get back to its queue
+        async with leaks.check(max_sleep=1.0):
             await asyncio.get_running_loop().run_in_executor(None, int)
 
     release = threading.Event()
