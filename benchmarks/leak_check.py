@@ -132,7 +132,7 @@ def main() -> int:
             print(f"round {i + 1}: without {off[-1][0]:.2f} s, with {on[-1][0]:.2f} s, "
                   f"without again {off2[-1][0]:.2f} s (CPU)", flush=True)
     print(f"\n{args.tests} passing tests ({args.tests // 2} sync, {args.tests - args.tests // 2}"
-          f" pytest-asyncio), {args.rounds} interleaved rounds, medians:")
+          f" pytest-asyncio), {args.rounds} interleaved rounds:")
     print(f"{'':24} {'without':>9} {'with':>9} {'ratio':>7} {'A/A':>7}")
     verdict = 0
     rows = (("process CPU s, best", 0, min), ("process CPU s, median", 0, statistics.median),
