@@ -3,20 +3,15 @@ dumper), plus for a thread where it was started and for every leak why it counts
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from dataclasses import dataclass, replace
-from types import CodeType
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from ._leak_scan import Finding
-from .captures.stacks import StackSnapshot, TaskStack, ThreadStack
-from .collectors.frames import frame_at
-from .collectors.task_walk import _await_chain
-from .loops import ORIGINS, _as_origin, code_name_of
-from .model import frame
+from .captures.leaks import LeakRecord
+from .captures.stacks import StackSnapshot, ThreadStack
 from .render.dump import render_dump
+from .render.leak_dump import record_block
 from .sanitize import printable
 
 
@@ -65,26 +60,13 @@ def _dump_block(snapshot: StackSnapshot) -> list[str]:
     return lines
 
 
-def destroyed_leak(task: asyncio.Task[Any]) -> Leak:
-    """A dying task's record, read in its finalizer on its loop's thread: its await chain
-    (when the collector has not closed its coroutine first: then the coroutine's function)
-    and, from the factory's record (its weak reference is already cleared, the record is
-    still there), its creation site."""
-    coro: Any = task.get_coro()
-    frames, _ = _await_chain(coro)
-    stack = tuple(frame_at(f.f_code, f.f_lasti) for f in reversed(frames))
-    code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
-    if not stack and isinstance(code, CodeType):
-        stack = (frame(code_name_of(code), code.co_filename, code.co_firstlineno),)
-    record = ORIGINS._records.get(id(task))
-    origin = _as_origin(record) if record is not None and record[2] is not None else None
-    task_id = record[1] if record is not None else 0
-    age = time.monotonic() - origin.created_at if origin is not None else None
-    thread = threading.current_thread().name  # the finalizer runs on the loop's thread
-    stack_record = TaskStack(task_id, task.get_name(), "destroyed", "while pending", stack,
-                             thread, (), age, origin.site if origin else None,
-                             origin.parent if origin else None, origin)
+def destroyed_leak(record: LeakRecord) -> Leak:
+    """A task the garbage collector destroyed while pending, as ``/goroutineleak`` recorded it
+    (its await chain when the leak recorder could still read it, its creation site, its age)."""
+    lines = record_block(record, time.time_ns())
     reason = "destroyed by the garbage collector while pending (nothing referenced it)"
-    leak = leak_of(Finding("task", stack_record, reason,
-                            (origin.site,) if origin and origin.site else ()))
-    return replace(leak, kind="destroyed task")
+    lines.append(f"leak: {reason}")
+    site = record.creation[0] if record.creation else None
+    return Leak("destroyed task", record.name, reason,
+                f"{site.function} at {site.filename}:{site.line}" if site else "",
+                "\n".join(lines))

@@ -41,7 +41,6 @@ from typing import Any, Final
 
 from ._leak_report import Leak, destroyed_leak, leaks_of
 from ._leak_scan import Baseline, Finding, Ignore, candidates, examine, take_baseline
-from .sanitize import quoted
 
 __all__ = ["MAX_SLEEP", "RETRIES", "Check", "Ignore", "Leak", "LeakError", "afind",
            "averify_none", "check", "find", "ignore_any_function", "ignore_created_by",
@@ -53,7 +52,6 @@ MAX_SLEEP: Final = 0.1
 """Longest sleep between two attempts, in seconds; sleeps start at 1 µs and double."""
 MAX_SHOWN: Final = 100
 """Leaks shown in a :class:`LeakError`'s message (a test leaking 10,000 tasks says so once)."""
-DESTROYED_MESSAGE: Final = "Task was destroyed but it is pending!"
 
 
 def ignore_top_function(pattern: str) -> Ignore:
@@ -153,42 +151,29 @@ def _attempt(baseline: Baseline | None, loop: asyncio.AbstractEventLoop | None,
     return examine(threads, tasks, loop, rules)
 
 
-def _watch_destroyed(loop: asyncio.AbstractEventLoop | None) -> Callable[[], list[Leak]]:
+def _watch_destroyed(loop: asyncio.AbstractEventLoop | None,
+                     claims: Any) -> Callable[[], list[Leak]]:
     """Start noticing pending tasks destroyed by the garbage collector; the returned function
-    stops and gives what was seen. THE one place this is detected (the merge can make it
-    ``GC_LEAKS.records_since(start)``): here, the loop's exception handler is chained for the
-    scope (the previous one is always called, so the usual log line stays)."""
+    stops and gives what was seen. The ``goroutineleak`` recorder does the noticing (chained in
+    front of the loop's exception handler, which is still called, so the usual log line stays):
+    a leak report then says what ``/goroutineleak`` says of the same task."""
     if loop is None:
         return list
-    seen: list[Leak] = []
-    previous = loop.get_exception_handler()
-    active = [True]
+    from .collectors.gc_leaks import GC_LEAKS
+    from .switches import Claims
 
-    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        task = context.get("task")
-        if active[0] and context.get("message") == DESTROYED_MESSAGE and isinstance(
-                task, asyncio.Task):
-            try:
-                seen.append(destroyed_leak(task))
-            except Exception:  # a report that cannot be built must not hide the log line
-                seen.append(Leak("destroyed task", task.get_name(), "destroyed while pending",
-                                 "", f"task {quoted(task.get_name())} [destroyed]"))
-        if previous is not None:
-            previous(lp, context)
-        else:
-            lp.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
+    own = claims is None
+    held = Claims() if own else claims
+    start = time.monotonic_ns()
+    held.record_leaks(loop)
 
     def stop() -> list[Leak]:
-        active[0] = False  # inert if someone chained after us and ours stays in place
-        if loop.get_exception_handler() is handler:
-            loop.set_exception_handler(previous)
+        seen = [destroyed_leak(record) for record in GC_LEAKS.records_since(start)]
+        if own:
+            held.release_all()
         return seen
 
     return stop
-
-
 
 
 class Check:
@@ -221,7 +206,7 @@ class Check:
             self._claims.hook_thread_start(_START_DEPTH)
             if self._loop is not None:
                 self._claims.task_factory(self._loop)
-        self._stop_watch = _watch_destroyed(self._loop)
+        self._stop_watch = _watch_destroyed(self._loop, self._claims)
         self._baseline = take_baseline(self._loop)
 
     def abandon(self) -> None:

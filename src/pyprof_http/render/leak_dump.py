@@ -23,12 +23,12 @@ def render_leak_dump(capture: LeakCapture) -> Rendered:
     out.append("")
     now_ns = time.time_ns()
     for record in capture.records:
-        out.extend(_block(record, now_ns))
+        out.extend(record_block(record, now_ns))
         out.append("")
     return Rendered(utf8("\n".join(out)), TEXT_PLAIN)
 
 
-def _block(record: LeakRecord, now_ns: int) -> list[str]:
+def record_block(record: LeakRecord, now_ns: int) -> list[str]:
     lived = f", lived {record.age_s:.1f} s" if record.age_s is not None else ""
     head = (f"task {record.task_id} {quoted(record.name)} "
             f"[awaiting {printable(record.awaiting)} (leaked){lived}]:")
