@@ -91,6 +91,7 @@ class LifecycleMiddleware:
     def _startup(self, loop: asyncio.AbstractEventLoop) -> None:
         self.claims.follow(self.settings)
         self.claims.start_on(loop, self.settings)
+        self.claims.push(self.settings, loop)  # nothing unless push_url is set
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         self.claims.shut_down(loop)
