@@ -170,6 +170,19 @@ class Settings(BaseSettings):
     _pairs = field_validator("push_labels", "push_headers", mode="before")(
         lambda value: _split_pairs(value))
 
+    @field_validator("push_labels")
+    @classmethod
+    def _push_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        """Names Pyroscope accepts, and not one the pusher sets itself."""
+        for name in labels:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) or name.startswith("__"):
+                raise ValueError(f"push_labels: {name!r} is not a label name (letters, digits, "
+                                 "_ and ., not starting with a digit or __)")
+            if name in ("service_name", "pid", "host", "version"):
+                raise ValueError(f"push_labels: {name!r} is set by the pusher (use "
+                                 "push_service_name / push_version)")
+        return labels
+
     @field_validator("push_url")
     @classmethod
     def _push_url(cls, url: str | None) -> str | None:

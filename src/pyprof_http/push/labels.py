@@ -28,6 +28,13 @@ SERIES_SAFE: Final = frozenset({"thread", "route"})
 route templates."""
 _SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
 _LABEL_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+MAX_VALUE: Final = 1024
+"""Longest label value pushed: Pyroscope refuses a whole profile with a value over its limit
+(2048 by default), and a thread or route name is the app's (or the client's) to choose."""
+
+
+def _bounded(value: LabelValue) -> LabelValue:
+    return value[:MAX_VALUE] if isinstance(value, str) else value
 
 
 def span_id(request_id: str) -> str:
@@ -43,7 +50,7 @@ def pushable(profile: Profile) -> Profile:
     """``profile`` with only series-safe sample labels, and request ids as ``span_id``."""
     samples = []
     for sample in profile.samples:
-        labels: dict[str, LabelValue] = {k: v for k, v in sample.labels.items()
+        labels: dict[str, LabelValue] = {k: _bounded(v) for k, v in sample.labels.items()
                                          if k in SERIES_SAFE}
         request = sample.labels.get("request_id")
         if isinstance(request, str) and request:
@@ -59,7 +66,7 @@ def base_labels(settings: Settings, pid: int | None = None,
     The pid is read when the batch is built (not at import), so each worker of a forking server
     pushes its own series. Extra labels cannot replace the four above.
     """
-    labels = {name: value for name, value in settings.push_labels.items()
+    labels = {name: value[:MAX_VALUE] for name, value in settings.push_labels.items()
               if _LABEL_NAME.fullmatch(name) and not name.startswith("__")}
     labels["service_name"] = settings.push_service_name or program_name()
     labels["pid"] = str(os.getpid() if pid is None else pid)
