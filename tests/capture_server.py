@@ -1,7 +1,7 @@
 """A Pyroscope stand-in on loopback that records every request (tests only).
 
 ``mode`` decides each answer: ``ok`` (200), ``fail`` (500), ``hang`` (read the request, then
-hold the connection until ``release``), ``no_connect`` (404 on the Connect path, like a server
+hold the connection until ``release``, then 503), ``no_connect`` (404 on the Connect path, like a server
 without the push API; 200 on ``/ingest``), ``redirect`` (307 to another host).
 """
 
@@ -48,9 +48,10 @@ class CaptureServer:
                         self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     owner.arrived.notify_all()
                 mode = owner.mode
-                if mode == "hang":
+                if mode == "hang":  # then answer 503 (the client may have given up meanwhile)
                     owner.release.wait(30)
-                    return
+                    self.close_connection = True
+                    mode = "fail"
                 status = {"ok": 200, "fail": 500, "redirect": 307}.get(mode, 200)
                 if mode == "no_connect":
                     status = 404 if self.path.startswith("/push.v1") else 200
