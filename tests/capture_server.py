@@ -1,8 +1,9 @@
 """A Pyroscope stand-in on loopback that records every request (tests only).
 
-``mode`` decides each answer: ``ok`` (200), ``fail`` (500), ``hang`` (read the request, then
-hold the connection until ``release``, then 503), ``no_connect`` (404 on the Connect path, like a server
-without the push API; 200 on ``/ingest``), ``redirect`` (307 to another host).
+``mode`` decides each answer: ``ok`` (200), ``fail`` (500), ``hang`` (read the request,
+then hold the connection until ``release``, then 503), ``no_connect`` (404 on the Connect
+path, like a server without the push API; 200 on ``/ingest``), ``redirect`` (307 to another
+host).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class CaptureServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with owner.arrived:

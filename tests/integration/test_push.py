@@ -17,10 +17,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import proto_schema
 import pytest
-from capture_server import CaptureServer
 from live_server import HERE, _answers, _free_port, run_server
+
+import proto_schema
+from capture_server import CaptureServer
 
 SECRET = "pusher-password-1234567890"
 

@@ -12,15 +12,16 @@ windows must cover the time without overlapping.
 from __future__ import annotations
 
 import gzip
+import itertools
 import threading
 import time
 import urllib.error
 import urllib.request
 
-import pprof_schema
-import pyroscope_rules
 from live_server import Server
 
+import pprof_schema
+import pyroscope_rules
 from pyprof_http.registry import BY_NAME
 
 WINDOW_S = 2
@@ -71,7 +72,7 @@ def test_back_to_back_cpu_windows_all_succeed_and_cover_the_time(server: Server)
         profile = pprof_schema.decode(raw)
         windows.append((profile.time_nanos, profile.time_nanos + profile.duration_nanos))
     windows.sort()
-    for (_, end), (next_start, _) in zip(windows, windows[1:], strict=False):
+    for (_, end), (next_start, _) in itertools.pairwise(windows):
         assert next_start >= end - 10_000_000  # one sampler at a time: no overlap (10 ms clocks)
     covered = sum(end - begin for begin, end in windows)
     span = windows[-1][1] - windows[0][0]

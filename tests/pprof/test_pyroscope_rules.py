@@ -11,9 +11,9 @@ import types
 
 import httpx
 import pytest
-import pyroscope_rules
 from starlette.applications import Starlette
 
+import pyroscope_rules
 from pyprof_http import install
 from pyprof_http.captures import objects as objects_capture
 from pyprof_http.captures import stacks as stacks_capture

@@ -6,8 +6,8 @@ import base64
 import socket
 
 import pytest
-from capture_server import CaptureServer
 
+from capture_server import CaptureServer
 from pyprof_http.config import Settings
 from pyprof_http.push.client import (
     CONNECT_PATH,
@@ -80,7 +80,7 @@ def test_server_errors_and_refused_connections_are_push_failures() -> None:
 def test_a_hanging_server_costs_at_most_the_timeout() -> None:
     with CaptureServer("hang") as server:
         target = Target.from_settings(Settings(push_url=server.url, push_timeout=0.3))
-        with pytest.raises(PushFailed, match="timed out|TimeoutError"):
+        with pytest.raises(PushFailed, match=r"timed out|TimeoutError"):
             push_connect(target, BATCH)
 
 

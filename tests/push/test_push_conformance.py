@@ -18,12 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import pprof_schema
 import proto_schema
-import pytest
 import pyroscope_rules
 from capture_server import CaptureServer, Recorded
-
 from pyprof_http.config import Settings
 from pyprof_http.push import pusher as push
 
@@ -72,8 +72,8 @@ def recorded() -> dict[str, Recorded]:
 
 def _shape(request: Recorded) -> dict[str, object]:
     message = proto_schema.push_request(request.payload())
-    series = [s for s in message.series
-              if dict((p.name, p.value) for p in s.labels)["__name__"] == "process_cpu"][0]
+    series = next(s for s in message.series
+              if dict((p.name, p.value) for p in s.labels)["__name__"] == "process_cpu")
     labels = dict((p.name, p.value) for p in series.labels)
     (sample,) = series.samples
     profile = pprof_schema.decode(sample.raw_profile)

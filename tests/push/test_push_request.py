@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 
 import proto_schema
-
 from pyprof_http.push.request import Series, connect_body, multipart, push_request
 
 
@@ -24,7 +23,7 @@ def test_push_request_decodes_with_the_schema() -> None:
         ("__name__", "process_cpu"), ("pid", "1"), ("service_name", "s\\udcffvc")]
     (sample,) = first.samples
     assert sample.raw_profile == b"\x0a\x02ab"
-    assert sample.ID == batch[0].id and len(sample.ID) == 36
+    assert batch[0].id == sample.ID and len(sample.ID) == 36
     assert message.series[1].samples[0].raw_profile == b""
     assert batch[0].id != batch[1].id
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -17,12 +18,12 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
+import pytest
+
 import pprof_schema
 import proto_schema
-import pytest
 import pyroscope_rules
 from capture_server import CaptureServer, Recorded
-
 from pyprof_http.config import Settings
 from pyprof_http.push import pusher as push
 from pyprof_http.push.client import CONNECT_PATH
@@ -127,7 +128,7 @@ def test_failures_back_off_and_are_logged_once_per_streak(
             while pusher.pushes == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
             status = pusher.status()
-    gaps = [b.at - a.at for a, b in zip(failed, failed[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(failed)]
     for n, gap in enumerate(gaps):  # never sooner than interval * 2^n (waits never end early)
         assert gap >= 0.9 * interval * 2 ** n, (n, gaps)
     assert gaps[-1] > gaps[0]
@@ -158,10 +159,10 @@ def test_a_refusing_server_fills_the_queue_and_the_oldest_is_dropped(
 
 
 def test_a_server_without_connect_gets_ingest() -> None:
-    with CaptureServer("no_connect") as server:
-        with running(Settings(push_url=server.url, push_interval=0.2)) as pusher:
-            requests = server.wait_for(3)
-            api = pusher.api
+    with (CaptureServer("no_connect") as server,
+          running(Settings(push_url=server.url, push_interval=0.2)) as pusher):
+        requests = server.wait_for(3)
+        api = pusher.api
     assert requests[0].path == CONNECT_PATH
     assert all(r.path.startswith("/ingest?") for r in requests[1:])
     assert api == "ingest"
