@@ -7,8 +7,8 @@ Three child uvicorn servers (this file with ``--serve``) run the demo app (demo_
 ``pyprof_http.install(app)``): ``off-a`` and ``off-b`` without a ``push_url``, ``on`` with
 ``PYPROF_PUSH_URL`` pointing at a capture server in this process (HTTP on 127.0.0.1 that
 answers 200 and counts what arrives) and ``PYPROF_PUSH_INTERVAL=--interval``. Client threads
-(keep-alive httpx) load one server at a time for ``--seconds`` over the demo's routes
-(``/work``, ``/sync``, ``/spawn?n=10``, ``/``), the order rotating over ``--rounds`` rounds.
+(keep-alive httpx) load one server at a time for ``--seconds`` over the demo's ``/`` and
+``/work`` (nested awaits, a little CPU), the order rotating over ``--rounds`` rounds.
 Per round: throughput on/off-a and off-b/off-a (the A/A noise figure: two identical servers
 measured the same way); the table shows median (min-max).
 
@@ -21,92 +21,24 @@ full batches, idle and loaded. Loopback only; servers always stopped.
 from __future__ import annotations
 
 import argparse
-import http.server
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _server import ServerProcess, serve_on_free_port
+from idle import Load
 
-PATHS = ("/work", "/sync", "/spawn?n=10", "/")
+ROOT = Path(__file__).resolve().parent.parent
 
-
-class Capture:
-    """Counts pushes and bytes (Content-Length of each POST)."""
-
-    def __init__(self) -> None:
-        self.pushes = 0
-        self.bytes = 0
-        self.lock = threading.Lock()
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                with owner.lock:
-                    owner.pushes += 1
-                    owner.bytes += length
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-class Load:
-    def __init__(self, base_url: str, clients: int) -> None:
-        self.base_url, self.clients = base_url, clients
-        self.count = self.errors = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-
-    def run(self, seconds: float) -> int:
-        threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
-                   for i in range(self.clients)]
-        self._stop.clear()
-        self.count = 0
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        self._stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        return self.count
-
-    def _client(self, offset: int) -> None:
-        import httpx
-
-        done = 0
-        with httpx.Client(base_url=self.base_url, timeout=30, trust_env=False) as client:
-            i = offset
-            while not self._stop.is_set():
-                try:
-                    client.get(PATHS[i % len(PATHS)]).raise_for_status()
-                    done += 1
-                except httpx.HTTPError:
-                    self.errors += 1
-                i += 1
-        with self._lock:
-            self.count += done
+PATHS = ("/", "/work")
+"""CPU-bound enough to show an overhead (``/sync`` and ``/spawn`` would measure their sleeps and
+the tasks they park)."""
 
 
 def throughput(server: ServerProcess, clients: int, seconds: float) -> float:
-    load = Load(f"http://127.0.0.1:{server.port}", clients)
+    load = Load(f"http://127.0.0.1:{server.port}", clients, PATHS)
     load.run(0.3)
     started = time.monotonic()
     count = load.run(seconds)
@@ -121,10 +53,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--interval", type=float, default=15.0)
     args = parser.parse_args()
-    capture = Capture()
+    sys.path.insert(0, str(ROOT / "tests"))
+    from capture_server import CaptureServer  # the tests' Pyroscope stand-in
+
+    capture = CaptureServer().__enter__()
     me = [sys.executable, __file__, "--serve"]
     base = {k: v for k, v in os.environ.items() if not k.startswith("PYPROF_")}
     on_env = {**base, "PYPROF_PUSH_URL": capture.url,
@@ -149,8 +84,8 @@ def main() -> None:
         whole = max(1, int(lived // args.interval) + 1) * args.interval
         time.sleep(max(0.0, whole - lived + 1.0))
         minutes = (time.monotonic() - born) / 60
-        with capture.lock:
-            pushes, sent = capture.pushes, capture.bytes
+        pushes, sent = len(capture.requests), sum(len(r.body) for r in capture.requests)
+    capture.__exit__()
     print()
     print("| measure | value |")
     print("|---|---|")
@@ -163,6 +98,7 @@ def main() -> None:
 
 
 def serve() -> None:
+    sys.path.insert(0, str(ROOT))
     from demo_app.main import app
 
     serve_on_free_port(app)
