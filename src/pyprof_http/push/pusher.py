@@ -76,8 +76,6 @@ class Pusher:
         self._streak_dropped = 0
         self.last_push_wall: float | None = None
         self.last_error: str | None = None
-        self.attempts: list[float] = []
-        """Monotonic times of the last attempts (tests read the backoff from them)."""
         self.pid = os.getpid()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pyprof_http-pusher", daemon=True)
@@ -140,7 +138,6 @@ class Pusher:
     def _send_queue(self, timeout: float | None) -> float:
         """Send queued batches oldest first; the delay before the next attempt (0: drained)."""
         while self.queue:
-            self.attempts = [*self.attempts[-31:], time.monotonic()]
             try:
                 self._send(self.queue[0], timeout)
             except PushFailed as exc:
