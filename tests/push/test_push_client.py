@@ -97,3 +97,30 @@ def test_ingest_sends_the_legacy_form() -> None:
     assert query == {"name": "svc{pid=42}", "from": "1700000000", "until": "1700000015",
                      "spyName": "pyprof_http", "sampleRate": "19", "format": "pprof"}
     assert request.headers["content-type"].startswith("multipart/form-data; boundary=")
+
+
+def test_what_a_hostile_server_says_is_escaped_before_it_is_logged() -> None:
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"\x1b[31mEVIL\xe2\x80\xa8" + b"x" * 500 + b"\r\n\r\n")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(PushFailed) as failed:
+            push_connect(Target.from_settings(Settings(push_url=f"http://127.0.0.1:{port}")),
+                         BATCH)
+    finally:
+        thread.join(30)
+        listener.close()
+    message = str(failed.value)
+    assert "EVIL" in message and message.isprintable() and len(message) <= 200

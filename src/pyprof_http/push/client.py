@@ -17,6 +17,7 @@ from typing import Final
 from urllib.parse import urlencode, urlsplit
 
 from ..config import Settings
+from ..sanitize import printable
 from .labels import ingest_name
 from .request import Series, connect_body, multipart
 
@@ -29,10 +30,11 @@ USER_AGENT: Final = "pyprof_http-push"
 
 
 class PushFailed(Exception):
-    """One attempt failed; the message is safe to log (no header, no credential)."""
+    """One attempt failed; the message is safe to log: no header, no credential, and what the
+    server said (a bad status line) escaped to one printable line of at most 200 characters."""
 
     def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
+        super().__init__(printable(reason)[:200])
         self.status = status
 
 
