@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pprof_schema
-
 from pyprof_http.collectors import locks
 from pyprof_http.push.labels import series
 from pyprof_http.push.sources import Collector
