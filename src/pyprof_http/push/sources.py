@@ -14,12 +14,13 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final, Protocol
 
 from ..collectors import heap, locks, stacks
 from ..collectors.blocked import syscall_states
 from ..collectors.cpu import Sampler
-from ..collectors.loop import WATCHDOGS
+from ..collectors.loop import WATCHDOGS, stall_samples
 from ..model import Profile, subtract
 from ..pprof.encode import encode
 from .labels import pushable, series
@@ -28,6 +29,9 @@ from .request import Series
 PUSH_HZ: Final = 19
 """Ticks per second of the push sampler: low (each tick walks every thread's stack) and prime,
 so it does not beat in step with periodic work."""
+STALL_LAG_NS: Final = 5 * 10**9
+"""How far back each stalls capture reaches before the previous one: a stall is recorded when
+the watchdog sees the loop back (within ms, longer on a starved machine), after its end."""
 GOROUTINE_WAIT_S: Final = 1.0
 """How long a goroutine capture may wait for the serving loop (a blocked loop: skipped)."""
 
@@ -100,6 +104,8 @@ class Collector:
         self.cpu = cpu_source(max_depth)
         self._mutex: Profile | None = None
         self._stalls_since = time.monotonic_ns()
+        self._stalls_pushed: frozenset[int] = frozenset()
+        """Start times of the stalls the previous capture held (pushed then: not again)."""
         self.errors: dict[str, str] = {}
         """Profile type -> why it was left out of the last batch (for the index)."""
 
@@ -149,8 +155,13 @@ class Collector:
         return now if before is None else subtract(now, before)
 
     def _stalls(self) -> Profile | None:
+        """Stalls not pushed yet: those that ended since the previous capture, reaching
+        :data:`STALL_LAG_NS` further back for ones recorded late, minus those already pushed."""
         since, self._stalls_since = self._stalls_since, time.monotonic_ns()
-        return WATCHDOGS.capture(since, self.max_depth).profile
+        capture = WATCHDOGS.capture(since - STALL_LAG_NS, self.max_depth)
+        fresh = [s for s in capture.stalls if s.start_ns not in self._stalls_pushed]
+        self._stalls_pushed = frozenset(s.start_ns for s in capture.stalls)
+        return replace(capture.profile, samples=stall_samples(fresh, self.max_depth))
 
     def _heap(self) -> Profile | None:
         if not heap.is_tracing():
