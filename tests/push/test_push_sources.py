@@ -10,6 +10,7 @@ from typing import Any
 
 import pprof_schema
 from pyprof_http.collectors import locks
+from pyprof_http.config import Settings
 from pyprof_http.push.labels import series
 from pyprof_http.push.sources import Collector
 from pyprof_http.switches import Claims, set_lock_profile_fraction
@@ -100,3 +101,21 @@ def test_each_series_is_labelled_with_its_profile_type() -> None:
     assert len(cpu) == 1
     assert cpu[0].labels == series("process_cpu", {"service_name": "svc", "pid": "9"})
     assert cpu[0].start_ns < cpu[0].end_ns and cpu[0].sample_rate == 19
+
+
+def test_only_what_the_allowlist_serves_is_pushed() -> None:
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        everything = Collector(64, loop, lambda: {"service_name": "t"})
+        only_cpu = Collector(64, loop, lambda: {"service_name": "t"},
+                             Settings(profiles="profile").allows)
+        assert {"process_cpu", "goroutines"} <= {s.name for s in everything.batch()}
+        assert {s.name for s in only_cpu.batch()} == {"process_cpu"}
+        everything.cpu.stop()
+        only_cpu.cpu.stop()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()

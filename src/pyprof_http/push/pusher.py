@@ -69,7 +69,7 @@ class Pusher:
         self.target = Target.from_settings(settings)
         self.interval = settings.push_interval
         self.collector = Collector(settings.max_stack_depth, loop,
-                                   lambda: base_labels(settings))
+                                   lambda: base_labels(settings), settings.allows)
         self.api = "connect"
         self.queue: collections.deque[list[Series]] = collections.deque()
         self.pushes = self.failures = self.streak = self.dropped = 0

@@ -32,6 +32,9 @@ so it does not beat in step with periodic work."""
 STALL_LAG_NS: Final = 5 * 10**9
 """How far back each stalls capture reaches before the previous one: a stall is recorded when
 the watchdog sees the loop back (within ms, longer on a starved machine), after its end."""
+ENDPOINTS: Final = {"process_cpu": "profile", "goroutines": "goroutine", "memory": "heap",
+                    "mutex": "mutex", "block": "block"}
+"""Pushed profile type -> the endpoint whose place on the allowlist decides whether it goes."""
 GOROUTINE_WAIT_S: Final = 1.0
 """How long a goroutine capture may wait for the serving loop (a blocked loop: skipped)."""
 
@@ -99,8 +102,11 @@ class Collector:
     """Builds one batch per push interval; keeps what deltas need (mutex, stalls)."""
 
     def __init__(self, max_depth: int, loop: asyncio.AbstractEventLoop | None,
-                 labels: Callable[[], dict[str, str]]) -> None:
+                 labels: Callable[[], dict[str, str]],
+                 allows: Callable[[str], bool] = lambda name: True) -> None:
         self.max_depth, self.loop, self.labels = max_depth, loop, labels
+        self.allows = allows
+        """The settings' allowlist: a profile the app does not serve is not pushed either."""
         self.cpu = cpu_source(max_depth)
         self._mutex: Profile | None = None
         self._stalls_since = time.monotonic_ns()
@@ -119,6 +125,7 @@ class Collector:
             ("block", self._stalls), ("memory", self._heap)]
         if not final:
             takers.insert(1, ("goroutines", self._goroutines))
+        takers = [(name, take) for name, take in takers if self.allows(ENDPOINTS[name])]
         now = time.time_ns()
         for name, take in takers:
             try:
