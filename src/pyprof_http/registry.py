@@ -175,9 +175,10 @@ async def _collect_cpu(context: CollectContext) -> Capture:
                                 lambda s: context.wait(s, stop))
 
 
-SCRAPE_GRACE_S = 2.0
+SCRAPE_GRACE_S = 1.0
 """A CPU profile due to end within this many seconds (or overdue by less) is waited for rather
-than answered with 409: back-to-back scrape windows (``collectors.session.await_turn``)."""
+than answered with 409: back-to-back scrape windows that overlap by a few hundred ms
+(``collectors.session.await_turn``). Longer, and it would be a concurrent profile: 409 at once."""
 
 
 def _heap_count() -> str:

@@ -4,9 +4,10 @@ Both read Go-style paths on a fixed schedule: ``/debug/pprof/profile?seconds=<in
 (Alloy: 14 s every 15 s) or ``?seconds=<interval>`` (Parca: the whole interval), plus
 ``/goroutine``, ``/block``, ``/mutex`` and ``/allocs`` without parameters, all at once per
 target. A CPU window that ends a little late must not make the next one fail with 409. Here
-the windows are 2 s long and the next scrape comes 0.3 s *before* the previous window is due to
-end (a window 300 ms late, on a fixed schedule): every one must be 200, and together the
-windows must cover the time without overlapping.
+the windows are 2 s long and the next scrape comes 0.15 s *before* the previous window is due
+to end, on a fixed schedule (each window late by 150 ms more than the one before, as a wait
+pushes the next window back: 0.45 s by the fourth, within the 1 s grace): every one must be
+200, and together the windows must cover the time without overlapping.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pyroscope_rules
 from pyprof_http.registry import BY_NAME
 
 WINDOW_S = 2
-LATE_S = 0.3
+LATE_S = 0.15
 
 
 def _get(url: str) -> tuple[int, bytes]:
