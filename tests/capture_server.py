@@ -68,8 +68,8 @@ class CaptureServer:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                        name="capture-server")
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                        daemon=True, name="capture-server")
 
     def __enter__(self) -> CaptureServer:
         self._thread.start()
