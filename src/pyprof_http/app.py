@@ -39,6 +39,7 @@ from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
 from .model import Granularity, Profile, subtract
 from .params import parse_query
+from .push.pusher import status as push_status
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
 from .render.index import IndexRow, RecordForm, render_index
@@ -134,7 +135,9 @@ class PprofApp:
             )
             for spec in allowed(self.settings)
         ]
-        return to_response(render_index(request.scope.get("root_path", "") + "/", rows))
+        pushing = push_status()
+        notes = [pushing.describe()] if pushing is not None else []
+        return to_response(render_index(request.scope.get("root_path", "") + "/", rows, notes))
 
     def _record_form(self, spec: ProfileSpec) -> RecordForm | None:
         if spec.duration is None:

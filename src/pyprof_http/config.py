@@ -45,6 +45,24 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _split_pairs(value: Any) -> Any:
+    """``k=v,k2=v2`` or a JSON object, for the push labels and headers."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            import json
+
+            return json.loads(text)
+        pairs = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected key=value pairs separated by commas, got {key!r}")
+            pairs[key.strip()] = val.strip()
+        return pairs
+    return value
+
+
 class Settings(BaseSettings):
     """Everything pyprof_http can be told. Every field can be set as ``PYPROF_<NAME>``."""
 
@@ -104,9 +122,83 @@ class Settings(BaseSettings):
         description="An event loop that does not come back for this long is a stall in /block.",
     )
 
+    push_url: str | None = Field(
+        default=None,
+        description="Pyroscope server to push profiles to (e.g. http://pyroscope:4040); None: "
+        "no pusher. Credentials below go to this URL's host only.",
+    )
+    push_interval: float = Field(
+        default=15.0, ge=0.05, le=3600, description="Seconds between pushes (Go SDKs: 15)."
+    )
+    push_service_name: str | None = Field(
+        default=None, description="The service_name series label (default: the program name)."
+    )
+    push_version: str | None = Field(
+        default=None, description="The version series label (left out when unset)."
+    )
+    push_labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Extra series labels: JSON or k=v,k2=v2 (e.g. env=prod,region=eu).",
+    )
+    push_basic_auth_user: str | None = Field(
+        default=None, description="User for HTTP Basic auth to push_url (Grafana Cloud: the id)."
+    )
+    push_basic_auth_password: SecretStr | None = Field(
+        default=None, description="Password for HTTP Basic auth to push_url; never logged."
+    )
+    push_token: SecretStr | None = Field(
+        default=None, description="Bearer token for push_url; never logged."
+    )
+    push_tenant_id: str | None = Field(
+        default=None, description="X-Scope-OrgID for multi-tenant Pyroscope servers."
+    )
+    push_headers: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, repr=False,
+        description="Extra request headers for push_url (JSON or k=v,...); values never logged.",
+    )
+    push_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds one push may take before it is abandoned."
+    )
+    push_queue_size: int = Field(
+        default=8, ge=1, le=1024,
+        description="Batches kept while the server is unreachable; the oldest is dropped.",
+    )
+
     _split = field_validator(
         "allow_clients", "trusted_proxies", "profiles", "allowed_hosts", mode="before"
     )(_split_list)
+    _pairs = field_validator("push_labels", "push_headers", mode="before")(
+        lambda value: _split_pairs(value))
+
+    @field_validator("push_labels")
+    @classmethod
+    def _push_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        """Names Pyroscope accepts, and not one the pusher sets itself."""
+        for name in labels:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) or name.startswith("__"):
+                raise ValueError(f"push_labels: {name!r} is not a label name (letters, digits, "
+                                 "_ and ., not starting with a digit or __)")
+            if name in ("service_name", "pid", "host", "version"):
+                raise ValueError(f"push_labels: {name!r} is set by the pusher (use "
+                                 "push_service_name / push_version)")
+        return labels
+
+    @field_validator("push_url")
+    @classmethod
+    def _push_url(cls, url: str | None) -> str | None:
+        """http(s) with a host and nothing after the path: the API paths are appended to it."""
+        if url is None or url == "":
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("push_url must be an http:// or https:// URL with a host, e.g. "
+                             "http://pyroscope:4040")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("push_url takes no query, fragment or credentials (use "
+                             "push_basic_auth_user/push_basic_auth_password or push_token)")
+        return url.rstrip("/")
 
     @field_validator("allowed_hosts")
     @classmethod

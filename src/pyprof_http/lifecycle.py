@@ -93,6 +93,7 @@ class LifecycleMiddleware:
     def _startup(self, loop: asyncio.AbstractEventLoop) -> None:
         self.claims.follow(self.settings)
         self.claims.start_on(loop, self.settings)
+        self.claims.push(self.settings, loop)  # nothing unless push_url is set
 
     def _started(self, loop: asyncio.AbstractEventLoop) -> None:
         """After the app's own startup code: hooks it may have replaced meanwhile (a loop

@@ -190,11 +190,19 @@ async def _collect_cpu(context: CollectContext) -> Capture:
         raise PreconditionFailed("mode=cpu reads per-thread CPU clocks, which pyprof_http only "
                                  "knows how to read safely on Linux; use mode=wall or tracing")
     what = f"{query.mode} ({query.clock} clock)" if query.mode == "tracing" else query.mode
+    # a scraper's next window may arrive just before the previous one has let go of the slot
+    await SESSIONS.await_turn("cpu", SCRAPE_GRACE_S, lambda s: context.wait(s, None))
     with SESSIONS.claim("cpu", what, seconds) as stop:
         if query.mode == "tracing":
             return await tracing.trace(query.clock, seconds, lambda s: context.wait(s, stop))
         return await cpu.record(query.mode, query.hz, seconds, settings.max_stack_depth,
                                 lambda s: context.wait(s, stop))
+
+
+SCRAPE_GRACE_S = 1.0
+"""A CPU profile due to end within this many seconds (or overdue by less) is waited for rather
+than answered with 409: back-to-back scrape windows that overlap by a few hundred ms
+(``collectors.session.await_turn``). Longer, and it would be a concurrent profile: 409 at once."""
 
 
 def _heap_count() -> str:

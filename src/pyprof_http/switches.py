@@ -21,6 +21,9 @@ Rules for each switch:
 - **heap tracing at start** (``heap_trace_at_start``): started when the app is built, if
   ``heap`` is allowed; never stopped here (like ``PYTHONTRACEMALLOC``, it traces for the process;
   a ``/heap?seconds=N`` window leaves tracing it did not start alone).
+- **Pyroscope pusher** (``push_url``; ``push.pusher``): one daemon thread per process, started
+  by the first claim whose settings ask for it at its startup, stopped (after a last flush) when
+  the last such claim goes; a forked child starts its own.
 - **shutdown-signal chain**: one handler in front of the server's, which stops every running
   profile (the process is stopping), put back when the last claim goes. Only the main thread
   can set a handler: when the last claim goes on another thread (a ``TestClient``'s), ours
@@ -64,6 +67,7 @@ from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
 from .loops import ORIGINS
+from .push import pusher
 
 TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
 """Profiles that read what the task factory records (task ids, age, creation site)."""
@@ -99,11 +103,14 @@ _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
+_push_holders: set[int] = _kept("_push_holders", set)
+"""Claims whose settings asked for the Pyroscope pusher (one per process)."""
 
 
 def _after_fork_in_child() -> None:
     global _lock
     _lock = _thread.allocate_lock()
+    _push_holders.clear()  # the parent's pusher thread is not in the child (push/pusher.py)
 
 
 if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
@@ -263,6 +270,16 @@ class Claims:
             _signal_holders.add(self.id)
             _chain_signals()
 
+    def push(self, settings: Settings, loop: _Loop | None) -> None:
+        """The Pyroscope pusher, if ``settings`` has a ``push_url``: one per process, started
+        by the first claim that asks (its settings win), stopped after a last flush when the
+        last one lets go."""
+        if settings.push_url is None:
+            return
+        with _held():
+            _push_holders.add(self.id)
+            pusher.start(settings, loop)
+
     def shut_down(self, loop: _Loop) -> None:
         """One lifespan's shutdown (or failed startup) on ``loop``: :meth:`release_all` if it
         was this app's last; else only this loop's task factory and watchdog (the app still
@@ -309,6 +326,10 @@ def _release(claim_id: int) -> None:
         _signal_holders.discard(claim_id)
         if not _signal_holders:
             _restore_signals()
+    if claim_id in _push_holders:
+        _push_holders.discard(claim_id)
+        if not _push_holders:
+            pusher.stop()
 
 
 def _release_loop(claim_id: int, loop: _Loop) -> None:

@@ -718,3 +718,10 @@ if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     # late-bound (a reload makes a new WATCHDOGS); not on Windows
     os.register_at_fork(after_in_child=lambda: WATCHDOGS._after_fork_in_child())
     _fork_hook_registered = True
+
+
+def stall_samples(stalls: Iterable[Stall], max_depth: int = 128) -> tuple[Sample, ...]:
+    """The samples of a stalls profile built from ``stalls`` (the pusher picks which stalls it
+    has not pushed yet: a stall is recorded a few ms after it ends, so selecting by end time
+    alone would miss one that ended just before a push and was recorded just after)."""
+    return _samples(_aggregate(stalls), max_depth)

@@ -13,11 +13,13 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from .errors import Busy
 
+_TURN_POLL_S = 0.02
+"""How often a request waiting for the end of the previous window looks again."""
 CURRENT_OWNER: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "pyprof_http_owner", default=None)
 """The id of the app serving the current request (``switches.Claims.id``): a profile it starts
@@ -60,6 +62,35 @@ class ProfilerSessions:
         finally:
             with self._lock:
                 self._active.pop(kind, None)
+
+    def ending_within(self, kind: str, grace: float) -> float | None:
+        """Seconds until the running ``kind`` session is due to end, if that is at most
+        ``grace`` (or it is overdue: 0); None when none runs or it has longer to go."""
+        with self._lock:
+            running = self._active.get(kind)
+            if running is None:
+                return None
+            left = running.seconds - (time.monotonic() - running.started)
+        return max(0.0, left) if left <= grace else None
+
+    async def await_turn(self, kind: str, grace: float,
+                         sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Wait, at most ``grace`` seconds past its due end, for a ``kind`` session that is
+        about to end, so that the next :meth:`claim` does not answer 409.
+
+        Scrapers (Grafana Alloy, Parca) ask for back-to-back CPU windows: ``seconds=14`` every
+        15 s, or ``seconds=10`` every 10 s (Parca's window is the whole interval). A window
+        ends a little after its due time (the timer, a loaded loop), so the next scrape can
+        arrive while it still holds the slot; it waits for it here instead of failing. A
+        session with more than ``grace`` seconds to go is a real conflict: no wait.
+        ``sleep`` ends early (raising) when the client disconnects.
+        """
+        left = self.ending_within(kind, grace)
+        if left is None:
+            return
+        deadline = time.monotonic() + left + grace
+        while self.ending_within(kind, grace) is not None and time.monotonic() < deadline:
+            await sleep(_TURN_POLL_S)
 
     def running(self) -> list[str]:
         with self._lock:

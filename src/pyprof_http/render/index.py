@@ -84,8 +84,9 @@ class RecordForm:
 _LINK_QUERY = {"text": "?debug=1", "pprof": "?debug=0", "flamegraph": "?format=flamegraph"}
 
 
-def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
-    """The whole page; every name and description is escaped."""
+def render_index(title: str, rows: Sequence[IndexRow], notes: Sequence[str] = ()) -> Rendered:
+    """The whole page; every name and description is escaped. ``notes``: status lines shown
+    under the table (the Pyroscope pusher's)."""
     body = [
         "<!DOCTYPE html>",
         "<html lang=en><head><meta charset=utf-8>",
@@ -114,6 +115,7 @@ def render_index(title: str, rows: Sequence[IndexRow]) -> Rendered:
             f"<td class=links>{links}</td><td class=desc>{escape(row.description)}</td></tr>"
         )
     body.append("</tbody></table>")
+    body.extend(f"<p class=note>{escape(note)}</p>" for note in notes)
     if any(row.name == "goroutine" for row in rows):
         body.append("<p><a href='goroutine?debug=2'>full goroutine stack dump</a> "
                     "(every thread and task, with await chains)</p>")
