@@ -45,9 +45,9 @@ def _no_push_threads() -> bool:
 
 
 @contextlib.contextmanager
-def running(settings: Settings, loop: asyncio.AbstractEventLoop | None = None
-            ) -> Iterator[push.Pusher]:
-    pusher = push.Pusher(settings, loop)
+def running(settings: Settings, loop: asyncio.AbstractEventLoop | None = None,
+            kind: type[push.Pusher] = push.Pusher) -> Iterator[push.Pusher]:
+    pusher = kind(settings, loop)
     pusher.start()
     try:
         yield pusher
@@ -114,6 +114,19 @@ def _thread_labels(raw: bytes) -> list[tuple[int, int, str]]:
             for s in message.sample for label in s.label if strings[label.key] == "thread"]
 
 
+class _AttemptsRecorded(push.Pusher):
+    """Keeps when each send attempt began and the backoff it chose, on the pusher's own clock:
+    the server's arrival times would add the machine's scheduling jitter to every gap."""
+
+    attempts: list[tuple[float, float]]
+
+    def _send_queue(self, timeout: float | None) -> float:
+        began = time.monotonic()
+        delay = super()._send_queue(timeout)
+        self.attempts = [*getattr(self, "attempts", []), (began, delay)]
+        return delay
+
+
 def test_failures_back_off_and_are_logged_once_per_streak(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="pyprof_http.push")
@@ -121,20 +134,25 @@ def test_failures_back_off_and_are_logged_once_per_streak(
     with CaptureServer("fail") as server:
         settings = Settings(push_url=server.url, push_interval=interval,
                             push_basic_auth_user="user", push_basic_auth_password=SECRET)
-        with running(settings) as pusher:
-            failed = server.wait_for(5)
+        with running(settings, kind=_AttemptsRecorded) as pusher:
+            server.wait_for(5)
             server.mode = "ok"
             deadline = time.monotonic() + 60
             while pusher.pushes == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
             status = pusher.status()
-    gaps = [b.at - a.at for a, b in itertools.pairwise(failed)]
-    for n, gap in enumerate(gaps):  # never sooner than interval * 2^n (waits never end early)
-        assert gap >= 0.9 * interval * 2 ** n, (n, gaps)
-    assert gaps[-1] > gaps[0]
+    attempts = pusher.attempts  # type: ignore[attr-defined]
+    failed = [(at, delay) for at, delay in attempts if delay > 0]
+    assert len(failed) >= 5
+    expected = [min(interval * 2 ** n, push.MAX_BACKOFF_S) for n in range(len(failed))]
+    assert [delay for _, delay in failed] == pytest.approx(expected)  # doubling per failure
+    for (at, delay), (next_at, _) in itertools.pairwise(attempts):
+        assert next_at >= at + delay - 0.005, attempts  # a backoff never ends early
     assert status.pushes >= 1 and status.failures >= 5 and status.streak == 0
-    failures = [r for r in caplog.records if "failed" in r.getMessage()]
-    recoveries = [r for r in caplog.records if "recovered" in r.getMessage()]
+    failures = [r for r in caplog.records
+                if r.name.startswith("pyprof_http.push") and "failed" in r.getMessage()]
+    recoveries = [r for r in caplog.records
+                  if r.name.startswith("pyprof_http.push") and "recovered" in r.getMessage()]
     assert len(failures) == 1 and len(recoveries) == 1
     assert SECRET not in caplog.text and "Authorization" not in caplog.text
 
