@@ -33,6 +33,7 @@ from .app import PprofApp, install
 from .auth import Decision
 from .config import ConfigError, Settings
 from .lifecycle import LifecycleMiddleware
+from .markers import mark, span
 from .side_server import BackgroundServer, serve_in_background
 from .switches import set_lock_profile_fraction
 
@@ -44,7 +45,9 @@ __all__ = [
     "PprofApp",
     "Settings",
     "install",
+    "mark",
     "serve_in_background",
     "set_lock_profile_fraction",
+    "span",
 ]
 __version__ = "0.1.0"
