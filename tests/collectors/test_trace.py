@@ -164,6 +164,40 @@ def test_requests_are_summed_from_their_steps() -> None:
     assert request.name == "GET /r" and request.request == summary.number
 
 
+def test_a_requests_sleep_that_comes_due_behind_a_hog_counts_as_waiting() -> None:
+    """The demo's shape: the request sleeps 1 ms; a task serving no request hogs the loop for
+    80 ms meanwhile; the sleep's timer runs late, and that lateness is the request's wait."""
+    jobs: asyncio.Queue[int] = asyncio.Queue()
+
+    async def neighbour() -> None:
+        await jobs.get()
+        time.sleep(0.08)
+
+    async def scenario() -> None:
+        builder = asyncio.create_task(neighbour(), name="builder")  # before the request
+        await asyncio.sleep(0)
+        entered = request_labels.enter({"type": "http", "path": "/q"})
+        traced = markers.ACTIVE.request(entered, {"method": "GET"})  # type: ignore[union-attr]
+        try:
+            jobs.put_nowait(80)
+            await asyncio.sleep(0.001)
+        finally:
+            request_labels.leave(entered)
+            traced.close()
+        await builder
+
+    capture = recorded(scenario)
+    hogged = max(steps_of(capture, "builder"), key=lambda e: e.duration_ns)
+    assert not hogged.request  # the builder serves no request
+    (summary,) = capture.requests
+    assert summary.waiting_ns >= hogged.duration_ns - 1_000_000  # due at most 1 ms into it
+    assert summary.running_ns < summary.waiting_ns
+    assert "builder (step)" in summary.behind[0][0]
+    late = [e for e in capture.events if e.kind == "callback" and e.request == summary.number
+            and e.start_ns >= hogged.end_ns and e.wait_ns]
+    assert late and late[0].behind[0][0].endswith("builder (step)")
+
+
 def test_an_error_in_the_window_puts_everything_back() -> None:
     async def main() -> None:
         async def window(_: float) -> None:

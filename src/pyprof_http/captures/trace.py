@@ -64,9 +64,9 @@ class RequestSummary:
     start_ns: int
     duration_ns: int
     running_ns: int
-    """Its task steps on the loop."""
+    """Its task steps and callbacks on the loop, while it was served."""
     waiting_ns: int
-    """Ready to run, waiting for the loop (behind other callbacks)."""
+    """Ready to run (a step woken, a timer due), waiting for the loop behind other callbacks."""
     pool_ns: int
     """In thread-pool work items."""
     steps: int

@@ -124,10 +124,13 @@ def build(recording: Recording, stalls: Iterable[Stall] = ()) -> TraceCapture:
                 thread_lane=thread_lane, request=b.request(request), wait_ns=wait,
                 stack=recording.samples.get((thread, start), ())))
         elif kind == markers.CALLBACK:
+            # a request's own callbacks (the timer of its sleep) wait for the loop too
+            wait = max(0, start - extra) if extra and request is not None else 0
             events.append(TraceEvent(
                 "callback", b.thread_lane(thread), rel, duration, function_name(name),
                 tuple(b.labels(thread, None, request)), thread_lane=b.thread_lane(thread),
-                request=b.request(request), stack=recording.samples.get((thread, start), ())))
+                request=b.request(request), wait_ns=wait,
+                stack=recording.samples.get((thread, start), ())))
         elif kind == markers.WORK:
             events.append(TraceEvent(
                 "work", b.thread_lane(thread), rel, duration, function_name(name),
@@ -191,7 +194,7 @@ def _with_behind(events: list[TraceEvent]) -> list[TraceEvent]:
         starts[lane] = [e.start_ns for e in ran]
     out = []
     for event in events:
-        if event.kind == "step" and event.wait_ns >= MIN_WAIT_NS:
+        if event.kind in ("step", "callback") and event.wait_ns >= MIN_WAIT_NS:
             ran, ready = by_thread[event.thread_lane], event.start_ns - event.wait_ns
             i = max(0, bisect.bisect_right(starts[event.thread_lane], ready) - 1)
             overlap: dict[str, int] = defaultdict(int)
@@ -226,15 +229,26 @@ def _summaries(b: _Builder, requests: Sequence[tuple[Any, int, int, str, int]],
     pool: dict[int, int] = defaultdict(int)
     steps: dict[int, int] = defaultdict(int)
     behind: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    spans = {b.request(request): (start - origin, start - origin + duration)
+             for request, start, duration, _, _ in requests}
     for event in events:
-        if not event.request:
+        if not event.request or event.request not in spans:
             continue
-        if event.kind == "step":
-            running[event.request] += event.duration_ns
-            waiting[event.request] += event.wait_ns
-            steps[event.request] += 1
+        begin, end = spans[event.request]
+        if event.kind in ("step", "callback"):
+            # only what happened while the request was served counts (a handle made in its
+            # context may run long after it, e.g. a transport's resumed reader)
+            ran = max(0, min(event.end_ns, end) - max(event.start_ns, begin))
+            ready = max(event.start_ns - event.wait_ns, begin)
+            waited = max(0, min(event.start_ns, end) - ready)
+            if not ran and not waited:
+                continue
+            running[event.request] += ran
+            waiting[event.request] += waited
+            steps[event.request] += event.kind == "step"
+            scale = waited / event.wait_ns if event.wait_ns else 0
             for who, ns in event.behind:
-                behind[event.request][who] += ns
+                behind[event.request][who] += int(ns * scale)
         elif event.kind == "work":
             pool[event.request] += event.duration_ns
     out = []

@@ -55,7 +55,7 @@ def chrome_events(capture: TraceCapture) -> list[dict[str, Any]]:
                     "args": {"sort_index": lane.id}})
     steps: dict[int, list[TraceEvent]] = {}
     for event in capture.events:
-        if event.kind == "step" and event.request and event.wait_ns:
+        if event.kind in ("step", "callback") and event.request and event.wait_ns:
             steps.setdefault(event.request, []).append(event)
     next_id = 0
     for event in capture.events:
@@ -79,11 +79,12 @@ def chrome_events(capture: TraceCapture) -> list[dict[str, Any]]:
 
 def _waits(steps: Iterable[TraceEvent], request: TraceEvent, pid: int, cat: str,
            ident: str) -> list[dict[str, Any]]:
-    """Nested slices on the request's row: each time one of its steps waited for the loop."""
+    """Nested slices on the request's row: each time one of its steps (or callbacks, such as
+    the timer of its sleep) waited for the loop while it was served."""
     out: list[dict[str, Any]] = []
     for step in steps:
         ready = max(step.start_ns - step.wait_ns, request.start_ns)
-        if ready >= step.start_ns:
+        if ready >= step.start_ns or step.start_ns > request.end_ns:
             continue
         behind = {"waited behind": [f"{who}: {ns / 1e6:.3f} ms" for who, ns in step.behind],
                   "then ran": f"{step.name} ({step.duration_ns / 1e6:.3f} ms)"}

@@ -45,8 +45,8 @@ def render_trace_text(capture: TraceCapture, name: str = "trace") -> Rendered:
     out += [f"# {printable(note)}" for note in capture.notes]
     out.append("")
     requests = sorted(capture.requests, key=lambda r: -r.duration_ns)
-    out.append(f"requests: {len(requests)} (slowest first; running = its task steps on the "
-               "loop, waiting = ready but the loop ran something else)")
+    out.append(f"requests: {len(requests)} (slowest first; running = its task steps and "
+               "callbacks on the loop, waiting = ready but the loop ran something else)")
     for r in requests[:MAX_REQUESTS]:
         rid = f" request_id={printable(r.request_id)}" if r.request_id else ""
         out.append(f"  {printable(r.method)} {printable(r.route)} -> {r.status} "
@@ -64,7 +64,7 @@ def render_trace_text(capture: TraceCapture, name: str = "trace") -> Rendered:
     for e in steps:
         out.append(f"  {_ms(e.duration_ns)} {e.kind} {printable(e.name)} at {_at(e.start_ns)} "
                    f"{_args(e)}".rstrip())
-        if e.wait_ns:
+        if e.wait_ns >= 100_000:
             out.append(f"      was ready {_ms(e.wait_ns)} before it ran")
         out += _stack(e)
     for title, kind in (("loop stalls (block watchdog)", "stall"), ("GC pauses", "gc"),
