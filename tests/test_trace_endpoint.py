@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from lifespan import LifespanDriver
 from starlette.applications import Starlette
 
+from lifespan import LifespanDriver
 from pyprof_http import install
 from pyprof_http.collectors import trace
 from pyprof_http.collectors.session import SESSIONS

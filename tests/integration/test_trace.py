@@ -23,8 +23,9 @@ import httpx
 import pytest
 from live_server import Server, run_server
 from playwright.sync_api import Browser, sync_playwright
-from trace_schema import check_chrome_trace
 from trace_service import HOG_TASK, HOSTILE_TASK_NAME, MARK_NAME, SPAN_NAME
+
+from trace_schema import check_chrome_trace
 
 CHROMIUM = "/usr/bin/chromium"
 TRAFFIC = ("/hogged", "/sync", "/to-thread", "/hostile")
