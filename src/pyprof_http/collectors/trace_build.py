@@ -9,10 +9,10 @@ work.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from .. import markers
@@ -21,11 +21,13 @@ from ..captures.trace import Lane, RequestSummary, TraceCapture, TraceEvent
 from ..loops import ORIGINS, code_name_of
 from ..model import Frame, Profile, Sample, ValueType, frame
 from .trace import Recording
+from .trace_behind import Track
 
 MAX_ATTR_CHARS: Final = 200
 MAX_BEHIND: Final = 5
 MIN_WAIT_NS: Final = 100_000
 """Waits shorter than this get no "behind" list (the loop's own turn-around)."""
+MAX_WAITS_EXPLAINED: Final = 5_000
 STEPS: Final = ValueType("steps", "count")
 WALL: Final = ValueType("wall", "nanoseconds")
 
@@ -183,30 +185,22 @@ def _ms(ns: int) -> str:
 
 
 def _with_behind(events: list[TraceEvent]) -> list[TraceEvent]:
-    """Each step that waited at least :data:`MIN_WAIT_NS` with what its thread ran meanwhile."""
+    """Steps and callbacks that waited at least :data:`MIN_WAIT_NS`, with what their thread ran
+    meanwhile (see :mod:`.trace_behind`): the :data:`MAX_WAITS_EXPLAINED` longest waits, those
+    serving a request first (10,000 tasks woken at once would otherwise cost seconds)."""
     by_thread: dict[int, list[TraceEvent]] = defaultdict(list)
-    for event in events:
+    waits: list[tuple[bool, int, int]] = []
+    for i, event in enumerate(events):
         if event.kind in ("step", "callback"):
             by_thread[event.thread_lane].append(event)
-    starts: dict[int, list[int]] = {}
-    for lane, ran in by_thread.items():
-        ran.sort(key=lambda e: e.start_ns)
-        starts[lane] = [e.start_ns for e in ran]
-    out = []
-    for event in events:
-        if event.kind in ("step", "callback") and event.wait_ns >= MIN_WAIT_NS:
-            ran, ready = by_thread[event.thread_lane], event.start_ns - event.wait_ns
-            i = max(0, bisect.bisect_right(starts[event.thread_lane], ready) - 1)
-            overlap: dict[str, int] = defaultdict(int)
-            for other in ran[i:]:
-                if other.start_ns >= event.start_ns:
-                    break
-                shared = min(other.end_ns, event.start_ns) - max(other.start_ns, ready)
-                if shared > 0 and other is not event:
-                    overlap[_who(other)] += shared
-            behind = tuple(sorted(overlap.items(), key=lambda kv: -kv[1])[:MAX_BEHIND])
-            event = _replace(event, behind=behind)
-        out.append(event)
+            if event.wait_ns >= MIN_WAIT_NS:
+                waits.append((bool(event.request), event.wait_ns, i))
+    tracks = {lane: Track(ran) for lane, ran in by_thread.items()}
+    out = list(events)
+    for _, _, i in sorted(waits, reverse=True)[:MAX_WAITS_EXPLAINED]:
+        event = events[i]
+        out[i] = replace(event, behind=tracks[event.thread_lane].behind(
+            event.start_ns - event.wait_ns, event.start_ns, _who, MAX_BEHIND))
     return out
 
 
@@ -215,11 +209,6 @@ def _who(event: TraceEvent) -> str:
         task = dict(event.args).get("task", event.name)
         return f"{task} (step)"
     return f"{event.name} (callback)"
-
-
-def _replace(event: TraceEvent, **changes: Any) -> TraceEvent:
-    from dataclasses import replace
-    return replace(event, **changes)
 
 
 def _summaries(b: _Builder, requests: Sequence[tuple[Any, int, int, str, int]],
