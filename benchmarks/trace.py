@@ -13,6 +13,9 @@ Run:  .venv/bin/python benchmarks/trace.py [--quick] [--rounds 8] [--seconds 2] 
    again with none (A/A), and during a ``/trace?seconds=N`` window; the order rotates over
    ``--rounds``; the median per-round ratio is reported.
 3. Trace size per second of that load: bytes of the Chrome JSON and events per second.
+4. The worst case, in-process: a loop doing nothing but empty task steps (2,000 tasks x 20
+   ``await asyncio.sleep(0)``), best of ``--repeat`` runs with no trace, again with none (A/A),
+   and inside a trace window: the per-callback cost of the hooks, undiluted by real work.
 
 Prints one table; loopback only; the server is stopped whatever happens.
 """
@@ -94,6 +97,50 @@ def marker_costs(number: int, repeat: int) -> dict[str, float]:
     out["mark() recording"] = min(on)
     out["with span() recording"] = min(span_on)
     return out
+
+
+async def _empty_steps() -> None:
+    import asyncio
+
+    async def worker() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(2000)))
+
+
+def worst_case(repeat: int) -> dict[str, float]:
+    import asyncio
+
+    from pyprof_http.collectors import trace
+
+    def untraced() -> float:
+        started = time.perf_counter()
+        asyncio.run(_empty_steps())
+        return time.perf_counter() - started
+
+    def traced() -> float:
+        took: list[float] = []
+
+        async def main() -> None:
+            async def window(_: float) -> None:
+                started = time.perf_counter()
+                await _empty_steps()
+                took.append(time.perf_counter() - started)
+
+            await trace.record(1, window)
+
+        asyncio.run(main())
+        return took[0]
+
+    out: dict[str, list[float]] = {"none": [], "none-b": [], "trace": []}
+    untraced()
+    traced()  # warm up: imports, first-call costs
+    for _ in range(repeat):
+        out["none"].append(untraced())
+        out["trace"].append(traced())
+        out["none-b"].append(untraced())
+    return {name: min(values) for name, values in out.items()}
 
 
 # --- the server ---------------------------------------------------------------------------
@@ -241,6 +288,13 @@ def main() -> int:
     print(f"  target mark() off <= 100 ns and <= 3x an empty call: "
           f"{'PASS' if off <= 100 and off <= 3 * base_ns else 'MISS'}; recording <= 1 us: "
           f"{'PASS' if costs['mark() recording'] <= 1000 else 'MISS'}")
+
+    worst = worst_case(args.repeat)
+    print(f"\n4. worst case, 40,000 empty task steps (best of {args.repeat}): none "
+          f"{worst['none'] * 1000:.0f} ms, none again {worst['none-b'] * 1000:.0f} ms (A/A "
+          f"{worst['none-b'] / worst['none']:.2f}x), in a trace window "
+          f"{worst['trace'] * 1000:.0f} ms ({worst['trace'] / worst['none']:.2f}x; "
+          f"{(worst['trace'] - worst['none']) / 40_000 * 1e6:.1f} us per step)")
 
     print(f"\n2. demo route mix {', '.join(ROUTES)}: {args.clients} clients, "
           f"{args.seconds} s windows, {rounds} rounds")

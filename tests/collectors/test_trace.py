@@ -5,6 +5,7 @@ reload), on the asyncio loop and on uvloop."""
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events as base_events
 import concurrent.futures.thread as cf_thread
 import gc
 import importlib
@@ -24,7 +25,7 @@ from pyprof_http.collectors.trace_build import build
 from pyprof_http.loops import LOOPS
 
 ORIGINAL_RUN = events.Handle._run
-ORIGINAL_INIT = events.Handle.__init__
+ORIGINAL_CALL_SOON = base_events.BaseEventLoop._call_soon
 ORIGINAL_WORK = cf_thread._WorkItem.run
 ORIGINAL_RUN_SYNC = anyio.to_thread.run_sync
 
@@ -32,7 +33,7 @@ ORIGINAL_RUN_SYNC = anyio.to_thread.run_sync
 def assert_nothing_hooked() -> None:
     assert not trace.is_hooked()
     assert events.Handle._run is ORIGINAL_RUN
-    assert events.Handle.__init__ is ORIGINAL_INIT
+    assert base_events.BaseEventLoop._call_soon is ORIGINAL_CALL_SOON
     assert cf_thread._WorkItem.run is ORIGINAL_WORK
     assert anyio.to_thread.run_sync is ORIGINAL_RUN_SYNC
     assert markers.ACTIVE is None

@@ -8,7 +8,8 @@
   ``TaskStepMethWrapper``, its wake-up a bound builtin, both with the task as ``__self__``; the
   Python task its bound ``__step``). Timing it gives every step and callback with its duration,
   its task, and the request it serves (the handle's context carries the request variable).
-- ``asyncio.events.Handle.__init__``: when a callback was scheduled, i.e. became ready; a step's
+- ``asyncio.base_events.BaseEventLoop._call_soon`` (what ``call_soon`` and
+  ``call_soon_threadsafe`` call): when a callback was scheduled, i.e. became ready; a step's
   wait is from then (or a timer's due time) to its start: the time it waited for the loop.
 - ``concurrent.futures.thread._WorkItem.run`` (``asyncio.to_thread``, ``run_in_executor``) and
   ``anyio.to_thread.run_sync`` (Starlette's sync endpoints): thread-pool work items.
@@ -25,6 +26,7 @@ uvloop runs its callbacks in C: nothing of them can be seen from Python, and the
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events as base_events
 import concurrent.futures.thread as cf_thread
 import contextvars
 import functools
@@ -108,7 +110,7 @@ class _Hooks:
 
     def install(self) -> None:
         self._patch(events.Handle, "_run", self._make_run)
-        self._patch(events.Handle, "__init__", self._make_init)
+        self._patch(base_events.BaseEventLoop, "_call_soon", self._make_call_soon)
         self._patch(cf_thread._WorkItem, "run", self._make_work_item)
         anyio_to_thread = sys.modules.get("anyio.to_thread")
         if anyio_to_thread is not None and hasattr(anyio_to_thread, "run_sync"):
@@ -142,16 +144,16 @@ class _Hooks:
     # -- the hooks ---------------------------------------------------------------------------
 
     def _make_run(self, original: Callable[[Any], None]) -> Callable[[Any], None]:
-        add, running, ready = self.recording.buffer.add, self.running, self.ready
+        buffer, running, ready = self.recording.buffer, self.running, self.ready
+        events_list, capacity = buffer.events, buffer.capacity
         timer_type, tasks, var = events.TimerHandle, _TASK_TYPES, CURRENT_REQUEST
+        step, callback_kind = markers.STEP, markers.CALLBACK
 
         def _run(handle: Any) -> None:
             callback = handle._callback
-            owner = getattr(callback, "__self__", None)
             context = handle._context
             request = context.get(var) if context is not None else None
             thread = get_ident()
-            stamped = ready.pop(id(handle), 0)
             start = monotonic_ns()
             running[thread] = start
             try:
@@ -161,24 +163,33 @@ class _Hooks:
                 running[thread] = 0
                 if request is None and context is not None:
                     request = context.get(var)
-                when = (int(handle.when() * 1e9) if type(handle) is timer_type else stamped)
-                if isinstance(owner, tasks):
-                    add((markers.STEP, start, end - start, thread, owner, request, None, when))
+                if type(handle) is timer_type:
+                    when = int(handle.when() * 1e9)
                 else:
-                    add((markers.CALLBACK, start, end - start, thread, None, request,
-                         _callable_name(callback), when))
+                    when = ready.pop(id(handle), 0)
+                owner = getattr(callback, "__self__", None)
+                if isinstance(owner, tasks):
+                    event = (step, start, end - start, thread, owner, request, None, when)
+                else:  # named after the window (holding it until then: bounded by the cap)
+                    event = (callback_kind, start, end - start, thread, None, request,
+                             callback, when)
+                if len(events_list) < capacity:
+                    events_list.append(event)
+                else:
+                    buffer.add(event)  # counts the drop
 
         return _run
 
-    def _make_init(self, original: Callable[..., None]) -> Callable[..., None]:
+    def _make_call_soon(self, original: Callable[..., Any]) -> Callable[..., Any]:
         ready = self.ready
 
-        def __init__(handle: Any, *args: Any, **kwargs: Any) -> None:
-            original(handle, *args, **kwargs)
+        def _call_soon(loop: Any, callback: Any, args: Any, context: Any) -> Any:
+            handle = original(loop, callback, args, context)
             if len(ready) < MAX_READY:
                 ready[id(handle)] = monotonic_ns()
+            return handle
 
-        return __init__
+        return _call_soon
 
     def _make_work_item(self, original: Callable[[Any], None]) -> Callable[[Any], None]:
         add = self.recording.buffer.add
@@ -286,7 +297,7 @@ def is_hooked() -> bool:
     """Whether anything of a trace is in place now (tests: nothing may stay patched)."""
     return (markers.ACTIVE is not None
             or _patching.applied(events.Handle, "_run")
-            or _patching.applied(events.Handle, "__init__")
+            or _patching.applied(base_events.BaseEventLoop, "_call_soon")
             or _patching.applied(cf_thread._WorkItem, "run")
             or any(getattr(cb, "__self__", None).__class__ is _Hooks for cb in gc.callbacks)
             or ("anyio.to_thread" in sys.modules
