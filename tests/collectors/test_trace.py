@@ -9,6 +9,7 @@ import asyncio.base_events as base_events
 import concurrent.futures.thread as cf_thread
 import gc
 import importlib
+import os
 import time
 from asyncio import events
 from collections.abc import Awaitable, Callable
@@ -226,6 +227,22 @@ def test_a_reloaded_module_restores_the_true_originals() -> None:
         assert_nothing_hooked()
     finally:
         importlib.reload(trace)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_during_a_window_has_nothing_hooked() -> None:
+    statuses: list[int] = []
+
+    async def scenario() -> None:
+        assert trace.is_hooked()
+        pid = os.fork()
+        if pid == 0:  # the child: report by exit status only
+            os._exit(0 if not trace.is_hooked() and markers.ACTIVE is None else 1)
+        statuses.append(os.waitpid(pid, 0)[1])
+        assert trace.is_hooked()  # the parent's window goes on
+
+    recorded(scenario)
+    assert statuses == [0]
 
 
 def test_the_cap_drops_and_says_so() -> None:

@@ -31,6 +31,7 @@ import concurrent.futures.thread as cf_thread
 import contextvars
 import functools
 import gc
+import os
 import sys
 import threading
 import time
@@ -57,6 +58,21 @@ SAMPLE_PERIOD_S: Final = 0.005
 MAX_SAMPLES: Final = 1_000
 MAX_READY: Final = 100_000
 """Scheduled-but-not-run handles remembered at once (cancelled ones are never popped)."""
+
+_RUNNING: list[_Hooks] = globals().get("_RUNNING", [])
+"""The window recording now (at most one: one trace at a time), kept across a reload."""
+
+
+def _after_fork_in_child() -> None:
+    """A child forked during a window (gunicorn, multiprocessing) has no one to read its trace
+    and no sampler thread: put everything back there, or its buffer would fill for nothing."""
+    for hooks in list(_RUNNING):
+        hooks.remove()
+
+
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
+    os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
+    _fork_hook_registered = True
 
 _TASK_TYPES: tuple[type, ...] = tuple(
     {asyncio.Task, getattr(asyncio.tasks, "_PyTask", asyncio.Task)})
@@ -109,6 +125,7 @@ class _Hooks:
     # -- install / remove --------------------------------------------------------------------
 
     def install(self) -> None:
+        _RUNNING.append(self)
         self._patch(events.Handle, "_run", self._make_run)
         self._patch(base_events.BaseEventLoop, "_call_soon", self._make_call_soon)
         self._patch(cf_thread._WorkItem, "run", self._make_work_item)
@@ -120,7 +137,9 @@ class _Hooks:
         self.sampler.start()
 
     def remove(self) -> None:
-        """Put everything back (idempotent; the window's ``finally``)."""
+        """Put everything back (idempotent; the window's ``finally``, and a forked child's)."""
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         if markers.ACTIVE is self.recording.buffer:
             markers.ACTIVE = None
         while self._patched:
