@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cpu  # noqa: E402  (benchmarks/cpu.py: the load generator)
 from _server import ServerProcess, serve_on_free_port  # noqa: E402
 
 ROUTES = ("/", "/order", "/work", "/sync")
@@ -156,25 +157,13 @@ def server_process() -> ServerProcess:
     return ServerProcess([sys.executable, os.path.abspath(__file__), "--serve"])
 
 
-class Load:
+class Load(cpu.Load):
     """``clients`` threads on keep-alive connections cycling the route mix."""
-
-    def __init__(self, base: str, clients: int, max_seconds: float) -> None:
-        self.base, self.clients = base, clients
-        self.deadline = time.monotonic() + max_seconds
-        self.counts = [0] * clients
-        self.errors = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(clients)]
-
-    def total(self) -> int:
-        return sum(self.counts)
 
     def _run(self, index: int) -> None:
         import httpx
 
-        with httpx.Client(base_url=self.base, timeout=30, trust_env=False) as client:
+        with httpx.Client(base_url=self.base_url, timeout=30, trust_env=False) as client:
             n = index
             while not self._stop.is_set() and time.monotonic() < self.deadline:
                 try:
@@ -184,16 +173,6 @@ class Load:
                     self.errors += 1
                     time.sleep(0.01)
                 n += 1
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
 
 
 def _wait_ready(base: str) -> None:

@@ -48,6 +48,7 @@ from ..loops import LOOPS
 from ..model import Frame
 from ..request_labels import CURRENT_REQUEST
 from .frames import frame_stack
+from .loop import WATCHDOGS
 
 THREAD_NAME: Final = "pyprof_http-trace"
 MAX_EVENTS: Final = 200_000
@@ -92,6 +93,8 @@ class Recording:
     blind_loops: list[str] = field(default_factory=list)
     """Loops whose callbacks Python cannot see (uvloop), by type."""
     hooked: list[str] = field(default_factory=list)
+    watchdog: bool = False
+    """Whether the block watchdog watched a loop (the source of stalls)."""
 
 
 def _callable_name(fn: Any) -> Any:
@@ -300,6 +303,7 @@ async def record(seconds: float, wait: Callable[[float], Awaitable[None]],
     returning); everything hooked is put back before this returns or raises."""
     recording = Recording(markers.TraceBuffer(max_events), monotonic_ns(), time.time_ns())
     recording.blind_loops = blind_loops()
+    recording.watchdog = bool(WATCHDOGS.watching())
     hooks = _Hooks(recording, max_depth)
     try:
         hooks.install()

@@ -282,7 +282,10 @@ def _notes(recording: Recording, events: Sequence[TraceEvent]) -> tuple[str, ...
         at = (recording.buffer.full_at_ns - recording.started_ns) / 1e9
         notes.append(f"the trace filled up at +{at:.3f} s: {recording.buffer.dropped} later "
                      f"events were dropped (at most {recording.buffer.capacity} are kept)")
-    if not any(e.kind == "stall" for e in events):
+    if not recording.watchdog:
+        notes.append("no loop is watched by the block watchdog (block not allowed, or no "
+                     "lifespan yet): stalls cannot be shown")
+    elif not any(e.kind == "stall" for e in events):
         notes.append("stalls come from the block watchdog (loops stalled over loop_stall_ms); "
                      "none ended in this window")
     return tuple(notes)
