@@ -20,8 +20,8 @@ from ..captures.stalls import Stall
 from ..captures.trace import Lane, RequestSummary, TraceCapture, TraceEvent
 from ..loops import ORIGINS, code_name_of
 from ..model import Frame, Profile, Sample, ValueType, frame
-from .trace import Recording, _callable_name
 from .trace_behind import Track
+from .trace_hooks import Recording, callable_name
 
 MAX_ATTR_CHARS: Final = 200
 MAX_BEHIND: Final = 5
@@ -130,7 +130,7 @@ def build(recording: Recording, stalls: Iterable[Stall] = ()) -> TraceCapture:
             wait = max(0, start - extra) if extra and request is not None else 0
             events.append(TraceEvent(
                 "callback", b.thread_lane(thread), rel, duration,
-                function_name(_callable_name(name)),
+                function_name(callable_name(name)),
                 tuple(b.labels(thread, None, request)), thread_lane=b.thread_lane(thread),
                 request=b.request(request), wait_ns=wait,
                 stack=recording.samples.get((thread, start), ())))
