@@ -211,6 +211,11 @@ def test_the_html_timeline_renders_lanes_and_survives_a_hostile_name(
                                  + HOG_TASK + "')}")
         page.click("#zoom-in")
         page.mouse.click(400, 300)
+        selected = page.evaluate("([kind, name]) => window.__traceTimeline.select(kind, name)",
+                                 ["step", HOSTILE_TASK_NAME])
+        heading = page.locator("#details h2").text_content()
+        details = page.locator("#details").text_content() or ""
+        injected = page.locator("#details img, body img").count()
     finally:
         page.close()
     assert not dialogs and not errors, (dialogs, errors)
@@ -218,6 +223,9 @@ def test_the_html_timeline_renders_lanes_and_survives_a_hostile_name(
     assert any(lane.endswith(f" {HOG_TASK}") for lane in lanes)
     assert "requests" in lanes and "MainThread" in lanes
     assert timeline["lanes"] == len(lanes) and timeline["steps"] == 1
+    # clicking an event shows its details, the hostile name as text
+    assert selected >= 1 and heading == f"step: {HOSTILE_TASK_NAME}" and injected == 0
+    assert "/hostile" in details and "duration" in details
 
 
 def test_one_trace_at_a_time(server: Server) -> None:

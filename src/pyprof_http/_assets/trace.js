@@ -215,9 +215,14 @@
   el("zoom-out").addEventListener("click", function () { zoom(2, LABEL_W + width() / 2); });
   el("reset").addEventListener("click", function () { view = {from: 0, to: duration}; draw(); });
   window.addEventListener("resize", resize);
-  window.__traceTimeline = {lanes: lanes.length, events: events.length, show: show,
-                            find: function (kind, name) {
-                              return events.filter(function (ev) { return ev.kind === kind && (!name || ev.name === name); }).length;
-                            }};
+  function matching(kind, name) {
+    return events.filter(function (ev) { return ev.kind === kind && (!name || ev.name === name); });
+  }
+  // For tests and the console: how many lanes and events, and select an event by kind and name.
+  window.__traceTimeline = {
+    lanes: lanes.length, events: events.length,
+    find: function (kind, name) { return matching(kind, name).length; },
+    select: function (kind, name) { var found = matching(kind, name); show(found[0] || null); return found.length; }
+  };
   resize();
 })();
