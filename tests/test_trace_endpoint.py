@@ -7,9 +7,12 @@ import asyncio
 
 import httpx
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from lifespan import LifespanDriver
-from pyprof_http import install
+from pyprof_http import install, markers
 from pyprof_http.collectors import trace
 from pyprof_http.collectors.session import SESSIONS
 
@@ -39,3 +42,28 @@ def test_shutdown_mid_trace_ends_it_and_puts_everything_back() -> None:
     assert status == 200 and text.startswith("trace: ")
     assert took < 25, "the 30 s window ended at shutdown, not by itself"
     assert not after and SESSIONS.running() == []
+
+
+def test_the_lifecycle_middleware_times_requests_only_during_a_window() -> None:
+    async def made(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("made", status_code=201)
+
+    async def main() -> tuple[str, bool]:
+        app = install(Starlette(routes=[Route("/made", made)]))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            assert (await client.get("/made")).status_code == 201  # before: nothing records
+            request = asyncio.create_task(
+                client.get("/debug/pprof/trace", params={"seconds": 1, "debug": 1}))
+            while markers.ACTIVE is None:
+                await asyncio.sleep(0.01)
+            assert (await client.get("/made", headers={"X-Request-ID": "r-42"})
+                    ).status_code == 201
+            text = (await asyncio.wait_for(request, 30)).text
+        return text, markers.ACTIVE is None
+
+    text, off_after = asyncio.run(main())
+    made_lines = [line for line in text.splitlines() if line.startswith("  GET /made")]
+    assert len(made_lines) == 1 and "-> 201" in made_lines[0], text
+    assert "request_id=r-42" in made_lines[0]
+    assert off_after

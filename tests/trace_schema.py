@@ -37,6 +37,32 @@ def check_chrome_trace(document: Any) -> list[dict[str, Any]]:
             opened[key] += 1 if event["ph"] == "b" else -1
             assert opened[key] >= 0, f"end before begin: {event}"
     assert all(n == 0 for n in opened.values()), "unbalanced async slices"
+    _check_nesting(events)
     used = {(e["pid"], e["tid"]) for e in events if e["ph"] != "M" and e["tid"]}
     assert used <= named_tids, f"tracks without a name: {used - named_tids}"
     return events
+
+
+EPSILON_US = 0.002
+"""Times are whole nanoseconds written as microseconds with three decimals."""
+
+
+def _check_nesting(events: list[dict[str, Any]]) -> None:
+    """Complete events on one track must nest (Perfetto and chrome://tracing draw a track as
+    a stack of slices; a slice overlapping another's end is misdrawn or dropped)."""
+    tracks: dict[tuple[int, int], list[tuple[float, float, str]]] = {}
+    for e in events:
+        if e["ph"] == "X":
+            tracks.setdefault((e["pid"], e["tid"]), []).append(
+                (e["ts"], e["ts"] + e["dur"], e["name"]))
+    for track, slices in tracks.items():
+        slices.sort(key=lambda s: (s[0], -s[1]))
+        open_ends: list[tuple[float, str]] = []
+        for start, end, name in slices:
+            while open_ends and open_ends[-1][0] <= start + EPSILON_US:
+                open_ends.pop()
+            if open_ends:
+                assert end <= open_ends[-1][0] + EPSILON_US, (
+                    f"on track {track}, {name!r} [{start}, {end}] overlaps the end of "
+                    f"{open_ends[-1][1]!r} (ends {open_ends[-1][0]})")
+            open_ends.append((end, name))

@@ -58,9 +58,9 @@ class LifecycleMiddleware:
                 self._attach(LOOPS.register_running())
                 self._attached = loop
             entered = request_labels.enter(scope, loop)
-            traced = None
-            if markers.ACTIVE is not None and kind == "http":  # a /trace window records
-                traced = markers.ACTIVE.request(entered, scope)
+            traced, tracing = None, markers.ACTIVE  # read once: a window may end on another loop
+            if tracing is not None and kind == "http":  # a /trace window records
+                traced = tracing.request(entered, scope)
                 send = traced.wrap(send)
             try:
                 await self.app(scope, receive, send)
