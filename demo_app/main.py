@@ -5,7 +5,8 @@ consumers on a Queue, a periodic sleeper, a nested await chain, a gather, a lock
 waiters, and worker threads waiting on a condition. Routes add more on demand (``/work`` runs
 nested awaits, ``/sync`` runs on the threadpool, ``/spawn?n=100`` parks more tasks, ``/stall``
 blocks the event loop for ``/block``, ``/contend`` makes threads fight over a lock for ``/mutex``,
-``/leak`` leaks four tasks for ``/goroutineleak`` and ``/goroutine?min_age``).
+``/leak`` leaks four tasks for ``/goroutineleak`` and ``/goroutine?min_age``, ``/hogged`` is a
+quick request made slow by another task hogging the loop: see ``/trace``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,21 @@ def report_worker(cond: threading.Condition) -> None:
             cond.wait(timeout=1.0)
 
 
+reports: asyncio.Queue[int] = asyncio.Queue()
+
+
+def build_report(ms: int) -> None:
+    time.sleep(ms / 1000)  # stands for a CPU-heavy render done in async code
+
+
+async def report_builder() -> None:
+    """A background task that hogs the loop: each report is one step of ``ms`` milliseconds."""
+    while True:
+        ms = await reports.get()
+        with pyprof_http.span("report.build", ms=ms):
+            build_report(ms)
+
+
 def _spawn(coro: object, name: str) -> None:
     task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
     _background.add(task)
@@ -86,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     for i in range(4):
         _spawn(order_consumer(i), f"order-consumer-{i}")
     _spawn(heartbeat(), "heartbeat")
+    _spawn(report_builder(), "report-builder")
     _spawn(checkout_pipeline(), "checkout-pipeline")
     _spawn(hold_inventory(), "inventory-holder")
     await asyncio.sleep(0)
@@ -210,3 +227,15 @@ async def leak() -> dict[str, int]:
     asyncio.create_task(consume_jobs(asyncio.Queue()), name="leak-queue")  # noqa: RUF006
     asyncio.create_task(consume_jobs(forgotten_jobs), name="leak-forgotten")  # noqa: RUF006
     return {"leaked": 4}
+
+
+@app.get("/hogged")
+async def hogged(ms: int = Query(80, ge=1, le=5000)) -> dict[str, int]:
+    """A quick handler made slow by its neighbour: it queues a report (the report-builder task
+    will block the loop for ``ms``), then awaits a 1 ms lookup that is ready long before the
+    loop comes back to it. ``/debug/pprof/trace?debug=1`` shows the wait and who caused it."""
+    reports.put_nowait(ms)
+    pyprof_http.mark("lookup.start", sku="apple")
+    async with pyprof_http.span("lookup", sku="apple"):
+        await asyncio.sleep(0.001)
+    return {"neighbour_ms": ms}

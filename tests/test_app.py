@@ -44,6 +44,8 @@ MEDIA: dict[str, tuple[str, str | None]] = {
     "pyinstrument": (HTML, None),
     "callgrind": ("application/octet-stream", 'attachment; filename="callgrind.out.{name}"'),
     "pstats": ("application/octet-stream", 'attachment; filename="{name}.pstats"'),
+    "chrome": ("application/json", 'attachment; filename="{name}.json"'),
+    "html": (HTML, None),
 }
 
 

@@ -24,6 +24,15 @@ Lock contention (``/mutex``) is off until switched on, like Go's ``SetMutexProfi
 
     pyprof_http.set_lock_profile_fraction(10)   # or PYPROF_LOCK_PROFILE_FRACTION=10
 
+Why was a request slow when nothing was hot? Record the event loop's timeline for a few seconds
+(task steps, requests, thread-pool work, GC, stalls, and your own markers)::
+
+    pyprof_http.mark("db.query.start", table="users")    # one global check while not tracing
+    async with pyprof_http.span("db.query", table="users"): ...
+    curl 'http://127.0.0.1:8000/debug/pprof/trace?seconds=5&debug=1'   # per request: running,
+                                                 # waiting for the loop (behind what), thread pool
+    curl -o trace.json 'http://127.0.0.1:8000/debug/pprof/trace?seconds=5'   # open in Perfetto
+
 Formats: ``debug=0`` (pprof, gzip protobuf), ``debug=1`` (text), ``debug=2`` (full dump), or
 ``format=pprof|text|dump|flamegraph|folded|speedscope|json``. Bad parameters are a 400 with a
 one-line reason; nothing silently falls back to a default.
@@ -33,6 +42,7 @@ from .app import PprofApp, install
 from .auth import Decision
 from .config import ConfigError, Settings
 from .lifecycle import LifecycleMiddleware
+from .markers import mark, span
 from .side_server import BackgroundServer, serve_in_background
 from .switches import set_lock_profile_fraction
 
@@ -44,7 +54,9 @@ __all__ = [
     "PprofApp",
     "Settings",
     "install",
+    "mark",
     "serve_in_background",
     "set_lock_profile_fraction",
+    "span",
 ]
 __version__ = "0.1.0"

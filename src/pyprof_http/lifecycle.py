@@ -21,7 +21,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import request_labels
+from . import markers, request_labels
 from .config import Settings
 from .loops import LOOPS
 from .switches import Claims, wants_task_factory
@@ -58,10 +58,16 @@ class LifecycleMiddleware:
                 self._attach(LOOPS.register_running())
                 self._attached = loop
             entered = request_labels.enter(scope, loop)
+            traced, tracing = None, markers.ACTIVE  # read once: a window may end on another loop
+            if tracing is not None and kind == "http":  # a /trace window records
+                traced = tracing.request(entered, scope)
+                send = traced.wrap(send)
             try:
                 await self.app(scope, receive, send)
             finally:
                 request_labels.leave(entered)
+                if traced is not None:
+                    traced.close()
             return
         if kind != "lifespan" or asyncio._get_running_loop() is None:
             await self.app(scope, receive, send)

@@ -20,10 +20,13 @@ from .captures.leaks import LeakCapture
 from .captures.objects import ObjectsCapture
 from .captures.stacks import StackSnapshot, older_than
 from .captures.stalls import StallCapture
+from .captures.trace import TraceCapture
 from .collectors import cpu, heap, leak_runs, locks, objects, stacks, threads, tracing
+from .collectors import trace as trace_collector
 from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
+from .collectors.trace_build import build as build_trace
 from .config import Settings
 from .errors import PreconditionFailed
 from .model import Granularity, Profile, by_function
@@ -43,6 +46,9 @@ from .render.speedscope import render_speedscope
 from .render.stalls_text import render_stalls_text
 from .render.text import TEXT_PLAIN, render_text
 from .render.top import render_top
+from .render.trace_chrome import render_trace_chrome
+from .render.trace_html import render_trace_html
+from .render.trace_text import render_trace_text
 
 if TYPE_CHECKING:
     from .params import ProfileQuery
@@ -256,6 +262,17 @@ async def _collect_threadcreate(context: CollectContext) -> Capture:
     return ProfileCapture(threads.collect(threads.THREAD_STARTS))
 
 
+async def _collect_trace(context: CollectContext) -> Capture:
+    """Record the timeline for ``seconds`` (default 1), then build it off the loop, with the
+    stalls the watchdog saw end in the window."""
+    seconds = context.query.seconds or 1
+    with SESSIONS.claim("trace", "trace", seconds) as stop:
+        recording = await trace_collector.record(
+            seconds, lambda s: context.wait(s, stop), context.settings.max_stack_depth)
+    stalls = WATCHDOGS.capture(recording.started_ns).stalls
+    return await render_in_thread(build_trace, recording, stalls)
+
+
 def _tracing_only(render: Callable[[Any, str], Rendered]) -> Format:
     return Format(render, modes=frozenset({"tracing"}))
 
@@ -379,6 +396,23 @@ PROFILES: tuple[ProfileSpec, ...] = (
         formats=_profile_formats("pprof", "text", "folded", "json"),
         count=threading.active_count,
         delta=True,
+    ),
+    ProfileSpec(
+        name="trace",
+        description="A trace of the event loop for seconds=N (default 1): every task step and "
+        "callback with its start, duration, task and request; each request from arrival to "
+        "response, thread-pool work, GC pauses, loop stalls and the app's pyprof_http.mark() / "
+        "span() markers. format=chrome (default) opens in Perfetto, chrome://tracing or "
+        "speedscope; format=html is a timeline page; debug=1 says per request where the time "
+        "went. One at a time; hooks are in place only during the window.",
+        collect=_collect_trace,
+        formats={
+            "chrome": _needs(TraceCapture, render_trace_chrome, "a trace needs a trace capture"),
+            "html": _needs(TraceCapture, render_trace_html, "a trace needs a trace capture"),
+            "text": _needs(TraceCapture, render_trace_text, "a trace needs a trace capture"),
+        },
+        debug_formats=("chrome", "text"),
+        window=True,
     ),
     ProfileSpec(
         name="cmdline",
