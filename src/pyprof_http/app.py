@@ -9,7 +9,9 @@ shutdown) lives in :class:`~pyprof_http.lifecycle.LifecycleMiddleware`, which ``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from .collectors.session import CURRENT_OWNER
 from .config import ConfigError, Settings
 from .errors import (
     SECURITY_HEADERS,
+    BadRequest,
     NotFound,
     PprofError,
     TooManyRequests,
@@ -37,13 +40,17 @@ from .errors import (
 )
 from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
-from .model import Granularity, Profile, subtract
+from .model import Granularity, Profile, subtract, with_labels
 from .params import parse_query
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
-from .render.index import IndexRow, RecordForm, render_index
+from .render.index import IndexRow, ProcessInfo, RecordForm, render_index
 from .sanitize import printable
 from .switches import Claims
+from .workers import fanout, routing
+from .workers.channel import INTERNAL_KEY
+from .workers.membership import WORKERS
+from .workers.target import Target, split
 
 _LOG = logging.getLogger("pyprof_http")
 
@@ -67,6 +74,7 @@ class PprofApp:
         lifespan to start it); off for a side server, whose loop is not the app's."""
         self._guarded = AuthMiddleware(self._serve_http, self.settings)
         self._windows: Counter[str] = Counter()
+        self.claims.serves_workers(self._serve_http, self.settings.workers_rendezvous)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # mounted apps do not get it; served directly, they do
@@ -79,7 +87,10 @@ class PprofApp:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = LOOPS.register_if_running()  # None under trio: nothing to register or watch
-        if loop is not None and self.watch_serving_loop:  # a dict lookup once watched
+        internal = scope.get(INTERNAL_KEY, False)
+        if not internal:  # mount-only use has no lifespan: the first request joins (a flag)
+            self.claims.join_workers()
+        if loop is not None and self.watch_serving_loop and not internal:
             self.claims.watch(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
         request = Request(scope, receive)
         owner = CURRENT_OWNER.set(self.claims.id)  # profiles started here are this app's
@@ -100,6 +111,7 @@ class PprofApp:
         finally:
             CURRENT_OWNER.reset(owner)
         response.headers.update(SECURITY_HEADERS)
+        response.headers["X-Pyprof-Worker"] = str(os.getpid())
         await response(scope, receive, send)
 
     async def _dispatch(self, request: Request) -> Response:
@@ -110,14 +122,83 @@ class PprofApp:
             return response
         if path == "":
             return RedirectResponse(request.scope["path"] + "/" + _query(request), status_code=301)
+        target = split(request.scope.get("query_string", b""))
+        here = request.scope.get(INTERNAL_KEY, False) or target.pid in (None, os.getpid())
+        if target.pid is not None or target.everyone:
+            request = Request({**request.scope, "query_string": target.rest}, request.receive)
         if path == "/":
-            return self._index(request)
+            if target.everyone:
+                raise BadRequest('"workers=all" applies to profiles; the index lists every '
+                                 "worker (worker=PID shows that worker's index)")
+            if here:
+                return await self._index(request)
+            return await routing.forward(path, target.pid or 0, target.rest,
+                                         self.settings.worker_timeout_seconds)
         spec = BY_NAME.get(path[1:])
         if spec is None or not self.settings.allows(spec.name):
             raise NotFound("Unknown profile")
-        return await self._serve(request, spec)
+        if target.everyone and not request.scope.get(INTERNAL_KEY, False):
+            return await self._everyone(request, path, spec, target)
+        if here:
+            return await self._serve(request, spec)
+        timeout = self._hop_timeout(request, spec)  # validates here first: a 400 stays here
+        return await routing.forward(path, target.pid or 0, target.rest, timeout)
 
-    def _index(self, request: Request) -> Response:
+    def _hop_timeout(self, request: Request, spec: ProfileSpec) -> float:
+        """How long a sibling may take: what it records, plus worker_timeout_seconds."""
+        query = parse_query(request.query_params, spec, self.settings)
+        records = 0
+        if spec.raw is None and (query.seconds is not None or spec.duration is not None):
+            records = query.duration(spec, self.settings)
+        return float(records + self.settings.worker_timeout_seconds)
+
+    async def _everyone(self, request: Request, path: str, spec: ProfileSpec,
+                        target: Target) -> Response:
+        """``workers=all``: every worker at once; one merged profile or one text per worker."""
+        timeout = self._hop_timeout(request, spec)
+        if spec.raw is not None:
+            fmt = "text"
+        else:
+            fmt = parse_query(request.query_params, spec, self.settings).resolved_format(spec)
+        if fmt in fanout.MERGED_FORMATS:
+            if "json" not in spec.formats:
+                raise BadRequest(f"{spec.name} cannot be merged across workers; use worker=PID")
+            query = fanout.json_query(target.rest)
+        elif fmt in fanout.SECTION_FORMATS:
+            query = target.rest
+        else:
+            raise BadRequest(f"format {fmt} cannot be combined across workers (merged: "
+                             f"{', '.join(sorted(fanout.MERGED_FORMATS))}; one section per "
+                             f"worker: {', '.join(sorted(fanout.SECTION_FORMATS))}); "
+                             "ask each worker with worker=PID")
+        pids = await routing.live_pids()
+        ask = routing.asker(self._serve_http, path, timeout)
+        answers, missing = await routing.unless_disconnected(
+            request, fanout.ask_all(pids, query, ask))
+        if not answers:
+            raise routing.BadGateway("no worker answered: " + fanout.missing_header(missing))
+        if fmt in fanout.MERGED_FORMATS:
+            try:
+                merged = fanout.merged_profile(answers, missing)
+            except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+                raise routing.BadGateway(f"the workers' profiles cannot be merged: {exc}") from None
+            granularity = None
+            if spec.raw is None:
+                granularity = parse_query(request.query_params, spec, self.settings).granularity
+            rendered = await render_in_thread(spec.formats[fmt].render_at,
+                                              ProfileCapture(merged), spec.name, granularity)
+        else:
+            places = {a.pid: f"pid {a.pid}" for a in answers}
+            rendered = Rendered(fanout.sections(answers, missing, places),
+                                "text/plain; charset=utf-8")
+        response = to_response(rendered)
+        response.headers["X-Pyprof-Workers"] = ",".join(str(a.pid) for a in answers)
+        if missing:
+            response.headers["X-Pyprof-Workers-Missing"] = fanout.missing_header(missing)
+        return response
+
+    async def _index(self, request: Request) -> Response:
+        siblings = [m.pid for m in await WORKERS.live()] if WORKERS.joined else []
         rows = [
             IndexRow(
                 name=spec.name,
@@ -129,7 +210,11 @@ class PprofApp:
             )
             for spec in allowed(self.settings)
         ]
-        return to_response(render_index(request.scope.get("root_path", "") + "/", rows))
+        internal = request.scope.get(INTERNAL_KEY, False)
+        process = ProcessInfo(os.getpid(), WORKERS.describe(), siblings,
+                              WORKERS.refusal, internal)
+        return to_response(render_index(request.scope.get("root_path", "") + "/", rows,
+                                        process))
 
     def _record_form(self, spec: ProfileSpec) -> RecordForm | None:
         if spec.duration is None:
@@ -168,6 +253,7 @@ class PprofApp:
             else:
                 capture = await spec.collect(context)
             rendered = await _render(spec, fmt, capture, query.granularity)
+            rendered = _name_process(rendered, fmt)
             describe = getattr(capture, "describe", None)
             sampler = describe() if callable(describe) else None
             del capture  # a snapshot's records are freed here, while the collector is paused
@@ -195,7 +281,15 @@ async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
                   granularity: Granularity | None) -> Rendered:
     """Off the loop; once per capture, format and granularity when the capture is shared (a
     goroutine snapshot handed to every request that arrived while it was taken)."""
-    render_at = spec.formats[fmt].render_at
+    plain_render_at = spec.formats[fmt].render_at
+    process = WORKERS.describe()
+    stamp = WORKERS.joined  # a single-process server's profiles stay exactly as they were
+
+    def render_at(capture: Capture, name: str, granularity: Granularity | None) -> Rendered:
+        if stamp and fmt in fanout.MERGED_FORMATS:  # the profile names its process (pid label)
+            labelled = with_labels(capture.profile, {"pid": os.getpid()}, process)
+            return plain_render_at(ProfileCapture(labelled), name, granularity)
+        return plain_render_at(capture, name, granularity)
 
     async def rendered() -> Rendered:
         return await render_in_thread(render_at, capture, spec.name, granularity)
@@ -205,6 +299,19 @@ async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
         shared: Rendered = await once((fmt, spec.name, granularity), rendered)
         return shared
     return await rendered()
+
+
+def _name_process(rendered: Rendered, fmt: str) -> Rendered:
+    """In a worker, text and dumps name the process that answered, as a comment after their
+    first line (a single-process server's text stays as it was)."""
+    if (not WORKERS.joined or fmt not in fanout.SECTION_FORMATS
+            or not rendered.media_type.startswith("text/plain")):
+        return rendered
+    first, newline, rest = rendered.body.partition(b"\n")
+    line = f"# {WORKERS.describe()}".encode()
+    body = first + b"\n" + line + b"\n" + rest if newline else first + b"\n" + line + b"\n"
+    return Rendered(body, rendered.media_type, rendered.filename,
+                    rendered.content_security_policy)
 
 
 def _delta(before: Capture, after: Capture) -> Profile:

@@ -63,6 +63,7 @@ from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
 from .loops import ORIGINS
+from .workers.membership import WORKERS
 
 TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
 """Profiles that read what the task factory records (task ids, age, creation site)."""
@@ -176,6 +177,9 @@ class Claims:
         self._recent_watch: weakref.ref[_Loop] | None = None
         self._lifespans: weakref.WeakKeyDictionary[_Loop, int] = weakref.WeakKeyDictionary()
         """Loop -> lifespans of this app started on it and not shut down yet."""
+        self._worker_app: tuple[Any, Any] | None = None
+        """(the app siblings' requests go to, workers_rendezvous), once the app says so."""
+        self._worker_joined = False
 
     def follow(self, settings: Settings) -> None:
         """Hold what ``settings`` ask for that needs no loop: the Thread.start hook and lock
@@ -195,6 +199,21 @@ class Claims:
             self.watch(loop, settings.loop_stall_ms, settings.max_stack_depth)
         SESSIONS.shutting_down = False  # a fresh start (tests restart apps in one process)
         self.chain_shutdown_signals()
+        self.join_workers()
+
+    def serves_workers(self, app: Any, mode: Any) -> None:
+        """Offer ``app`` (auth already done) to sibling workers, joined at startup or at the
+        first request: a multi-worker server's rendezvous (nothing in a single process)."""
+        self._worker_app = (app, mode)
+
+    def join_workers(self) -> None:
+        """Join the rendezvous if this process is a worker; a flag check once done."""
+        if self._worker_joined or self._worker_app is None:
+            return
+        self._worker_joined = True
+        app, mode = self._worker_app
+        with _held():
+            WORKERS.join(self.id, app, mode)
 
     def task_factory(self, loop: _Loop) -> None:
         recent = self._recent_factory
@@ -249,6 +268,7 @@ class Claims:
                 del self._lifespans[closed]  # ended without a shutdown: it serves no more
             if not self._lifespans:
                 _release(self.id)
+                self._worker_joined = False
             elif left <= 0:
                 _release_loop(self.id, loop)
 
@@ -256,6 +276,7 @@ class Claims:
         """Let go of everything this app holds (its shutdown): stop the profiles it started,
         and switch off whatever no other app still holds."""
         self._recent_factory = self._recent_watch = None
+        self._worker_joined = False
         with _held():
             _release(self.id)
 
@@ -280,6 +301,7 @@ def _release(claim_id: int) -> None:
         _signal_holders.discard(claim_id)
         if not _signal_holders:
             _restore_signals()
+    WORKERS.leave(claim_id)  # the last app out leaves the rendezvous
 
 
 def _release_loop(claim_id: int, loop: _Loop) -> None:
