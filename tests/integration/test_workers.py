@@ -55,7 +55,8 @@ def get(url: str, headers: dict[str, str] | None = None,
     request = urllib.request.Request(url, headers=AUTH if headers is None else headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, headers, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
@@ -234,3 +235,41 @@ def test_a_killed_worker_leaves_the_list_and_its_replacement_joins(served: Serve
     assert victim not in after and len(set(after) - set(pids)) == 1
     status, _headers, body = get(served.url(f"/goroutine?debug=1&worker={victim}"))
     assert status == 404 and str(victim) not in body.decode().split("live workers:")[1]
+
+
+def test_gunicorn_preload_sets_each_worker_up_again(tmp_path: Path) -> None:
+    """gunicorn --preload imports the app (install(): tracemalloc, lock patches, the
+    Thread.start hook) in the arbiter, then forks: each worker has its own watchdog and channel
+    (started at its lifespan), keeps tracing and lock profiling, and the arbiter joined nothing."""
+    port = _free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PYPROF_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1",
+           "PYPROF_HEAP_TRACE_AT_START": "1", "PYPROF_HEAP_FRAMES": "1",
+           "PYPROF_LOCK_PROFILE_FRACTION": "1"}
+    command = [sys.executable, "-m", "gunicorn", "workers_service:app", "--chdir", str(HERE),
+               "--preload", "-w", "2", "-k", "uvicorn.workers.UvicornWorker", "-b",
+               f"127.0.0.1:{port}", "--graceful-timeout", "2", "--log-level", "warning"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=HERE, start_new_session=True)
+    served = Served("gunicorn-preload", f"http://127.0.0.1:{port}", proc, log)
+    try:
+        pids = wait_for(served, 2)
+        assert proc.pid not in pids  # the arbiter is no member
+        status, _headers, body = get(served.url("/goroutine?workers=all&debug=2"))
+        assert status == 200
+        for section in body.decode().split("==== pid ")[1:]:
+            threads = re.findall(r'^thread \d+ native \d+ "([^"]+)"', section, re.M)
+            assert threads.count("pyprof_http-worker-channel") == 1, threads
+            assert threads.count("pyprof_http-watchdog") == 1, threads
+        for pid in pids:
+            assert get(served.url(f"/heap?debug=1&worker={pid}"))[0] == 200  # still tracing
+            assert get(served.url(f"/mutex?debug=1&worker={pid}"))[0] == 200  # locks on
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

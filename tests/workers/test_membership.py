@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import shutil
+import socket
 import stat
 import tempfile
 import threading

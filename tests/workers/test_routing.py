@@ -66,7 +66,8 @@ def test_bad_worker_requests_are_400(client: TestClient, path: str, reason: str)
 def test_the_token_applies_to_worker_and_workers() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        guarded = TestClient(PprofApp(Settings(token=TOKEN)), client=("127.0.0.1", 50000), base_url="http://127.0.0.1")
+        guarded = TestClient(PprofApp(Settings(token=TOKEN)), client=("127.0.0.1", 50000),
+                             base_url="http://127.0.0.1")
     for query in ("", f"&worker={os.getpid()}", "&worker=1", "&workers=all"):
         assert guarded.get(f"/goroutine?debug=1{query}").status_code == 401
         ok = guarded.get(f"/goroutine?debug=1{query}", headers={"Authorization": f"Bearer {TOKEN}"})
