@@ -171,7 +171,7 @@ class PprofApp:
                              f"{', '.join(sorted(fanout.MERGED_FORMATS))}; one section per "
                              f"worker: {', '.join(sorted(fanout.SECTION_FORMATS))}); "
                              "ask each worker with worker=PID")
-        pids = await routing.live_pids()
+        pids = await routing.live_pids(probe=False)  # a dead one is found by its hop
         ask = routing.asker(self._serve_http, path, timeout)
         answers, missing = await routing.unless_disconnected(
             request, fanout.ask_all(pids, query, ask))

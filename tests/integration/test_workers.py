@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -273,3 +274,29 @@ def test_gunicorn_preload_sets_each_worker_up_again(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def _leave_after(url: str, seconds: float) -> None:
+    """Send a GET for ``url`` and hang up after ``seconds`` without reading the answer."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        time.sleep(seconds)
+
+
+def test_a_client_that_leaves_stops_the_profiles_it_started_in_every_worker(
+        served: Served) -> None:
+    """A 30 s profile in every worker, abandoned after 1 s: had any kept recording, the next
+    profile there would be refused (409: one at a time) and named as missing."""
+    pids = wait_for(served, 3)
+    _leave_after(served.url("/profile?seconds=30&workers=all"), 1.0)
+    _leave_after(served.url(f"/profile?seconds=30&worker={pids[0]}"), 1.0)
+    deadline = time.monotonic() + 20  # generous: the hops see the hang-up within ~0.1 s
+    while True:
+        status, headers, body = get(served.url("/profile?seconds=1&workers=all"), timeout=60)
+        if status == 200 and "x-pyprof-workers-missing" not in headers:
+            break
+        assert time.monotonic() < deadline, (status, headers, body[:300])
+        time.sleep(0.5)
+    assert sorted(int(p) for p in headers["x-pyprof-workers"].split(",")) == wait_for(served, 3)

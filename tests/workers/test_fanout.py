@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from pyprof_http.model import Profile, Sample, ValueType, frame
+from pyprof_http.render.flamegraph import group_keys
 from pyprof_http.render.profile_json import profile_document
 from pyprof_http.workers.fanout import (
     ask_all,
@@ -33,6 +34,7 @@ def test_merged_samples_keep_their_pid_and_comments_name_who_did_not_answer() ->
     assert merged.comments[0] == "workers=all: 2 answered (pid 11, 12)"
     assert "worker 13 did not answer: did not answer within 10 s" in merged.comments
     assert "pid 11" in merged.comments and "pid 12" in merged.comments
+    assert "pid" in group_keys(merged)  # the flame graph offers grouping by worker
 
 
 def test_sections_head_each_worker_and_name_the_missing() -> None:

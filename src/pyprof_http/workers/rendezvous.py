@@ -102,7 +102,7 @@ class Rendezvous:
         try:
             sock.bind(staging)
             os.chmod(staging, 0o600)
-            sock.listen(64)
+            sock.listen(256)
             os.rename(staging, final)
         except BaseException:
             sock.close()

@@ -20,9 +20,8 @@ from starlette.types import Message, Receive, Scope, Send
 from .._waiting import ClientDisconnected
 from ..errors import NotFound, PprofError, error_response
 from .channel import INTERNAL_KEY
-from .hop import Answer, ForwardedResponse, fetch
+from .hop import Answer, ForwardedResponse, NoAnswer, fetch
 from .membership import WORKERS
-from .rendezvous import Member
 
 _T = TypeVar("_T")
 ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -32,15 +31,14 @@ class BadGateway(PprofError):
     status_code = 502
 
 
-async def live_members() -> list[Member]:
-    return await WORKERS.live()
-
-
-async def live_pids() -> list[int]:
-    """Every live worker's pid (this process alone when it has no rendezvous)."""
+async def live_pids(probe: bool = True) -> list[int]:
+    """Every live worker's pid (this process alone when it has no rendezvous). ``probe``:
+    connect to each first (a stale socket is removed); without, a directory scan whose dead
+    pids are removed, and a hop that finds a socket nobody listens on removes it then."""
     if not WORKERS.joined:
         return [os.getpid()]
-    pids = [m.pid for m in await WORKERS.live()]
+    members = await WORKERS.live() if probe else WORKERS.members()
+    pids = [m.pid for m in members]
     return pids if os.getpid() in pids else [os.getpid(), *pids]
 
 
@@ -56,7 +54,7 @@ async def unknown_worker(pid: int) -> Response:
 
 async def forward(path: str, pid: int, query: bytes, timeout: float) -> Response:
     """The response of sibling ``pid`` to ``GET path?query``, relayed as it comes."""
-    member = next((m for m in await live_members() if m.pid == pid), None)
+    member = next((m for m in WORKERS.members() if m.pid == pid), None)
     if member is None:
         raise NotFound(await unknown_worker_reason(pid))
     target = path.encode() + (b"?" + query if query else b"")
@@ -71,7 +69,12 @@ def asker(serve: ASGI, path: str, timeout: float) -> Callable[[int, bytes], Awai
         if pid == os.getpid():
             return await ask_here(serve, path, query)
         target = path.encode() + (b"?" + query if query else b"")
-        return await fetch(paths.get(pid, ""), pid, target, timeout)
+        try:
+            return await fetch(paths.get(pid, ""), pid, target, timeout)
+        except NoAnswer as exc:
+            if exc.gone and WORKERS.rendezvous is not None:
+                WORKERS.rendezvous.remove(pid)  # nobody listens there: a stale socket
+            raise
 
     return ask
 
