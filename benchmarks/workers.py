@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 TOKEN_ENV = {"PYTHONUNBUFFERED": "1"}
 
 
-def _build_app():  # noqa: ANN202 - only built inside the benchmark's servers
+def _build_app():
     import asyncio
 
     from starlette.applications import Starlette
