@@ -85,8 +85,8 @@ def server(workers: int, rendezvous: str = "auto") -> Iterator[int]:
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
                 status, headers, _ = get(port, "/debug/pprof/goroutine?workers=all&debug=1")
-                if status == 200 and (rendezvous == "off" or
-                                      len(headers.get("x-pyprof-workers", "").split(",")) == workers):
+                joined = len(headers.get("x-pyprof-workers", "").split(","))
+                if status == 200 and (rendezvous == "off" or joined == workers):
                     break
             time.sleep(0.2)
         else:
