@@ -107,15 +107,20 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         wait_for(served, 3)
         yield served
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        _stop(proc)
         leftover = Path(_rendezvous_dir(proc.pid))
         assert not leftover.exists() or not any(leftover.glob("*.sock")), list(leftover.iterdir())
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server and its workers (their session), SIGKILL if they linger."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def _rendezvous_dir(server_pid: int) -> str:
@@ -267,13 +272,7 @@ def test_gunicorn_preload_sets_each_worker_up_again(tmp_path: Path) -> None:
             assert get(served.url(f"/heap?debug=1&worker={pid}"))[0] == 200  # still tracing
             assert get(served.url(f"/mutex?debug=1&worker={pid}"))[0] == 200  # locks on
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        _stop(proc)
 
 
 def _leave_after(url: str, seconds: float) -> None:
