@@ -72,3 +72,13 @@ def test_the_token_applies_to_worker_and_workers() -> None:
         assert guarded.get(f"/goroutine?debug=1{query}").status_code == 401
         ok = guarded.get(f"/goroutine?debug=1{query}", headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == (404 if query == "&worker=1" else 200)
+
+
+def test_the_audit_line_says_which_worker_was_asked(client: TestClient,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="pyprof_http.audit"):
+        client.get("/goroutine?debug=1&worker=1")
+        client.get("/goroutine?debug=1&workers=all")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pyprof_http.audit"]
+    assert '"worker": "1"' in lines[0] and "status=404" in lines[0]
+    assert '"workers": "all"' in lines[1] and "status=200" in lines[1]

@@ -30,7 +30,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 INTERNAL_KEY = "pyprof_http.internal"
 """Set in the scope of a request that came over the private channel."""
-_LOG = logging.getLogger("pyprof_http")
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -71,6 +70,18 @@ class PeerCheckedProtocol(H11Protocol):
         super().data_received(data)
 
 
+class _QuietChannel(logging.Filter):
+    """uvicorn logs "Started server process" for every server: the channel's would read, in a
+    worker's log, as a second server starting. Its INFO lines are dropped; warnings stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != THREAD_NAME or record.levelno >= logging.WARNING
+
+
+THREAD_NAME = "pyprof_http-worker-channel"
+_QUIET = _QuietChannel()
+
+
 class Channel:
     """Serve ``app`` on ``sock`` from a daemon thread until :meth:`stop`."""
 
@@ -85,8 +96,8 @@ class Channel:
                                 http=PeerCheckedProtocol, loop="asyncio", access_log=False,
                                 timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self._run, name="pyprof_http-worker-channel",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)  # once: filters are a set
 
     def _run(self) -> None:
         with contextlib.suppress(SystemExit):
