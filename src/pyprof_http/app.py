@@ -43,8 +43,9 @@ from .loops import LOOPS
 from .model import Granularity, Profile, subtract, with_labels
 from .params import parse_query
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
-from .render import Rendered
+from .render import Rendered, page_title
 from .render.index import IndexRow, ProcessInfo, RecordForm, render_index
+from .render.pyinstrument_html import render_pyinstrument
 from .sanitize import printable
 from .switches import Claims
 from .workers import fanout, routing
@@ -289,6 +290,8 @@ async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
         if stamp and fmt in fanout.MERGED_FORMATS:  # the profile names its process (pid label)
             labelled = with_labels(capture.profile, {"pid": os.getpid()}, process)
             return plain_render_at(ProfileCapture(labelled), name, granularity)
+        if stamp and fmt == "pyinstrument":  # its page shows no comments: the title says it
+            return render_pyinstrument(capture.profile, f"{page_title(name)}, {process}")
         return plain_render_at(capture, name, granularity)
 
     async def rendered() -> Rendered:

@@ -169,3 +169,21 @@ def test_the_channel_does_not_log_a_second_server_start(
         app.claims.release_all()
     assert WORKERS.channel is None
     assert not [r for r in caplog.records if "server process" in r.getMessage()]
+
+
+def test_a_workers_views_name_it(joined: PprofApp, runtime: Path) -> None:
+    path, me = _socket(runtime), os.getpid()
+    named = f"pid {me} (worker 1 of 1)"
+    views = {
+        b"/profile?seconds=1&mode=wall&format=pyinstrument": named.encode(),
+        b"/profile?seconds=1&mode=wall&format=json": named.encode(),
+        b"/threadcreate?debug=1": f"# {named}".encode(),
+        b"/": f"Served by {named}.".encode(),
+    }
+    for target, wanted in views.items():
+        answer = asyncio.run(fetch(path, me, target, 60))
+        assert answer.status == 200 and wanted in answer.body, target
+    document = asyncio.run(fetch(path, me, b"/goroutine?format=json", 60)).body
+    import json
+
+    assert {s["labels"]["pid"] for s in json.loads(document)["samples"]} == {me}
