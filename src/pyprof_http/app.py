@@ -9,7 +9,6 @@ shutdown) lives in :class:`~pyprof_http.lifecycle.LifecycleMiddleware`, which ``
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -40,15 +39,14 @@ from .errors import (
 )
 from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
-from .model import Granularity, Profile, subtract, with_labels
+from .model import Granularity, Profile, subtract
 from .params import parse_query
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
-from .render import Rendered, page_title
+from .render import Rendered
 from .render.index import IndexRow, ProcessInfo, RecordForm, render_index
-from .render.pyinstrument_html import render_pyinstrument
 from .sanitize import printable
 from .switches import Claims
-from .workers import fanout, routing
+from .workers import routing, serving
 from .workers.channel import INTERNAL_KEY
 from .workers.membership import WORKERS
 from .workers.target import Target, split
@@ -142,60 +140,17 @@ class PprofApp:
             return await self._everyone(request, path, spec, target)
         if here:
             return await self._serve(request, spec)
-        timeout = self._hop_timeout(request, spec)  # validates here first: a 400 stays here
+        # validated here first: a 400 stays here
+        timeout = serving.hop_timeout(request.query_params, spec, self.settings)
         return await routing.forward(path, target.pid or 0, target.rest, timeout)
-
-    def _hop_timeout(self, request: Request, spec: ProfileSpec) -> float:
-        """How long a sibling may take: what it records, plus worker_timeout_seconds."""
-        query = parse_query(request.query_params, spec, self.settings)
-        records = 0
-        if spec.raw is None and (query.seconds is not None or spec.duration is not None):
-            records = query.duration(spec, self.settings)
-        return float(records + self.settings.worker_timeout_seconds)
 
     async def _everyone(self, request: Request, path: str, spec: ProfileSpec,
                         target: Target) -> Response:
         """``workers=all``: every worker at once; one merged profile or one text per worker."""
-        timeout = self._hop_timeout(request, spec)
-        if spec.raw is not None:
-            fmt = "text"
-        else:
-            fmt = parse_query(request.query_params, spec, self.settings).resolved_format(spec)
-        if fmt in fanout.MERGED_FORMATS:
-            if "json" not in spec.formats:
-                raise BadRequest(f"{spec.name} cannot be merged across workers; use worker=PID")
-            query = fanout.json_query(target.rest)
-        elif fmt in fanout.SECTION_FORMATS:
-            query = target.rest
-        else:
-            raise BadRequest(f"format {fmt} cannot be combined across workers (merged: "
-                             f"{', '.join(sorted(fanout.MERGED_FORMATS))}; one section per "
-                             f"worker: {', '.join(sorted(fanout.SECTION_FORMATS))}); "
-                             "ask each worker with worker=PID")
-        pids = await routing.live_pids(probe=False)  # a dead one is found by its hop
-        ask = routing.asker(self._serve_http, path, timeout)
-        answers, missing = await routing.unless_disconnected(
-            request, fanout.ask_all(pids, query, ask))
-        if not answers:
-            raise routing.BadGateway("no worker answered: " + fanout.missing_header(missing))
-        if fmt in fanout.MERGED_FORMATS:
-            try:
-                merged = fanout.merged_profile(answers, missing)
-            except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-                raise routing.BadGateway(f"the workers' profiles cannot be merged: {exc}") from None
-            granularity = None
-            if spec.raw is None:
-                granularity = parse_query(request.query_params, spec, self.settings).granularity
-            rendered = await render_in_thread(spec.formats[fmt].render_at,
-                                              ProfileCapture(merged), spec.name, granularity)
-        else:
-            places = {a.pid: f"pid {a.pid}" for a in answers}
-            rendered = Rendered(fanout.sections(answers, missing, places),
-                                "text/plain; charset=utf-8")
+        rendered, headers = await serving.everyone(self._serve_http, request, path, spec,
+                                                   self.settings, target.rest)
         response = to_response(rendered)
-        response.headers["X-Pyprof-Workers"] = ",".join(str(a.pid) for a in answers)
-        if missing:
-            response.headers["X-Pyprof-Workers-Missing"] = fanout.missing_header(missing)
+        response.headers.update(headers)
         return response
 
     async def _index(self, request: Request) -> Response:
@@ -254,7 +209,7 @@ class PprofApp:
             else:
                 capture = await spec.collect(context)
             rendered = await _render(spec, fmt, capture, query.granularity)
-            rendered = _name_process(rendered, fmt)
+            rendered = serving.name_process(rendered, fmt)
             describe = getattr(capture, "describe", None)
             sampler = describe() if callable(describe) else None
             del capture  # a snapshot's records are freed here, while the collector is paused
@@ -282,17 +237,7 @@ async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
                   granularity: Granularity | None) -> Rendered:
     """Off the loop; once per capture, format and granularity when the capture is shared (a
     goroutine snapshot handed to every request that arrived while it was taken)."""
-    plain_render_at = spec.formats[fmt].render_at
-    process = WORKERS.describe()
-    stamp = WORKERS.joined  # a single-process server's profiles stay exactly as they were
-
-    def render_at(capture: Capture, name: str, granularity: Granularity | None) -> Rendered:
-        if stamp and fmt in fanout.MERGED_FORMATS:  # the profile names its process (pid label)
-            labelled = with_labels(capture.profile, {"pid": os.getpid()}, process)
-            return plain_render_at(ProfileCapture(labelled), name, granularity)
-        if stamp and fmt == "pyinstrument":  # its page shows no comments: the title says it
-            return render_pyinstrument(capture.profile, f"{page_title(name)}, {process}")
-        return plain_render_at(capture, name, granularity)
+    render_at = serving.naming_process(spec.formats[fmt].render_at, fmt)
 
     async def rendered() -> Rendered:
         return await render_in_thread(render_at, capture, spec.name, granularity)
@@ -302,19 +247,6 @@ async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
         shared: Rendered = await once((fmt, spec.name, granularity), rendered)
         return shared
     return await rendered()
-
-
-def _name_process(rendered: Rendered, fmt: str) -> Rendered:
-    """In a worker, text and dumps name the process that answered, as a comment after their
-    first line (a single-process server's text stays as it was)."""
-    if (not WORKERS.joined or fmt not in fanout.SECTION_FORMATS
-            or not rendered.media_type.startswith("text/plain")):
-        return rendered
-    first, newline, rest = rendered.body.partition(b"\n")
-    line = f"# {WORKERS.describe()}".encode()
-    body = first + b"\n" + line + b"\n" + rest if newline else first + b"\n" + line + b"\n"
-    return Rendered(body, rendered.media_type, rendered.filename,
-                    rendered.content_security_policy)
 
 
 def _delta(before: Capture, after: Capture) -> Profile:
