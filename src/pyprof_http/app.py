@@ -129,10 +129,11 @@ class PprofApp:
             if target.everyone:
                 raise BadRequest('"workers=all" applies to profiles; the index lists every '
                                  "worker (worker=PID shows that worker's index)")
-            if here:
-                return await self._index(request)
+            if here:  # links keep worker= when it was asked for
+                return await self._index(request, pinned=target.pid is not None)
             return await routing.forward(path, target.pid or 0, target.rest,
-                                         self.settings.worker_timeout_seconds)
+                                         self.settings.worker_timeout_seconds,
+                                         request.scope.get("root_path", ""))
         spec = BY_NAME.get(path[1:])
         if spec is None or not self.settings.allows(spec.name):
             raise NotFound("Unknown profile")
@@ -153,7 +154,7 @@ class PprofApp:
         response.headers.update(headers)
         return response
 
-    async def _index(self, request: Request) -> Response:
+    async def _index(self, request: Request, pinned: bool = False) -> Response:
         siblings = [m.pid for m in await WORKERS.live()] if WORKERS.joined else []
         rows = [
             IndexRow(
@@ -166,9 +167,8 @@ class PprofApp:
             )
             for spec in allowed(self.settings)
         ]
-        internal = request.scope.get(INTERNAL_KEY, False)
-        process = ProcessInfo(os.getpid(), WORKERS.describe(), siblings,
-                              WORKERS.refusal, internal)
+        pinned = pinned or request.scope.get(INTERNAL_KEY, False)
+        process = ProcessInfo(os.getpid(), WORKERS.describe(), siblings, WORKERS.refusal, pinned)
         return to_response(render_index(request.scope.get("root_path", "") + "/", rows,
                                         process))
 

@@ -145,6 +145,13 @@ def test_each_worker_answers_by_pid_and_names_itself(served: Served) -> None:
     listed = {int(p) for p in re.findall(r"\?worker=(\d+)'", body.decode())}
     assert listed == set(pids)
     assert f"Served by pid {headers['x-pyprof-worker']} (worker " in body.decode()
+    for pid in pids:  # each worker's own index, titled as the one the client reached
+        status, headers, body = get(served.url(f"/?worker={pid}"))
+        assert status == 200 and headers["x-pyprof-worker"] == str(pid)
+        page = body.decode()
+        assert f"<title>{PREFIX}/</title>" in page and f"Served by pid {pid} (worker " in page
+        assert f"goroutine?debug=1&worker={pid}'" in page  # its links stay on it
+        assert f"goroutine?debug=2&amp;worker={pid}'" in page
 
 
 def _go_pprof(go: str, args: list[str], path: Path) -> str:

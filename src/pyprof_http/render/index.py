@@ -150,7 +150,8 @@ def render_index(title: str, rows: Sequence[IndexRow],
         )
     body.append("</tbody></table>")
     if any(row.name == "goroutine" for row in rows):
-        body.append("<p><a href='goroutine?debug=2'>full goroutine stack dump</a> "
+        pinned = f"&amp;worker={process.pid}" if process is not None and process.via_worker else ""
+        body.append(f"<p><a href='goroutine?debug=2{pinned}'>full goroutine stack dump</a> "
                     "(every thread and task, with await chains)</p>")
     body.append(
         "<p>Read any profile with <code>go tool pprof -top URL</code>; "

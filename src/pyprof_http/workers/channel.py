@@ -28,6 +28,8 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .hop import ROOT_HEADER
+
 INTERNAL_KEY = "pyprof_http.internal"
 """Set in the scope of a request that came over the private channel."""
 
@@ -90,7 +92,11 @@ class Channel:
 
         async def internal(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http":
-                await app({**scope, INTERNAL_KEY: True}, receive, send)
+                root = ""  # only the index is titled by it: no path below is ever cut by it
+                if scope["path"] == "/":
+                    raw = dict(scope["headers"]).get(ROOT_HEADER, b"/")
+                    root = raw.decode("utf-8", "replace").rstrip("/")
+                await app({**scope, INTERNAL_KEY: True, "root_path": root}, receive, send)
 
         config = uvicorn.Config(internal, lifespan="off", log_config=None, log_level=None,
                                 http=PeerCheckedProtocol, loop="asyncio", access_log=False,

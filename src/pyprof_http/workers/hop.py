@@ -21,6 +21,9 @@ from ..errors import error_response
 
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"})
 _READ = 65536
+ROOT_HEADER = b"x-pyprof-root-path"
+"""Where the client reached the app (its mount prefix), so a sibling's index titles itself the
+same; ``/`` for none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +51,8 @@ class NoAnswer(Exception):
 
 
 @contextlib.asynccontextmanager
-async def _exchange(path: str, pid: int, target: bytes,
-                    timeout: float) -> AsyncIterator[tuple[h11.Response, AsyncIterator[bytes]]]:
+async def _exchange(path: str, pid: int, target: bytes, timeout: float, root_path: str = ""
+                    ) -> AsyncIterator[tuple[h11.Response, AsyncIterator[bytes]]]:
     """Send the GET; yield the response head and an iterator over the body's chunks."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
@@ -87,7 +90,8 @@ async def _exchange(path: str, pid: int, target: bytes,
 
     try:
         writer.write(conn.send(h11.Request(method="GET", target=target, headers=[
-            (b"host", b"pyprof-http-worker"), (b"connection", b"close")])))
+            (b"host", b"pyprof-http-worker"), (b"connection", b"close"),
+            (ROOT_HEADER, root_path.encode("utf-8", "replace") or b"/")])))
         writer.write(conn.send(h11.EndOfMessage()))
         try:
             head = await next_event()
@@ -111,9 +115,10 @@ class ForwardedResponse(Response):
     """Relay a sibling's answer; ``gone`` makes the 404 for a worker that died meanwhile."""
 
     def __init__(self, path: str, pid: int, target: bytes, timeout: float,
-                 gone: Callable[[], Awaitable[Response]]) -> None:
+                 gone: Callable[[], Awaitable[Response]], root_path: str = "") -> None:
         super().__init__()
         self._path, self._pid, self._target, self._timeout = path, pid, target, timeout
+        self._root_path = root_path
         self._gone = gone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,8 +137,8 @@ class ForwardedResponse(Response):
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
         try:
-            async with _exchange(self._path, self._pid, self._target,
-                                 self._timeout) as (head, chunks):
+            async with _exchange(self._path, self._pid, self._target, self._timeout,
+                                 self._root_path) as (head, chunks):
                 headers = [(k.lower(), v) for k, v in head.headers
                            if k.lower() not in _HOP_BY_HOP]
                 await send({"type": "http.response.start", "status": head.status_code,

@@ -52,13 +52,15 @@ async def unknown_worker(pid: int) -> Response:
     return error_response(404, await unknown_worker_reason(pid))
 
 
-async def forward(path: str, pid: int, query: bytes, timeout: float) -> Response:
+async def forward(path: str, pid: int, query: bytes, timeout: float,
+                  root_path: str = "") -> Response:
     """The response of sibling ``pid`` to ``GET path?query``, relayed as it comes."""
     member = next((m for m in WORKERS.members() if m.pid == pid), None)
     if member is None:
         raise NotFound(await unknown_worker_reason(pid))
     target = path.encode() + (b"?" + query if query else b"")
-    return ForwardedResponse(member.path, pid, target, timeout, lambda: unknown_worker(pid))
+    return ForwardedResponse(member.path, pid, target, timeout, lambda: unknown_worker(pid),
+                             root_path)
 
 
 def asker(serve: ASGI, path: str, timeout: float) -> Callable[[int, bytes], Awaitable[Answer]]:
