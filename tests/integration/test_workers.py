@@ -178,6 +178,9 @@ def test_workers_all_goroutine_and_cpu_profile_hold_every_pid(
             top = _go_pprof(go_binary, ["-top", f"-tagfocus=pid={pid}"], path)
             wanted = "workers_parked_coroutine" if name == "goroutine" else "workers_spin"
             assert wanted in top, top
+        rooted = _go_pprof(go_binary, ["-top", "-cum", "-tagroot=pid"], path)
+        roots = {int(p) for p in re.findall(r"%\s+(\d+)$", rooted, re.M)}  # a node per pid
+        assert roots == set(pids), rooted[:2000]
 
 
 def test_workers_all_text_is_one_section_per_worker(served: Served) -> None:

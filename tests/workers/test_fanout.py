@@ -29,7 +29,7 @@ def _answer(pid: int, count: int) -> Answer:
 def test_merged_samples_keep_their_pid_and_comments_name_who_did_not_answer() -> None:
     merged = merged_profile([_answer(11, 2), _answer(12, 3)], [(13, "did not answer within 10 s")])
     by_pid = {s.labels["pid"]: s.values[0] for s in merged.samples}
-    assert by_pid == {11: 2, 12: 3}
+    assert by_pid == {11: 2, 12: 3}  # a number: -tagfocus=pid=N is a numeric match
     assert all(s.labels["thread"] == "Main" for s in merged.samples)
     assert merged.comments[0] == "workers=all: 2 answered (pid 11, 12)"
     assert "worker 13 did not answer: did not answer within 10 s" in merged.comments
