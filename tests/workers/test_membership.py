@@ -187,3 +187,35 @@ def test_a_workers_views_name_it(joined: PprofApp, runtime: Path) -> None:
     import json
 
     assert {s["labels"]["pid"] for s in json.loads(document)["samples"]} == {me}
+
+
+def test_a_sibling_that_does_not_answer_is_named_never_dropped(runtime: Path) -> None:
+    """A sibling whose socket accepts but never answers (a stopped worker): workers=all still
+    answers, with this worker's part, and names the silent one in the header, the merged
+    profile's comments and its own text section."""
+    from starlette.testclient import TestClient
+
+    app = PprofApp(Settings(workers_rendezvous="on", worker_timeout_seconds=1))
+    app.claims.join_workers()
+    silent_pid = os.getppid()  # alive, so not pruned as dead
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(directory_for(os.getppid(), runtime) / f"{silent_pid}.sock"))
+    silent.listen()  # connections wait in the backlog: nobody ever reads them
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = TestClient(app, client=("127.0.0.1", 50000), base_url="http://127.0.0.1")
+        text = client.get("/goroutine?workers=all&debug=1")
+        assert text.status_code == 200
+        assert text.headers["X-Pyprof-Workers"] == str(os.getpid())
+        why = f"{silent_pid} did not answer within 1 s"
+        assert text.headers["X-Pyprof-Workers-Missing"] == why
+        assert f"==== pid {silent_pid}: did not answer: did not answer within 1 s" in text.text
+        merged = client.get("/goroutine?workers=all&format=json").json()
+        assert f"worker {silent_pid} did not answer: did not answer within 1 s" in merged[
+            "comments"]
+        gone = client.get(f"/goroutine?debug=1&worker={silent_pid}")
+        assert gone.status_code == 504 and gone.text == f"worker {why}\n"
+    finally:
+        silent.close()
+        app.claims.release_all()

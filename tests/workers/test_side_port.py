@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -31,6 +32,11 @@ def test_workers_sharing_a_base_port_each_get_one(tmp_path: Path,
             for server in (first, second):
                 with urllib.request.urlopen(server.url + "cmdline", timeout=30) as response:
                     assert response.status == 200
+            first.stop()  # two apps in one process: the other keeps the membership
+            assert WORKERS.joined
+            with urllib.request.urlopen(second.url + f"cmdline?worker={os.getpid()}",
+                                        timeout=30) as response:
+                assert response.status == 200
         finally:
             first.stop()
             second.stop()
