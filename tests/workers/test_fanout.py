@@ -58,6 +58,7 @@ def test_ask_all_sorts_answers_from_errors_and_misses() -> None:
     assert missing == [(2, "did not answer within 3 s"),
                        (3, "answered 409: a cpu profile is already running")]
     assert missing_header([(2, "x\u2028\x1b[31m")]) == "2 x\\u2028\\x1b[31m"
+    assert missing_header([(2, "é\n")]) == "2 \\xe9\\n"  # ASCII: a header carries it
 
 
 def test_json_query_replaces_the_format_only() -> None:

@@ -57,7 +57,9 @@ async def ask_all(pids: Sequence[int], query: bytes,
 
 
 def missing_header(missing: Sequence[tuple[int, str]]) -> str:
-    return printable("; ".join(f"{pid} {why}" for pid, why in missing), backslash=False)
+    """One line of ASCII (a header carries nothing else safely), every worker named."""
+    line = printable("; ".join(f"{pid} {why}" for pid, why in missing), backslash=False)
+    return line.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def profile_from_json(document: dict[str, Any], pid: int) -> Profile:
