@@ -8,9 +8,9 @@ Run:  .venv/bin/python benchmarks/workers.py [--quick] [--rounds 6] [--requests 
    the ratios 4/1-a (target <= 2x) and 1-b/1-a (A/A: the noise of this machine).
 2. Idle cost of the rendezvous: three ``uvicorn --workers 2`` serving a plain route, one with
    ``PYPROF_WORKERS_RENDEZVOUS=on`` (a channel thread and socket per worker, nothing asked of
-   them) and two with ``off`` (``off-a``, ``off-b``); a keep-alive client loads one at a time
-   for ``--seconds``, in turn over the rounds; throughput ratios on/off-a and off-b/off-a
-   (median, min-max).
+   them) and two with ``off`` (``off-a``, ``off-b``); a client (a connection per request) loads
+   one at a time for ``--seconds``, in turn over the rounds; throughput ratios on/off-a and
+   off-b/off-a (median, min-max); then each server's CPU while nobody calls it.
 
 The servers serve this file's ``app`` (``--app-dir benchmarks``); loopback only; the servers
 are always stopped.
@@ -70,6 +70,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def family_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (uvicorn's workers), from ``/proc``."""
+    pids, total = [pid], 0.0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+    for one in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{one}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+SERVERS: dict[int, int] = {}
+"""port -> the server's pid (for its CPU)."""
+
+
 @contextlib.contextmanager
 def server(workers: int, rendezvous: str = "auto") -> Iterator[int]:
     port = _free_port()
@@ -91,6 +109,7 @@ def server(workers: int, rendezvous: str = "auto") -> Iterator[int]:
             time.sleep(0.2)
         else:
             raise RuntimeError(f"--workers {workers} did not come up")
+        SERVERS[port] = proc.pid
         yield port
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -196,6 +215,13 @@ def main() -> None:
         print(f"   {cells}")
         print(f"   on vs off-a: {_spread(ratio_on)}   A/A off-b vs off-a: {_spread(ratio_aa)}"
               "   (target: no difference beyond A/A)")
+        idle = max(5.0, args.seconds * 5)  # CPU is counted in 10 ms ticks
+        before = {label: family_cpu_seconds(SERVERS[port]) for label, port in ports.items()}
+        time.sleep(idle)
+        used = {label: (family_cpu_seconds(SERVERS[port]) - before[label]) / idle * 1000
+                for label, port in ports.items()}
+        cells = "  ".join(f"{label}: {used[label]:.1f}" for label in labels)
+        print(f"   idle CPU over {idle:g} s, supervisor + 2 workers (ms per s): {cells}")
 
 
 if __name__ == "__main__":
