@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,9 @@ def test_the_private_channel_is_ours_alone(served: Served) -> None:
         assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
     if os.getuid() != 0:
         return  # another uid cannot be taken without root: the modes above are the guard
-    child = os.fork()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child = os.fork()
     if child == 0:  # another local user: no way through the 0700 directory
         code = 1
         try:
