@@ -20,6 +20,12 @@ From a terminal, while the service runs::
 
 In a browser, open ``http://127.0.0.1:8000/debug/pprof/`` for the index and flamegraphs.
 
+Under ``uvicorn --workers N`` or gunicorn, every response names its worker (``X-Pyprof-Worker``);
+``?worker=PID`` asks one worker, ``?workers=all`` all of them (pprof merged, samples labelled
+``pid``; text one section per worker)::
+
+    go tool pprof -top -tagfocus=pid=4242 'http://127.0.0.1:8000/debug/pprof/goroutine?workers=all'
+
 Lock contention (``/mutex``) is off until switched on, like Go's ``SetMutexProfileFraction``::
 
     pyprof_http.set_lock_profile_fraction(10)   # or PYPROF_LOCK_PROFILE_FRACTION=10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from .collectors.session import CURRENT_OWNER
 from .config import ConfigError, Settings
 from .errors import (
     SECURITY_HEADERS,
+    BadRequest,
     NotFound,
     PprofError,
     TooManyRequests,
@@ -42,9 +44,13 @@ from .params import parse_query
 from .push.pusher import status as push_status
 from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
 from .render import Rendered
-from .render.index import IndexRow, RecordForm, render_index
+from .render.index import IndexRow, ProcessInfo, RecordForm, render_index
 from .sanitize import printable
 from .switches import Claims
+from .workers import routing, serving
+from .workers.channel import INTERNAL_KEY
+from .workers.membership import WORKERS
+from .workers.target import Target, split
 
 _LOG = logging.getLogger("pyprof_http")
 
@@ -71,6 +77,7 @@ class PprofApp:
         the watchdog: mount-only use has no lifespan), put back at shutdown."""
         self._guarded = AuthMiddleware(self._serve_http, self.settings)
         self._windows: Counter[str] = Counter()
+        self.claims.serves_workers(self._serve_http, self.settings.workers_rendezvous)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # mounted apps do not get it; served directly, they do
@@ -83,9 +90,12 @@ class PprofApp:
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = LOOPS.register_if_running()  # None under trio: nothing to register or watch
-        if loop is not None and self.watch_serving_loop:  # a dict lookup once watched
+        internal = scope.get(INTERNAL_KEY, False)
+        if not internal:  # mount-only use has no lifespan: the first request joins (a flag)
+            self.claims.join_workers()
+        if loop is not None and self.watch_serving_loop and not internal:
             self.claims.watch(loop, self.settings.loop_stall_ms, self.settings.max_stack_depth)
-        if loop is not None and self.record_leaks:  # mount-only: from the first request on
+        if loop is not None and self.record_leaks and not internal:  # mount-only: 1st request
             self.claims.record_leaks(loop)
         request = Request(scope, receive)
         owner = CURRENT_OWNER.set(self.claims.id)  # profiles started here are this app's
@@ -106,6 +116,7 @@ class PprofApp:
         finally:
             CURRENT_OWNER.reset(owner)
         response.headers.update(SECURITY_HEADERS)
+        response.headers["X-Pyprof-Worker"] = str(os.getpid())
         await response(scope, receive, send)
 
     async def _dispatch(self, request: Request) -> Response:
@@ -116,14 +127,41 @@ class PprofApp:
             return response
         if path == "":
             return RedirectResponse(request.scope["path"] + "/" + _query(request), status_code=301)
+        target = split(request.scope.get("query_string", b""))
+        here = request.scope.get(INTERNAL_KEY, False) or target.pid in (None, os.getpid())
+        if target.pid is not None or target.everyone:
+            request = Request({**request.scope, "query_string": target.rest}, request.receive)
         if path == "/":
-            return self._index(request)
+            if target.everyone:
+                raise BadRequest('"workers=all" applies to profiles; the index lists every '
+                                 "worker (worker=PID shows that worker's index)")
+            if here:  # links keep worker= when it was asked for
+                return await self._index(request, pinned=target.pid is not None)
+            return await routing.forward(path, target.pid or 0, target.rest,
+                                         self.settings.worker_timeout_seconds,
+                                         request.scope.get("root_path", ""))
         spec = BY_NAME.get(path[1:])
         if spec is None or not self.settings.allows(spec.name):
             raise NotFound("Unknown profile")
-        return await self._serve(request, spec)
+        if target.everyone and not request.scope.get(INTERNAL_KEY, False):
+            return await self._everyone(request, path, spec, target)
+        if here:
+            return await self._serve(request, spec)
+        # validated here first: a 400 stays here
+        timeout = serving.hop_timeout(request.query_params, spec, self.settings)
+        return await routing.forward(path, target.pid or 0, target.rest, timeout)
 
-    def _index(self, request: Request) -> Response:
+    async def _everyone(self, request: Request, path: str, spec: ProfileSpec,
+                        target: Target) -> Response:
+        """``workers=all``: every worker at once; one merged profile or one text per worker."""
+        rendered, headers = await serving.everyone(self._serve_http, request, path, spec,
+                                                   self.settings, target.rest)
+        response = to_response(rendered)
+        response.headers.update(headers)
+        return response
+
+    async def _index(self, request: Request, pinned: bool = False) -> Response:
+        siblings = [m.pid for m in await WORKERS.live()] if WORKERS.joined else []
         rows = [
             IndexRow(
                 name=spec.name,
@@ -135,9 +173,12 @@ class PprofApp:
             )
             for spec in allowed(self.settings)
         ]
+        pinned = pinned or request.scope.get(INTERNAL_KEY, False)
+        process = ProcessInfo(os.getpid(), WORKERS.describe(), siblings, WORKERS.refusal, pinned)
         pushing = push_status()
         notes = [pushing.describe()] if pushing is not None else []
-        return to_response(render_index(request.scope.get("root_path", "") + "/", rows, notes))
+        return to_response(render_index(request.scope.get("root_path", "") + "/", rows,
+                                        process, notes))
 
     def _record_form(self, spec: ProfileSpec) -> RecordForm | None:
         if spec.duration is None:
@@ -176,6 +217,7 @@ class PprofApp:
             else:
                 capture = await spec.collect(context)
             rendered = await _render(spec, fmt, capture, query.granularity)
+            rendered = serving.name_process(rendered, fmt)
             describe = getattr(capture, "describe", None)
             sampler = describe() if callable(describe) else None
             del capture  # a snapshot's records are freed here, while the collector is paused
@@ -203,7 +245,7 @@ async def _render(spec: ProfileSpec, fmt: str, capture: Capture,
                   granularity: Granularity | None) -> Rendered:
     """Off the loop; once per capture, format and granularity when the capture is shared (a
     goroutine snapshot handed to every request that arrived while it was taken)."""
-    render_at = spec.formats[fmt].render_at
+    render_at = serving.naming_process(spec.formats[fmt].render_at, fmt)
 
     async def rendered() -> Rendered:
         return await render_in_thread(render_at, capture, spec.name, granularity)

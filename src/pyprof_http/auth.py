@@ -36,7 +36,8 @@ PRINCIPAL_KEY = "pyprof_http.principal"
 CHALLENGE = 'Basic realm="pprof", Bearer realm="pprof"'
 MAX_AUTHORIZATION_BYTES = 4096
 """Longer is no credential of ours (a 32-byte token in Basic is ~60 bytes): refused unread."""
-_LOGGED_PARAMS = frozenset({"debug", "format", "seconds", "mode", "hz", "gc", "clock"})
+_LOGGED_PARAMS = frozenset({"debug", "format", "seconds", "mode", "hz", "gc", "clock",
+                            "worker", "workers"})
 
 
 class Decision(enum.Enum):

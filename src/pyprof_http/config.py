@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -162,6 +162,17 @@ class Settings(BaseSettings):
     push_queue_size: int = Field(
         default=8, ge=1, le=1024,
         description="Batches kept while the server is unreachable; the oldest is dropped.",
+    )
+    workers_rendezvous: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Join the private rendezvous of a multi-worker server's workers (worker=PID, "
+        "workers=all): auto detects uvicorn --workers and gunicorn workers; on forces it (keyed "
+        "by the parent pid); off never.",
+    )
+    worker_timeout_seconds: int = Field(
+        default=10, ge=1, le=600,
+        description="How long a sibling worker may take to answer beyond the seconds= it was "
+        "asked to record, before it is named as not answering.",
     )
 
     _split = field_validator(

@@ -6,6 +6,8 @@ Like Go's ``serveError``: ``text/plain``, one line saying what was wrong and wha
 
 from __future__ import annotations
 
+import os
+
 from starlette.responses import PlainTextResponse
 
 from .collectors.errors import Busy, CollectorError, NeedsSwitch
@@ -90,5 +92,5 @@ def from_collector(error: CollectorError) -> PprofError:
 
 def error_response(status_code: int, reason: str) -> PlainTextResponse:
     """The single way an error leaves the library."""
-    headers = {**SECURITY_HEADERS, "X-Go-Pprof": "1"}
+    headers = {**SECURITY_HEADERS, "X-Go-Pprof": "1", "X-Pyprof-Worker": str(os.getpid())}
     return PlainTextResponse(reason + "\n", status_code=status_code, headers=headers)

@@ -205,3 +205,11 @@ def by_function(profile: Profile) -> Profile:
         for s in profile.samples
     )
     return replace(profile, samples=tuple(_aggregate(widened).values()))
+
+
+def with_labels(profile: Profile, labels: Labels, comment: str | None = None) -> Profile:
+    """Every sample with ``labels`` added (e.g. the ``pid`` of the process that took it), and
+    ``comment`` first among the comments: who answered, in the pprof and every view of it."""
+    samples = tuple(s._replace(labels={**s.labels, **labels}) for s in profile.samples)
+    comments = profile.comments if comment is None else (comment, *profile.comments)
+    return replace(profile, samples=samples, comments=comments)

@@ -8,6 +8,8 @@ blocked, which is when a stack dump is most wanted.
 from __future__ import annotations
 
 import contextlib
+import logging
+import socket
 import threading
 import time
 
@@ -16,6 +18,11 @@ import uvicorn
 from .app import PprofApp, PrefixRouter, not_found
 from .config import Settings
 from .switches import Claims
+from .workers.membership import WORKERS
+
+WORKER_PORTS = 64
+"""In a worker, ``port`` is a base: the first free of ``port`` .. ``port + 63``, else any."""
+_LOG = logging.getLogger("pyprof_http")
 
 
 class BackgroundServer:
@@ -56,10 +63,19 @@ def serve_in_background(
     profiler off the public port. The thread's own event loop answers even while the main loop
     is blocked, which is when a stack dump is most wanted. Raises ``OSError`` if the port cannot
     be bound; ``port=0`` picks a free one (see ``.port``).
+
+    In a worker of a multi-worker server (uvicorn ``--workers``, gunicorn; see
+    ``workers_rendezvous``) every worker calls this with the same port: the port is then a base,
+    and each worker takes the first free one from ``port`` up (the first worker ``port``, the next
+    ``port + 1``, ...; any free port if all 64 are taken), logged at INFO, never a crash loop.
+    Any worker's side port serves every worker's profiles (``?worker=PID``, ``?workers=all``).
     """
     prefix = "/" + prefix.strip("/")
     pprof = PprofApp(settings)
     pprof.watch_serving_loop = False  # this thread's loop is ours; install() watches the app's
+    sockets = None
+    if port and WORKERS.role(pprof.settings.workers_rendezvous).worker:
+        sockets = [_worker_port(host, port)]
     app = PrefixRouter(not_found, prefix, pprof)
     # log_config=None and log_level=None: uvicorn must not reconfigure the host's logging
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None,
@@ -68,7 +84,7 @@ def serve_in_background(
 
     def run() -> None:
         with contextlib.suppress(SystemExit):  # uvicorn exits on a bind failure; we raise below
-            server.run()
+            server.run(sockets=sockets)
 
     thread = threading.Thread(target=run, name="pyprof_http-server", daemon=True)
     thread.start()
@@ -80,4 +96,17 @@ def serve_in_background(
         thread.join(startup_timeout)
         pprof.claims.release_all()  # nobody will call stop(): let go of its switches now
         raise OSError(f"pyprof_http could not serve on {host}:{port} (see the log above)")
+    pprof.claims.join_workers()  # siblings see this worker before its first request
     return BackgroundServer(server, thread, prefix, pprof.claims)
+
+
+def _worker_port(host: str, base: int) -> socket.socket:
+    """A listening socket on the first free port from ``base`` (any free one as a last resort)."""
+    for port in [*range(base, min(base + WORKER_PORTS, 65536)), 0]:
+        try:
+            sock = socket.create_server((host, port))
+        except OSError:
+            continue
+        _LOG.info("pyprof_http: this worker's side port is %d", sock.getsockname()[1])
+        return sock
+    raise OSError(f"pyprof_http found no free port on {host}")

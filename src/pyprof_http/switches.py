@@ -68,6 +68,7 @@ from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
 from .loops import ORIGINS
 from .push import pusher
+from .workers.membership import WORKERS
 
 TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
 """Profiles that read what the task factory records (task ids, age, creation site)."""
@@ -188,6 +189,9 @@ class Claims:
         self._recent_leaks: weakref.ref[_Loop] | None = None
         self._lifespans: weakref.WeakKeyDictionary[_Loop, int] = weakref.WeakKeyDictionary()
         """Loop -> lifespans of this app started on it and not shut down yet."""
+        self._worker_app: tuple[Any, Any] | None = None
+        """(the app siblings' requests go to, workers_rendezvous), once the app says so."""
+        self._worker_joined = False
 
     def follow(self, settings: Settings) -> None:
         """Hold what ``settings`` ask for that needs no loop: the Thread.start hook and lock
@@ -209,6 +213,21 @@ class Claims:
             self.record_leaks(loop)
         SESSIONS.shutting_down = False  # a fresh start (tests restart apps in one process)
         self.chain_shutdown_signals()
+        self.join_workers()
+
+    def serves_workers(self, app: Any, mode: Any) -> None:
+        """Offer ``app`` (auth already done) to sibling workers, joined at startup or at the
+        first request: a multi-worker server's rendezvous (nothing in a single process)."""
+        self._worker_app = (app, mode)
+
+    def join_workers(self) -> None:
+        """Join the rendezvous if this process is a worker; a flag check once done."""
+        if self._worker_joined or self._worker_app is None:
+            return
+        self._worker_joined = True
+        app, mode = self._worker_app
+        with _held():
+            WORKERS.join(self.id, app, mode)
 
     def task_factory(self, loop: _Loop) -> None:
         recent = self._recent_factory
@@ -294,6 +313,7 @@ class Claims:
                 del self._lifespans[closed]  # ended without a shutdown: it serves no more
             if not self._lifespans:
                 _release(self.id)
+                self._worker_joined = False
             elif left <= 0:
                 _release_loop(self.id, loop)
 
@@ -302,6 +322,7 @@ class Claims:
         and switch off whatever no other app still holds."""
         self._recent_factory = self._recent_watch = None
         self._recent_leaks = None
+        self._worker_joined = False
         with _held():
             _release(self.id)
 
@@ -330,6 +351,7 @@ def _release(claim_id: int) -> None:
         _push_holders.discard(claim_id)
         if not _push_holders:
             pusher.stop()
+    WORKERS.leave(claim_id)  # the last app out leaves the rendezvous
 
 
 def _release_loop(claim_id: int, loop: _Loop) -> None:

@@ -81,18 +81,53 @@ class RecordForm:
     formats: Sequence[str]
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """Which process serves the page, and its sibling workers (empty: a single process)."""
+
+    pid: int
+    described: str
+    """e.g. ``pid 1234 (worker 2 of 3)``."""
+    siblings: Sequence[int] = ()
+    """Live workers of the same server, this one included."""
+    refusal: str | None = None
+    """Why this worker could not join its siblings, if it could not."""
+    via_worker: bool = False
+    """Served for another worker (``worker=PID``): links keep ``worker=`` so they stay here."""
+
+
 _LINK_QUERY = {"text": "?debug=1", "pprof": "?debug=0", "flamegraph": "?format=flamegraph"}
 
 
-def render_index(title: str, rows: Sequence[IndexRow], notes: Sequence[str] = ()) -> Rendered:
+def _siblings(process: ProcessInfo) -> list[str]:
+    out = [f"<p class=process>Served by {escape(process.described)}.</p>"]
+    if process.refusal is not None:
+        out.append(f"<p class=process>Sibling workers unavailable: {escape(process.refusal)}</p>")
+    if len(process.siblings) > 1 or (process.siblings and process.siblings[0] != process.pid):
+        links = " ".join(
+            f"<a href='./?worker={pid}'>{pid}</a>" + (" (this one)" if pid == process.pid else "")
+            for pid in process.siblings)
+        out.append(f"<p class=workers>Workers of this server: {links}. Every view takes "
+                   "<code>?worker=PID</code>; <a href='goroutine?workers=all&amp;debug=1'>all "
+                   "workers' goroutines</a>, <code>?workers=all</code> merges any profile.</p>")
+    return out
+
+
+def render_index(title: str, rows: Sequence[IndexRow], process: ProcessInfo | None = None,
+                 notes: Sequence[str] = ()) -> Rendered:
     """The whole page; every name and description is escaped. ``notes``: status lines shown
     under the table (the Pyroscope pusher's)."""
+    if process is not None and process.via_worker:  # every link stays on that worker
+        rows = [IndexRow(r.name, r.description, r.count, r.formats,
+                         "&".join(q for q in (r.link_query, f"worker={process.pid}") if q),
+                         r.record) for r in rows]
     body = [
         "<!DOCTYPE html>",
         "<html lang=en><head><meta charset=utf-8>",
         f"<title>{escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
+        *(_siblings(process) if process is not None else []),
         "<p>Types of profiles available:</p>",
         "<table><thead><tr><th>Count</th><th>Profile</th><th>Views</th><th>Description</th>"
         "</tr></thead><tbody>",
@@ -117,7 +152,8 @@ def render_index(title: str, rows: Sequence[IndexRow], notes: Sequence[str] = ()
     body.append("</tbody></table>")
     body.extend(f"<p class=note>{escape(note)}</p>" for note in notes)
     if any(row.name == "goroutine" for row in rows):
-        body.append("<p><a href='goroutine?debug=2'>full goroutine stack dump</a> "
+        pinned = f"&amp;worker={process.pid}" if process is not None and process.via_worker else ""
+        body.append(f"<p><a href='goroutine?debug=2{pinned}'>full goroutine stack dump</a> "
                     "(every thread and task, with await chains)</p>")
     body.append(
         "<p>Read any profile with <code>go tool pprof -top URL</code>; "
@@ -130,6 +166,8 @@ def render_index(title: str, rows: Sequence[IndexRow], notes: Sequence[str] = ()
 
 def _record_row(row: IndexRow, form: RecordForm) -> str:
     name = escape(row.name, quote=True)
+    worker = dict(p.partition("=")[::2] for p in row.link_query.split("&") if p).get("worker")
+    extra = f"<input type=hidden name=worker value={int(worker)}>" if worker else ""
     modes = "".join(f"<option>{escape(m)}</option>" for m in form.modes)
     formats = "".join(f"<option>{escape(f)}</option>" for f in form.formats)
     return (
@@ -139,6 +177,6 @@ def _record_row(row: IndexRow, form: RecordForm) -> str:
         f"value={form.default_seconds} required></label>"
         f"<label>mode <select name=mode>{modes}</select></label>"
         f"<label>format <select name=format>{formats}</select></label>"
-        f"<button type=submit>record</button> <span id=countdown></span></form></td>"
+        f"{extra}<button type=submit>record</button> <span id=countdown></span></form></td>"
         f"<td class=desc>{escape(row.description)}</td></tr>"
     )
