@@ -9,6 +9,7 @@ router fills ``scope["route"]`` (the path template, low-cardinality) only after 
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import sys
@@ -120,6 +121,60 @@ def _shrink(request: Request) -> None:
     scope = request.scope
     request.scope = {"route": scope.get("route"), "path": scope.get("path", ""),
                      "headers": [h for h in scope.get("headers", ()) if h[0] == b"x-request-id"]}
+
+
+_BY_THREAD: dict[int, Request] = {}
+"""Thread ident -> the request whose code that thread runs now (thread-pool work a request
+submitted): a sampler on another thread cannot read a worker thread's context variables, so
+the wrapper that runs the work (:class:`InThread`) says it here for the duration of the call."""
+
+
+class InThread:
+    """Runs ``fn`` in a worker thread as work of ``request``: registered in ``_BY_THREAD`` for
+    the call (nested calls put the outer request back), so CPU and wall samples of that thread
+    carry the request's labels, and log records made there too (:mod:`~pyprof_http.log_context`,
+    for work submitted without a copy of the context). Wrapped by :mod:`~pyprof_http.
+    thread_labels` where work enters a thread: ~0.3 µs a call."""
+
+    __slots__ = ("fn", "request")
+
+    def __init__(self, fn: Any, request: Request) -> None:
+        self.fn, self.request = fn, request
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ident = _thread.get_ident()
+        previous = _BY_THREAD.get(ident)
+        _BY_THREAD[ident] = self.request
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            if previous is None:
+                _BY_THREAD.pop(ident, None)
+            else:
+                _BY_THREAD[ident] = previous
+
+
+def for_thread(fn: Any) -> Any:
+    """``fn`` wrapped to run as work of the current request, or ``fn`` itself outside one."""
+    request = CURRENT_REQUEST.get()
+    return fn if request is None else InThread(fn, request)
+
+
+def thread_request(ident: int) -> tuple[str, str] | None:
+    """``(route, request_id)`` of the live request whose work thread ``ident`` runs, or None
+    (readable from any thread)."""
+    found = _BY_THREAD.get(ident)
+    if found is None or not found.live:
+        return None
+    return found.route, found.request_id
+
+
+def current_request() -> Request | None:
+    """The live request the calling code serves: its context, else its thread's work."""
+    found = CURRENT_REQUEST.get()
+    if found is None:
+        found = _BY_THREAD.get(_thread.get_ident())
+    return found if found is not None and found.live else None
 
 
 def request_of(task: asyncio.Task[Any]) -> Request | None:

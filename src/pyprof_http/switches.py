@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Final, TypeVar
 
+from . import thread_labels
 from .collectors import heap, locks, threads
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
@@ -66,6 +67,9 @@ from .loops import ORIGINS
 
 TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
 """Profiles that read what the task factory records (task ids, age, creation site)."""
+
+THREAD_LABEL_READERS: Final = frozenset({"profile", "recorder", "requests"})
+"""Profiles whose samples read the request labels of thread-pool work."""
 
 _T = TypeVar("_T")
 _Loop = asyncio.AbstractEventLoop
@@ -93,6 +97,8 @@ _lock_state: dict[str, int] = _kept("_lock_state", lambda: {"process": 0, "appli
 _signal_holders: set[int] = _kept("_signal_holders", set)
 _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
+_thread_label_holders: set[int] = _kept("_thread_label_holders", set)
+"""Claims that want thread-pool work labelled with its request (``thread_labels``)."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
 
@@ -183,6 +189,14 @@ class Claims:
         if settings.allows("threadcreate"):
             self.hook_thread_start(settings.max_stack_depth)
         self.profile_locks(settings)
+        if any(settings.allows(name) for name in THREAD_LABEL_READERS):
+            self.label_threads()
+
+    def label_threads(self) -> None:
+        """Thread-pool work a request submits carries its labels (``thread_labels``)."""
+        with _held():
+            _thread_label_holders.add(self.id)
+            thread_labels.install()
 
     def start_on(self, loop: _Loop, settings: Settings) -> None:
         """At startup: the task factory and the stall watchdog of the serving loop, and the
@@ -276,6 +290,10 @@ def _release(claim_id: int) -> None:
             threads.THREAD_STARTS.uninstall()
     if _lock_claims.pop(claim_id, None) is not None:
         _apply_locks()
+    if claim_id in _thread_label_holders:
+        _thread_label_holders.discard(claim_id)
+        if not _thread_label_holders:
+            thread_labels.uninstall()
     if claim_id in _signal_holders:
         _signal_holders.discard(claim_id)
         if not _signal_holders:

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Profile, Sample, ValueType
-from ..request_labels import task_request
+from ..request_labels import task_request, thread_request
 from .blocked import IsBlocked, syscall_states
 from .drivers import Driver, TickGate, TickStats, choose_driver, outside_the_handler
 from .frames import frame_stack, thread_frames, to_frame
@@ -195,8 +195,9 @@ class Sampler:
         name = thread.name if thread is not None else f"thread-{ident}"
         loop = self._loops.get(ident)
         task = running_task(loop) if loop is not None else None
-        if task is None:
-            return name, "", "", ""
+        if task is None:  # thread-pool work a request submitted (thread_labels), or nothing
+            request = thread_request(ident)
+            return (name, "", *request) if request is not None else (name, "", "", "")
         request = task_request(task)
         route, request_id = request if request is not None else ("", "")
         task_name = task.get_name()
