@@ -26,6 +26,7 @@ from pyprof_http import PprofApp, Settings, install
 from pyprof_http.collectors import locks
 from pyprof_http.collectors.locks import thread_locks
 from pyprof_http.collectors.loop import WATCHDOGS
+from pyprof_http.collectors.recorder import RECORDER
 from pyprof_http.lifecycle import LifecycleMiddleware
 from pyprof_http.registry import PROFILES
 
@@ -132,11 +133,17 @@ def test_handler_matrix(path: str, query: str, status: int, media: str,
                         disposition: str | None) -> None:
     # /mutex answers 412 while lock profiling is off (tested below): switch it on for the row
     profiling_locks = path == "/mutex" and locks.set_fraction(1) == 0
+    # /recorder answers 412 without a lifespan to start the flight recorder: start it here
+    recording = path == "/recorder" and RECORDER.current is None
+    if recording:
+        RECORDER.start(19, 10, 64)
     try:
         response = get(APP, f"/debug/pprof{path}" + (f"?{query}" if query else ""))
     finally:
         if profiling_locks:
             locks.set_fraction(0)
+        if recording:
+            RECORDER.stop()
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == media
     assert response.headers.get("content-disposition") == disposition

@@ -21,6 +21,7 @@ from .captures.stacks import StackSnapshot
 from .captures.stalls import StallCapture
 from .collectors import cpu, heap, locks, objects, stacks, threads, tracing
 from .collectors.loop import WATCHDOGS
+from .collectors.recorder import RECORDER
 from .collectors.session import SESSIONS
 from .config import Settings
 from .errors import PreconditionFailed
@@ -161,6 +162,8 @@ async def _collect_stacks(context: CollectContext) -> Capture:
 
 async def _collect_cpu(context: CollectContext) -> Capture:
     query, settings = context.query, context.settings
+    if query.last is not None:  # the flight recorder's last N seconds, at once
+        return ProfileCapture(await render_in_thread(RECORDER.running().profile, query.last))
     seconds = query.duration(BY_NAME["profile"], settings)
     if query.mode == "cpu" and not sys.platform.startswith("linux"):
         raise PreconditionFailed("mode=cpu reads per-thread CPU clocks, which pyprof_http only "
@@ -171,6 +174,11 @@ async def _collect_cpu(context: CollectContext) -> Capture:
             return await tracing.trace(query.clock, seconds, lambda s: context.wait(s, stop))
         return await cpu.record(query.mode, query.hz, seconds, settings.max_stack_depth,
                                 lambda s: context.wait(s, stop))
+
+
+async def _collect_recorder(context: CollectContext) -> Capture:
+    recorder = RECORDER.running()
+    return ProfileCapture(await render_in_thread(recorder.profile, recorder.seconds))
 
 
 def _heap_count() -> str:
@@ -268,7 +276,22 @@ PROFILES: tuple[ProfileSpec, ...] = (
             "pstats": _tracing_only(render_pstats),
         },
         duration=30,
-        params=frozenset({"debug", "format", "seconds", "mode", "hz", "clock"}),
+        params=frozenset({"debug", "format", "seconds", "mode", "hz", "clock", "last"}),
+    ),
+    ProfileSpec(
+        name="recorder",
+        description="The flight recorder: CPU samples of every thread taken all the time at "
+        "recorder_hz (default 19, under 1% of throughput), kept per second for the last "
+        "recorder_seconds (default 300), with thread, task, route and request_id labels. This "
+        "is the whole window; /profile?last=N the last N seconds. The count column shows its "
+        "rate, window and memory.",
+        collect=_collect_recorder,
+        formats={**_profile_formats(),
+                 "text": Format(lambda c, name: render_top(c.profile, name)),
+                 "pyinstrument": Format(
+                     lambda c, name: render_pyinstrument(c.profile, page_title(name)))},
+        count=RECORDER.describe,
+        params=frozenset({"debug", "format"}),
     ),
     ProfileSpec(
         name="heap",

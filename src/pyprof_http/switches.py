@@ -61,6 +61,7 @@ from typing import Any, Final, TypeVar
 from . import thread_labels
 from .collectors import heap, locks, threads
 from .collectors.loop import WATCHDOGS
+from .collectors.recorder import RECORDER
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
 from .loops import ORIGINS
@@ -70,6 +71,9 @@ TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
 
 THREAD_LABEL_READERS: Final = frozenset({"profile", "recorder", "requests"})
 """Profiles whose samples read the request labels of thread-pool work."""
+
+RECORDER_READERS: Final = frozenset({"profile", "recorder", "requests"})
+"""Profiles that read the flight recorder (``profile?last=N``, ``recorder``, ``requests``)."""
 
 _T = TypeVar("_T")
 _Loop = asyncio.AbstractEventLoop
@@ -99,6 +103,8 @@ _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
 _thread_label_holders: set[int] = _kept("_thread_label_holders", set)
 """Claims that want thread-pool work labelled with its request (``thread_labels``)."""
+_recorder_holders: set[int] = _kept("_recorder_holders", set)
+"""Claims whose app started (or joined) the flight recorder; the first one's settings win."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
 
@@ -209,6 +215,18 @@ class Claims:
             self.watch(loop, settings.loop_stall_ms, settings.max_stack_depth)
         SESSIONS.shutting_down = False  # a fresh start (tests restart apps in one process)
         self.chain_shutdown_signals()
+        self.record(settings)
+
+    def record(self, settings: Settings) -> None:
+        """The flight recorder, if the settings ask for it (``recorder_hz`` > 0) and a
+        profile that reads it is allowed. One per process: a running one is joined as is."""
+        if not settings.recorder_hz or not any(
+                settings.allows(name) for name in RECORDER_READERS):
+            return
+        with _held():
+            _recorder_holders.add(self.id)
+            RECORDER.start(settings.recorder_hz, settings.recorder_seconds,
+                           settings.max_stack_depth)
 
     def task_factory(self, loop: _Loop) -> None:
         recent = self._recent_factory
@@ -290,6 +308,10 @@ def _release(claim_id: int) -> None:
             threads.THREAD_STARTS.uninstall()
     if _lock_claims.pop(claim_id, None) is not None:
         _apply_locks()
+    if claim_id in _recorder_holders:
+        _recorder_holders.discard(claim_id)
+        if not _recorder_holders:
+            RECORDER.stop()
     if claim_id in _thread_label_holders:
         _thread_label_holders.discard(claim_id)
         if not _thread_label_holders:
