@@ -39,9 +39,18 @@ from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
 from .model import Granularity, Profile, subtract
 from .params import parse_query
-from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
+from .registry import (
+    BY_NAME,
+    REQUEST_PROFILE,
+    Capture,
+    CollectContext,
+    ProfileCapture,
+    ProfileSpec,
+    allowed,
+)
 from .render import Rendered
 from .render.index import IndexRow, RecordForm, render_index
+from .request_profiles import REQUESTS
 from .sanitize import printable
 from .switches import Claims
 
@@ -112,10 +121,24 @@ class PprofApp:
             return RedirectResponse(request.scope["path"] + "/" + _query(request), status_code=301)
         if path == "/":
             return self._index(request)
+        if path.startswith("/requests/") and self.settings.allows("requests"):
+            return await self._request_profile(request, path[len("/requests/"):])
         spec = BY_NAME.get(path[1:])
         if spec is None or not self.settings.allows(spec.name):
             raise NotFound("Unknown profile")
         return await self._serve(request, spec)
+
+    async def _request_profile(self, request: Request, request_id: str) -> Response:
+        """``/requests/<request_id>``: one kept request's profile, in any profile format
+        (behind the same auth as every route: this runs inside ``_guarded``)."""
+        query = parse_query(request.query_params, REQUEST_PROFILE, self.settings)
+        record = REQUESTS.get(request_id)
+        if record is None:
+            raise NotFound(f"no profile kept for request id {printable(request_id[:128])!r}; "
+                           "see /requests for those kept")
+        rendered = await _render(REQUEST_PROFILE, query.resolved_format(REQUEST_PROFILE),
+                                 ProfileCapture(record.profile), query.granularity)
+        return to_response(rendered)
 
     def _index(self, request: Request) -> Response:
         rows = [
@@ -272,9 +295,11 @@ def install(
         # The bare prefix would otherwise get the host router's own slash redirect, which skips
         # our auth and headers: route it to the sub-app, which redirects like every response.
         app.router.routes.append(Route(prefix, PrefixRouter(not_found, prefix, pprof)))
-        app.add_middleware(LifecycleMiddleware, settings=pprof.settings, claims=pprof.claims)
+        app.add_middleware(LifecycleMiddleware, settings=pprof.settings, claims=pprof.claims,
+                           prefix=prefix)
         return app
-    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings, pprof.claims)
+    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings, pprof.claims,
+                               prefix)
 
 
 class NeedsAsyncio(PprofError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ._waiting import render_in_thread
 from .captures.heap import HeapCapture
 from .captures.objects import ObjectsCapture
+from .captures.requests import RequestsCapture
 from .captures.stacks import StackSnapshot
 from .captures.stalls import StallCapture
 from .collectors import cpu, heap, locks, objects, stacks, threads, tracing
@@ -37,10 +38,12 @@ from .render.objects_text import render_objects_text
 from .render.profile_json import render_json
 from .render.pstats_out import render_pstats
 from .render.pyinstrument_html import render_pyinstrument
+from .render.requests import render_requests_html, render_requests_json, render_requests_text
 from .render.speedscope import render_speedscope
 from .render.stalls_text import render_stalls_text
 from .render.text import TEXT_PLAIN, render_text
 from .render.top import render_top
+from .request_profiles import REQUESTS
 
 if TYPE_CHECKING:
     from .params import ProfileQuery
@@ -181,6 +184,20 @@ async def _collect_recorder(context: CollectContext) -> Capture:
     return ProfileCapture(await render_in_thread(recorder.profile, recorder.seconds))
 
 
+async def _collect_requests(context: CollectContext) -> Capture:
+    return REQUESTS.capture()
+
+
+def _requests_view(render: Callable[[RequestsCapture, str], Rendered]) -> Callable[
+        [Capture, str], Rendered]:
+    def view(capture: Capture, name: str) -> Rendered:
+        if not isinstance(capture, RequestsCapture):
+            raise TypeError("the requests views need the requests capture")
+        return render(capture, name)
+
+    return view
+
+
 def _heap_count() -> str:
     """The index shows what tracing costs in memory, since it is the reason it is off."""
     if not heap.is_tracing():
@@ -294,6 +311,21 @@ PROFILES: tuple[ProfileSpec, ...] = (
         params=frozenset({"debug", "format"}),
     ),
     ProfileSpec(
+        name="requests",
+        description="Recently profiled requests, each with its own CPU profile (every format): "
+        "those slower than slow_request_ms (default 1000), those whose X-Request-ID hash falls "
+        "in request_sample_rate (the same choice in every service), and those an authorized "
+        "client asked for with X-Pprof-Profile: 1 (sampled at 100 Hz; the response's "
+        "X-Pprof-Request-Profile header links to it). Samples come from the flight recorder.",
+        collect=_collect_requests,
+        formats={"html": Format(_requests_view(render_requests_html), delta=False),
+                 "text": Format(_requests_view(render_requests_text), delta=False),
+                 "json": Format(_requests_view(render_requests_json), delta=False)},
+        debug_formats=("html", "text", "json"),
+        count=lambda: len(REQUESTS),
+        params=frozenset({"debug", "format"}),
+    ),
+    ProfileSpec(
         name="heap",
         description="Live memory by allocation site (tracemalloc): what was allocated and is "
         "still live. Tracing slows allocation-heavy code x3-x7 (1 frame) to x18-x33 (32 "
@@ -363,6 +395,14 @@ PROFILES: tuple[ProfileSpec, ...] = (
 )
 
 BY_NAME: Mapping[str, ProfileSpec] = {spec.name: spec for spec in PROFILES}
+
+REQUEST_PROFILE = ProfileSpec(
+    name="request",
+    description="One profiled request's CPU profile (/requests/<request_id>).",
+    formats={**BY_NAME["recorder"].formats},
+    params=frozenset({"debug", "format"}),
+)
+"""``/requests/<request_id>``: not a row of its own (served, and allowed, as ``requests``)."""
 
 
 def allowed(settings: Settings) -> list[ProfileSpec]:

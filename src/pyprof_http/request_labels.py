@@ -12,6 +12,8 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextvars
+import itertools
+import os
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -160,10 +162,27 @@ def for_thread(fn: Any) -> Any:
     return fn if request is None else InThread(fn, request)
 
 
-def thread_request(ident: int) -> tuple[str, str] | None:
+def threads_snapshot() -> dict[int, Request]:
+    """A copy of thread -> request (one C-level copy: no other thread changes it meanwhile)."""
+    return _BY_THREAD.copy()
+
+
+def thread_request(ident: int, before: Mapping[int, Request] | None = None,
+                   after: Mapping[int, Request] | None = None) -> tuple[str, str] | None:
     """``(route, request_id)`` of the live request whose work thread ``ident`` runs, or None
-    (readable from any thread)."""
-    found = _BY_THREAD.get(ident)
+    (readable from any thread).
+
+    A sampler passes the snapshots it read just ``before`` and ``after`` it read the stacks:
+    a thread seen inside a request's work was registered at one of the two moments unless
+    the whole piece of work began and ended between them (within one C call), so a sample
+    at the very start or end of the work is not left without its request.
+    """
+    if before is None or after is None:
+        found = _BY_THREAD.get(ident)
+    else:
+        found = before.get(ident)
+        if found is None:
+            found = after.get(ident)
     if found is None or not found.live:
         return None
     return found.route, found.request_id
@@ -205,8 +224,41 @@ def route_of(scope: Mapping[str, Any]) -> str:
 
 
 def _request_id(scope: Mapping[str, Any]) -> str:
+    """The client's X-Request-ID if it is a sane id, else a new one (see :func:`valid_id`)."""
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            text = value.decode("latin-1")[:_MAX_REQUEST_ID]
-            return "".join(ch for ch in text if ch.isprintable())
-    return ""
+            text: str = value.decode("latin-1")
+            if valid_id(text):
+                return text
+            break
+    return new_request_id()
+
+
+_ID_CHARACTERS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:+=/@")
+
+
+def valid_id(text: str) -> bool:
+    """Whether ``text`` can be a request id as it is: 1-128 characters of letters, digits and
+    ``-_.:+=/@`` (UUIDs, trace ids, base64). Anything else (spaces, quotes, markup, control
+    characters, non-ASCII) is replaced by a new id rather than cleaned up: an id travels into
+    labels, logs, URLs and HTML, and a cleaned id would no longer match the caller's."""
+    return 0 < len(text) <= _MAX_REQUEST_ID and _ID_CHARACTERS.issuperset(text)
+
+
+_ID_PREFIX: list[str] = [os.urandom(6).hex()]
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A new id, unique in the process and (a random 48-bit prefix, renewed in a forked child)
+    across processes; cheap: no system call per request."""
+    return f"{_ID_PREFIX[0]}-{next(_ID_COUNTER):x}"
+
+
+def _after_fork_in_child() -> None:
+    _ID_PREFIX[0] = os.urandom(6).hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Profile, Sample, ValueType
-from ..request_labels import task_request, thread_request
+from ..request_labels import Request, task_request, thread_request, threads_snapshot
 from .blocked import IsBlocked, syscall_states
 from .drivers import Driver, TickGate, TickStats, choose_driver, outside_the_handler
 from .frames import frame_stack, thread_frames, to_frame
@@ -97,6 +97,7 @@ class Sampler:
         self._last_tick = time.monotonic_ns()
         self._main = threading.main_thread().ident
         self._loops = {info.thread_ident: info.loop for info in LOOPS.running()}
+        self._in_work: tuple[dict[int, Request], dict[int, Request]] = ({}, {})
 
     def baseline(self) -> None:
         """Read every thread's CPU clock so the first tick has something to subtract (CPU mode:
@@ -122,7 +123,9 @@ class Sampler:
         wall = now - self._last_tick
         self._last_tick = now
         self.ticks += 1
+        in_work_before = threads_snapshot()  # which request each worker thread serves
         chains = dict(thread_frames(self.max_depth))  # one C call: see thread_frames
+        self._in_work = (in_work_before, threads_snapshot())
         frames: dict[int, FrameType] = {ident: c[0] for ident, c in chains.items() if c}
         if self._main is not None:
             if interrupted is not None:
@@ -199,7 +202,7 @@ class Sampler:
         loop = self._loops.get(ident)
         task = running_task(loop) if loop is not None else None
         if task is None:  # thread-pool work a request submitted (thread_labels), or nothing
-            request = thread_request(ident)
+            request = thread_request(ident, *self._in_work)
             return (name, "", *request) if request is not None else (name, "", "", "")
         request = task_request(task)
         route, request_id = request if request is not None else ("", "")
