@@ -89,7 +89,17 @@ def test_work_submitted_by_a_request_is_labelled_in_its_thread(
     assert request_labels._BY_THREAD == {}  # every worker let go after its call
 
 
-def test_switched_off_nothing_is_wrapped() -> None:
+@pytest.fixture
+def switched_off() -> Iterator[None]:
+    """Off for the test (apps built by other tests may hold it on), then as it was."""
+    was = thread_labels.installed()
+    thread_labels.uninstall()
+    yield
+    if was:
+        thread_labels.install()
+
+
+def test_switched_off_nothing_is_wrapped(switched_off: None) -> None:
     assert not thread_labels.installed()
 
     async def main() -> Any:
@@ -102,12 +112,13 @@ def test_switched_off_nothing_is_wrapped() -> None:
     assert asyncio.run(main()) is None
 
 
-def test_install_twice_and_uninstall_put_the_originals_back() -> None:
+def test_install_twice_and_uninstall_put_the_originals_back(switched_off: None) -> None:
     submit = concurrent.futures.ThreadPoolExecutor.submit
     run_sync = anyio.to_thread.run_sync
     thread_labels.install()
     thread_labels.install()
     assert concurrent.futures.ThreadPoolExecutor.submit is not submit
+    assert anyio.to_thread.run_sync is not run_sync
     thread_labels.uninstall()
     assert concurrent.futures.ThreadPoolExecutor.submit is submit
     assert anyio.to_thread.run_sync is run_sync

@@ -146,7 +146,7 @@ class PprofApp:
                 name=spec.name,
                 description=spec.description,
                 count=spec.count() if spec.count is not None else None,
-                formats=[f for f in ("text", "pprof", "flamegraph") if f in spec.formats],
+                formats=[f for f in ("text", "pprof", "flamegraph", "html") if f in spec.formats],
                 link_query=spec.link_query() if spec.link_query is not None else "",
                 record=self._record_form(spec),
             )

@@ -316,12 +316,14 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "those slower than slow_request_ms (default 1000), those whose X-Request-ID hash falls "
         "in request_sample_rate (the same choice in every service), and those an authorized "
         "client asked for with X-Pprof-Profile: 1 (sampled at 100 Hz; the response's "
-        "X-Pprof-Request-Profile header links to it). Samples come from the flight recorder.",
+        "X-Pprof-Request-Profile header links to it). Samples come from the flight recorder. "
+        "format=html is a table linking to each; pprof holds them all, by request_id label.",
         collect=_collect_requests,
-        formats={"html": Format(_requests_view(render_requests_html), delta=False),
+        formats={"pprof": Format(lambda c, name: render_pprof(c.profile, name)),
+                 "html": Format(_requests_view(render_requests_html), delta=False),
                  "text": Format(_requests_view(render_requests_text), delta=False),
                  "json": Format(_requests_view(render_requests_json), delta=False)},
-        debug_formats=("html", "text", "json"),
+        debug_formats=("pprof", "text", "json"),
         count=lambda: len(REQUESTS),
         params=frozenset({"debug", "format"}),
     ),

@@ -116,7 +116,7 @@ def test_a_slow_request_keeps_its_own_profile_without_a_concurrent_fast_ones_fra
     for fmt in ("pprof", "flamegraph", "pyinstrument", "speedscope", "text", "folded"):
         assert client.get(f"/debug/pprof/requests/slow-it-1?format={fmt}",
                           headers=AUTH).status_code == 200, fmt
-    page = pprof(client, "/requests").text
+    page = pprof(client, "/requests?format=html").text
     assert "href='requests/slow-it-1?format=flamegraph'" in page
 
 
@@ -166,4 +166,4 @@ def test_last_is_validated_and_the_index_shows_the_recorder(client: httpx.Client
         assert response.status_code == 400, (query, response.text)
     index = pprof(client, "/").text
     assert "19 Hz, last" in index and "MiB" in index
-    assert "href='requests?debug=1'" in index
+    assert "href='requests?debug=1'" in index and "href='requests?format=html'" in index
