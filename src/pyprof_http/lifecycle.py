@@ -61,10 +61,13 @@ class LifecycleMiddleware:
             if loop is not self._attached:  # once per loop: the lifespan usually did it
                 self._attach(LOOPS.register_running())
                 self._attached = loop
-            entered = request_labels.enter(scope, loop)
             if kind == "http":  # its id echoed, its profile kept if slow, sampled or asked for
-                await self._cycle(self.app, scope, receive, send, entered)
+                # (the request is not named here: leave() tells a request nothing else holds
+                # by its reference count)
+                await self._cycle(self.app, scope, receive, send,
+                                  request_labels.enter(scope, loop))
                 return
+            entered = request_labels.enter(scope, loop)
             try:
                 await self.app(scope, receive, send)
             finally:

@@ -62,8 +62,11 @@ class RequestCycle:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
-                headers = list(message.get("headers") or ())
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers = [*message.get("headers", ())]  # a copy: the list is the app's
+                for name, _value in headers:  # ASGI header names are lower-case
+                    if name == b"x-request-id":  # the app's own: left as it is
+                        break
+                else:
                     headers.append((b"x-request-id", id_header))
                 if asked:
                     headers.append((LINK_HEADER, link))
