@@ -155,6 +155,7 @@ def test_intervals_rotate_each_second_and_the_ring_and_interned_stacks_stay_boun
     assert all(id(stack) in shared for stack, _ in second.counts)  # one tuple per stack
     count, size_keys, size = ring.memory()
     assert (count, size_keys) == (11, 11_000) and size > 0
+    assert ring.closed_keys == 10_000  # kept as intervals rotate out
     window = dict(ring.window(now - 3 * INTERVAL_NS))
     assert {v[0] for v in window.values()} == {4}  # 4 intervals overlap the last 3 s
 
