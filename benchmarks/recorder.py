@@ -148,6 +148,56 @@ def tick_share(port: int, before: dict[str, float]) -> tuple[float, dict[str, fl
     return (now["ticks"] - before.get("ticks", 0.0)) / process if process else 0.0, now
 
 
+def middleware_cost(rounds: int = 20, n: int = 2000) -> list[tuple[str, str, str]]:
+    """µs the lifecycle middleware adds to one request (its id, the echo, the keep decision),
+    best of ``rounds``: a bare ASGI app called directly vs through the middleware."""
+    import asyncio
+
+    from pyprof_http.collectors.recorder import RECORDER
+    from pyprof_http.config import Settings
+    from pyprof_http.lifecycle import LifecycleMiddleware
+
+    scope = {"type": "http", "method": "GET", "path": "/min", "root_path": "",
+             "query_string": b"", "headers": [(b"host", b"127.0.0.1"), (b"accept", b"*/*")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, str]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def best(app: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        return (time.perf_counter() - started) / n * 1e6
+
+    async def measure() -> tuple[float, float]:
+        wrapped = LifecycleMiddleware(bare, Settings())
+        plain = through = float("inf")
+        for _ in range(rounds):
+            plain = min(plain, await best(bare))
+            through = min(through, await best(wrapped))
+        return plain, through
+
+    rows = []
+    for label, recording in (("recorder off", False), ("recorder on", True)):
+        if recording:
+            RECORDER.start(19, 10, 64)
+        try:
+            plain, through = asyncio.run(measure())
+        finally:
+            RECORDER.stop()
+        rows.append((f"middleware per request in-process, {label}",
+                     f"+{through - plain:.2f} µs ({plain:.2f} -> {through:.2f})", "(info)"))
+    return rows
+
+
 def http_last(port: int) -> float:
     times = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -215,6 +265,7 @@ def main() -> int:
         for server in servers.values():
             server.__exit__()
     rows += memory_and_latency()
+    rows += middleware_cost()
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print()
     for row in rows:
