@@ -26,6 +26,7 @@ from pyprof_http import PprofApp, Settings, install
 from pyprof_http.collectors import locks
 from pyprof_http.collectors.locks import thread_locks
 from pyprof_http.collectors.loop import WATCHDOGS
+from pyprof_http.collectors.recorder import RECORDER
 from pyprof_http.lifecycle import LifecycleMiddleware
 from pyprof_http.registry import PROFILES
 
@@ -42,10 +43,10 @@ MEDIA: dict[str, tuple[str, str | None]] = {
     "speedscope": ("application/json", 'attachment; filename="{name}.speedscope.json"'),
     "json": ("application/json", None),
     "pyinstrument": (HTML, None),
+    "html": (HTML, None),
     "callgrind": ("application/octet-stream", 'attachment; filename="callgrind.out.{name}"'),
     "pstats": ("application/octet-stream", 'attachment; filename="{name}.pstats"'),
     "chrome": ("application/json", 'attachment; filename="{name}.json"'),
-    "html": (HTML, None),
 }
 
 
@@ -134,11 +135,17 @@ def test_handler_matrix(path: str, query: str, status: int, media: str,
                         disposition: str | None) -> None:
     # /mutex answers 412 while lock profiling is off (tested below): switch it on for the row
     profiling_locks = path == "/mutex" and locks.set_fraction(1) == 0
+    # /recorder answers 412 without a lifespan to start the flight recorder: start it here
+    recording = path == "/recorder" and RECORDER.current is None
+    if recording:
+        RECORDER.start(19, 10, 64)
     try:
         response = get(APP, f"/debug/pprof{path}" + (f"?{query}" if query else ""))
     finally:
         if profiling_locks:
             locks.set_fraction(0)
+        if recording:
+            RECORDER.stop()
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == media
     assert response.headers.get("content-disposition") == disposition
@@ -307,6 +314,8 @@ def test_unknown_and_hidden_look_the_same() -> None:
     hidden = get(_fastapi_app(Settings(profiles=frozenset({"cmdline"}))),
                  "/debug/pprof/goroutine")
     unknown = get(APP, "/debug/pprof/doesnotexist")
+    # each response echoes its own (new) request id: the only header that may differ
+    del hidden.headers["x-request-id"], unknown.headers["x-request-id"]
     assert (hidden.status_code, hidden.text, dict(hidden.headers)) == (
         unknown.status_code, unknown.text, dict(unknown.headers))
 

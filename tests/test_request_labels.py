@@ -164,11 +164,15 @@ def test_enter_and_leave_mark_the_current_task() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "expected"),
-    [(b"plain-id", "plain-id"), (b"a\x1b[31mb\x00c", "a[31mbc"), (b"x" * 500, "x" * 128),
-     (b"caf\xe9", "caf\xe9")],
+    ("header", "kept"),
+    [(b"plain-id", True), (b"0af7651916cd43dd8448eb211c80319c", True),
+     (b"00-4bf92f3577b34da6-00f067aa0ba902b7-01", True), (b"a/b+c=d@e:f_g.h", True),
+     (b"a\x1b[31mb\x00c", False), (b"x" * 129, False), (b"caf\xe9", False),
+     (b"<script>", False), (b"a b", False), (b"", False)],
 )
-def test_request_id_is_bounded_and_printable(header: bytes, expected: str) -> None:
+def test_a_sane_request_id_is_kept_and_any_other_replaced(header: bytes, kept: bool) -> None:
+    """An id travels into labels, logs, URLs and HTML: one that is not plainly an id is
+    replaced by a new one rather than cleaned up (a cleaned id matches nobody's)."""
     scope = {"type": "http", "path": "/", "headers": [(b"x-request-id", header)]}
 
     async def main() -> tuple[str, str] | None:
@@ -180,7 +184,15 @@ def test_request_id_is_bounded_and_printable(header: bytes, expected: str) -> No
         finally:
             leave(entered)
 
-    assert asyncio.run(main()) == ("/", expected)
+    found = asyncio.run(main())
+    assert found is not None
+    assert (found[1] == header.decode("latin-1")) is kept
+    assert request_labels.valid_id(found[1])
+
+
+def test_new_ids_are_unique_and_valid() -> None:
+    ids = {request_labels.new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(request_labels.valid_id(i) for i in ids)
 
 
 def test_route_of_prefers_the_template_and_falls_back_to_the_path() -> None:

@@ -48,6 +48,7 @@ from .app import PprofApp, install
 from .auth import Decision
 from .config import ConfigError, Settings
 from .lifecycle import LifecycleMiddleware
+from .log_context import RequestContextFilter
 from .markers import mark, span
 from .side_server import BackgroundServer, serve_in_background
 from .switches import set_lock_profile_fraction
@@ -58,6 +59,7 @@ __all__ = [
     "Decision",
     "LifecycleMiddleware",
     "PprofApp",
+    "RequestContextFilter",
     "Settings",
     "install",
     "mark",

@@ -42,9 +42,18 @@ from .loops import LOOPS
 from .model import Granularity, Profile, subtract
 from .params import parse_query
 from .push.pusher import status as push_status
-from .registry import BY_NAME, Capture, CollectContext, ProfileCapture, ProfileSpec, allowed
+from .registry import (
+    BY_NAME,
+    REQUEST_PROFILE,
+    Capture,
+    CollectContext,
+    ProfileCapture,
+    ProfileSpec,
+    allowed,
+)
 from .render import Rendered
 from .render.index import IndexRow, ProcessInfo, RecordForm, render_index
+from .request_profiles import REQUESTS
 from .sanitize import printable
 from .switches import Claims
 from .workers import routing, serving
@@ -140,6 +149,14 @@ class PprofApp:
             return await routing.forward(path, target.pid or 0, target.rest,
                                          self.settings.worker_timeout_seconds,
                                          request.scope.get("root_path", ""))
+        if path.startswith("/requests/") and self.settings.allows("requests"):
+            if target.everyone:
+                raise BadRequest('"workers=all" applies to profiles; a request\'s profile is '
+                                 "kept by the worker that served it (worker=PID)")
+            if here:
+                return await self._request_profile(request, path[len("/requests/"):])
+            return await routing.forward(path, target.pid or 0, target.rest,
+                                         self.settings.worker_timeout_seconds)
         spec = BY_NAME.get(path[1:])
         if spec is None or not self.settings.allows(spec.name):
             raise NotFound("Unknown profile")
@@ -150,6 +167,18 @@ class PprofApp:
         # validated here first: a 400 stays here
         timeout = serving.hop_timeout(request.query_params, spec, self.settings)
         return await routing.forward(path, target.pid or 0, target.rest, timeout)
+
+    async def _request_profile(self, request: Request, request_id: str) -> Response:
+        """``/requests/<request_id>``: one kept request's profile, in any profile format
+        (behind the same auth as every route: this runs inside ``_guarded``)."""
+        query = parse_query(request.query_params, REQUEST_PROFILE, self.settings)
+        record = REQUESTS.get(request_id)
+        if record is None:
+            raise NotFound(f"no profile kept for request id {printable(request_id[:128])!r}; "
+                           "see /requests for those kept")
+        rendered = await _render(REQUEST_PROFILE, query.resolved_format(REQUEST_PROFILE),
+                                 ProfileCapture(record.profile), query.granularity)
+        return to_response(rendered)
 
     async def _everyone(self, request: Request, path: str, spec: ProfileSpec,
                         target: Target) -> Response:
@@ -167,7 +196,7 @@ class PprofApp:
                 name=spec.name,
                 description=spec.description,
                 count=spec.count() if spec.count is not None else None,
-                formats=[f for f in ("text", "pprof", "flamegraph") if f in spec.formats],
+                formats=[f for f in ("text", "pprof", "flamegraph", "html") if f in spec.formats],
                 link_query=spec.link_query() if spec.link_query is not None else "",
                 record=self._record_form(spec),
             )
@@ -322,9 +351,11 @@ def install(
         # The bare prefix would otherwise get the host router's own slash redirect, which skips
         # our auth and headers: route it to the sub-app, which redirects like every response.
         app.router.routes.append(Route(prefix, PrefixRouter(not_found, prefix, pprof)))
-        app.add_middleware(LifecycleMiddleware, settings=pprof.settings, claims=pprof.claims)
+        app.add_middleware(LifecycleMiddleware, settings=pprof.settings, claims=pprof.claims,
+                           prefix=prefix)
         return app
-    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings, pprof.claims)
+    return LifecycleMiddleware(PrefixRouter(app, prefix, pprof), pprof.settings, pprof.claims,
+                               prefix)
 
 
 class NeedsAsyncio(PprofError):

@@ -28,10 +28,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Settings
 from .errors import Forbidden, PprofError, Unauthorized, error_response
+from .log_context import RequestContextFilter
 from .origin import Client, cross_site_refusal, host_refusal, see_client, within
 from .sanitize import printable
 
 AUDIT = logging.getLogger("pyprof_http.audit")
+if not any(isinstance(f, RequestContextFilter) for f in AUDIT.filters):  # not again on reload
+    AUDIT.addFilter(RequestContextFilter())  # audit lines carry the request_id of their request
 PRINCIPAL_KEY = "pyprof_http.principal"
 CHALLENGE = 'Basic realm="pprof", Bearer realm="pprof"'
 MAX_AUTHORIZATION_BYTES = 4096
@@ -167,6 +170,21 @@ class AuthMiddleware:
         for spelling in (secret, secret.replace("+", " ")):
             text = text.replace(spelling, "<redacted>")
         return text
+
+
+async def admitted(settings: Settings, scope: Scope) -> str | None:
+    """The principal if a request with ``scope``'s client, headers and credentials would be
+    let in to the endpoints, else None: the same checks, in the same order (the
+    ``X-Pprof-Profile`` header of an application request is honoured only then)."""
+    guard = AuthMiddleware(_nothing, settings)
+    try:
+        return await guard._admit(scope, see_client(scope, settings.trusted_proxies))
+    except PprofError:
+        return None
+
+
+async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app behind :func:`admitted`'s guard: never called."""
 
 
 def credentials(scope: Scope) -> bytes | None:

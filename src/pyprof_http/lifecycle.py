@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import markers, request_labels
 from .config import Settings
 from .loops import LOOPS
+from .request_cycle import RequestCycle
 from .switches import Claims, wants_task_factory
 
 
@@ -38,12 +39,15 @@ class LifecycleMiddleware:
     registration."""
 
     def __init__(self, app: ASGIApp, settings: Settings | None = None,
-                 claims: Claims | None = None) -> None:
+                 claims: Claims | None = None, prefix: str | None = None) -> None:
         """``claims``: the app's hold on process-wide switches, shared with the ``PprofApp``
-        that ``install()`` mounts (so this app's shutdown stops the profiles it served)."""
+        that ``install()`` mounts (so this app's shutdown stops the profiles it served).
+        ``prefix``: where the endpoints are mounted (the link to an asked-for request's
+        profile)."""
         self.app = app
         self.settings = settings if settings is not None else Settings()
         self.claims = claims if claims is not None else Claims()
+        self._cycle = RequestCycle(self.settings, prefix)
         self._wants_factory = wants_task_factory(self.settings)
         self.claims.follow(self.settings)  # threads started from now on
 
@@ -57,6 +61,12 @@ class LifecycleMiddleware:
             if loop is not self._attached:  # once per loop: the lifespan usually did it
                 self._attach(LOOPS.register_running())
                 self._attached = loop
+            if kind == "http":  # its id echoed, its profile kept if slow, sampled or asked for
+                # (the request is not named here: leave() tells a request nothing else holds
+                # by its reference count)
+                await self._cycle(self.app, scope, receive, send,
+                                  request_labels.enter(scope, loop))
+                return
             entered = request_labels.enter(scope, loop)
             traced, tracing = None, markers.ACTIVE  # read once: a window may end on another loop
             if tracing is not None and kind == "http":  # a /trace window records

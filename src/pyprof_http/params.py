@@ -72,6 +72,19 @@ class ProfileQuery(BaseModel):
         raise ValueError(f"must be a number of seconds from 0 to {MAX_MIN_AGE_S}, "
                          "e.g. 300 or 0.5")
 
+    last: int | None = Field(default=None, description="the flight recorder's last N s, at once")
+
+    @field_validator("last", mode="before")
+    @classmethod
+    def _last(cls, value: Any, info: ValidationInfo) -> int:
+        _, settings = _context(info)
+        limit = settings.recorder_seconds
+        number = _whole(value, 1, limit)
+        if number is None:
+            raise ValueError(f"must be a whole number of seconds from 1 to {limit} "
+                             "(recorder_seconds: what the flight recorder keeps)")
+        return number
+
     @field_validator("gc", mode="before")
     @classmethod
     def _gc(cls, value: Any) -> int:
@@ -169,6 +182,11 @@ def parse_query(query: QueryParams, spec: ProfileSpec, settings: Settings) -> Pr
         offered = sorted(f for f, v in spec.formats.items() if v.granularity is not None)
         raise BadRequest(f'"granularity" applies to format={" or ".join(offered) or "flamegraph"} '
                          f"only, not format {chosen}")
+    if "last" in query:
+        for other in ("seconds", "hz", "mode"):
+            if other in query and (other != "mode" or parsed.mode != "cpu"):
+                raise BadRequest(f'"last" cannot be combined with "{other}": it reads what the '
+                                 "flight recorder took (mode=cpu, at recorder_hz)")
     if "clock" in query and parsed.mode != "tracing":
         raise BadRequest('"clock" applies to mode=tracing only')
     if "hz" in query and parsed.mode == "tracing":

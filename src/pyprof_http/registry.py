@@ -18,6 +18,7 @@ from ._waiting import render_in_thread
 from .captures.heap import HeapCapture
 from .captures.leaks import LeakCapture
 from .captures.objects import ObjectsCapture
+from .captures.requests import RequestsCapture
 from .captures.stacks import StackSnapshot, older_than
 from .captures.stalls import StallCapture
 from .captures.trace import TraceCapture
@@ -25,6 +26,7 @@ from .collectors import cpu, heap, leak_runs, locks, objects, stacks, threads, t
 from .collectors import trace as trace_collector
 from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
+from .collectors.recorder import RECORDER
 from .collectors.session import SESSIONS
 from .collectors.trace_build import build as build_trace
 from .config import Settings
@@ -42,6 +44,7 @@ from .render.objects_text import render_objects_text
 from .render.profile_json import render_json
 from .render.pstats_out import render_pstats
 from .render.pyinstrument_html import render_pyinstrument
+from .render.requests import render_requests_html, render_requests_json, render_requests_text
 from .render.speedscope import render_speedscope
 from .render.stalls_text import render_stalls_text
 from .render.text import TEXT_PLAIN, render_text
@@ -49,6 +52,7 @@ from .render.top import render_top
 from .render.trace_chrome import render_trace_chrome
 from .render.trace_html import render_trace_html
 from .render.trace_text import render_trace_text
+from .request_profiles import REQUESTS
 
 if TYPE_CHECKING:
     from .params import ProfileQuery
@@ -191,6 +195,8 @@ async def _collect_leaks(context: CollectContext) -> Capture:
 
 async def _collect_cpu(context: CollectContext) -> Capture:
     query, settings = context.query, context.settings
+    if query.last is not None:  # the flight recorder's last N seconds, at once
+        return ProfileCapture(await render_in_thread(RECORDER.running().profile, query.last))
     seconds = query.duration(BY_NAME["profile"], settings)
     if query.mode == "cpu" and not sys.platform.startswith("linux"):
         raise PreconditionFailed("mode=cpu reads per-thread CPU clocks, which pyprof_http only "
@@ -209,6 +215,25 @@ SCRAPE_GRACE_S = 1.0
 """A CPU profile due to end within this many seconds (or overdue by less) is waited for rather
 than answered with 409: back-to-back scrape windows that overlap by a few hundred ms
 (``collectors.session.await_turn``). Longer, and it would be a concurrent profile: 409 at once."""
+
+
+async def _collect_recorder(context: CollectContext) -> Capture:
+    recorder = RECORDER.running()
+    return ProfileCapture(await render_in_thread(recorder.profile, recorder.seconds))
+
+
+async def _collect_requests(context: CollectContext) -> Capture:
+    return REQUESTS.capture()
+
+
+def _requests_view(render: Callable[[RequestsCapture, str], Rendered]) -> Callable[
+        [Capture, str], Rendered]:
+    def view(capture: Capture, name: str) -> Rendered:
+        if not isinstance(capture, RequestsCapture):
+            raise TypeError("the requests views need the requests capture")
+        return render(capture, name)
+
+    return view
 
 
 def _heap_count() -> str:
@@ -334,7 +359,39 @@ PROFILES: tuple[ProfileSpec, ...] = (
             "pstats": _tracing_only(render_pstats),
         },
         duration=30,
-        params=frozenset({"debug", "format", "seconds", "mode", "hz", "clock"}),
+        params=frozenset({"debug", "format", "seconds", "mode", "hz", "clock", "last"}),
+    ),
+    ProfileSpec(
+        name="recorder",
+        description="The flight recorder: CPU samples of every thread taken all the time at "
+        "recorder_hz (default 19, under 1% of throughput), kept per second for the last "
+        "recorder_seconds (default 300), with thread, task, route and request_id labels. This "
+        "is the whole window; /profile?last=N the last N seconds. The count column shows its "
+        "rate, window and memory.",
+        collect=_collect_recorder,
+        formats={**_profile_formats(),
+                 "text": Format(lambda c, name: render_top(c.profile, name)),
+                 "pyinstrument": Format(
+                     lambda c, name: render_pyinstrument(c.profile, page_title(name)))},
+        count=RECORDER.describe,
+        params=frozenset({"debug", "format"}),
+    ),
+    ProfileSpec(
+        name="requests",
+        description="Recently profiled requests, each with its own CPU profile (every format): "
+        "those slower than slow_request_ms (default 1000), those whose X-Request-ID hash falls "
+        "in request_sample_rate (the same choice in every service), and those an authorized "
+        "client asked for with X-Pprof-Profile: 1 (sampled at 100 Hz; the response's "
+        "X-Pprof-Request-Profile header links to it). Samples come from the flight recorder. "
+        "format=html is a table linking to each; pprof holds them all, by request_id label.",
+        collect=_collect_requests,
+        formats={"pprof": Format(lambda c, name: render_pprof(c.profile, name)),
+                 "html": Format(_requests_view(render_requests_html), delta=False),
+                 "text": Format(_requests_view(render_requests_text), delta=False),
+                 "json": Format(_requests_view(render_requests_json), delta=False)},
+        debug_formats=("pprof", "text", "json"),
+        count=lambda: len(REQUESTS),
+        params=frozenset({"debug", "format"}),
     ),
     ProfileSpec(
         name="heap",
@@ -423,6 +480,14 @@ PROFILES: tuple[ProfileSpec, ...] = (
 )
 
 BY_NAME: Mapping[str, ProfileSpec] = {spec.name: spec for spec in PROFILES}
+
+REQUEST_PROFILE = ProfileSpec(
+    name="request",
+    description="One profiled request's CPU profile (/requests/<request_id>).",
+    formats={**BY_NAME["recorder"].formats},
+    params=frozenset({"debug", "format"}),
+)
+"""``/requests/<request_id>``: not a row of its own (served, and allowed, as ``requests``)."""
 
 
 def allowed(settings: Settings) -> list[ProfileSpec]:

@@ -61,9 +61,11 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Final, TypeVar
 
+from . import thread_labels
 from .collectors import heap, locks, threads
 from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
+from .collectors.recorder import RECORDER
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
 from .loops import ORIGINS
@@ -72,6 +74,12 @@ from .workers.membership import WORKERS
 
 TASK_FACTORY_READERS: Final = frozenset({"goroutine", "goroutineleak"})
 """Profiles that read what the task factory records (task ids, age, creation site)."""
+
+THREAD_LABEL_READERS: Final = frozenset({"profile", "recorder", "requests"})
+"""Profiles whose samples read the request labels of thread-pool work."""
+
+RECORDER_READERS: Final = frozenset({"profile", "recorder", "requests"})
+"""Profiles that read the flight recorder (``profile?last=N``, ``recorder``, ``requests``)."""
 
 _T = TypeVar("_T")
 _Loop = asyncio.AbstractEventLoop
@@ -102,6 +110,10 @@ _lock_state: dict[str, int] = _kept("_lock_state", lambda: {"process": 0, "appli
 _signal_holders: set[int] = _kept("_signal_holders", set)
 _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
+_thread_label_holders: set[int] = _kept("_thread_label_holders", set)
+"""Claims that want thread-pool work labelled with its request (``thread_labels``)."""
+_recorder_holders: set[int] = _kept("_recorder_holders", set)
+"""Claims whose app started (or joined) the flight recorder; the first one's settings win."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
 _push_holders: set[int] = _kept("_push_holders", set)
@@ -199,6 +211,14 @@ class Claims:
         if settings.allows("threadcreate"):
             self.hook_thread_start(settings.max_stack_depth)
         self.profile_locks(settings)
+        if any(settings.allows(name) for name in THREAD_LABEL_READERS):
+            self.label_threads()
+
+    def label_threads(self) -> None:
+        """Thread-pool work a request submits carries its labels (``thread_labels``)."""
+        with _held():
+            _thread_label_holders.add(self.id)
+            thread_labels.install()
 
     def start_on(self, loop: _Loop, settings: Settings) -> None:
         """At startup: the task factory and the stall watchdog of the serving loop, and the
@@ -214,6 +234,7 @@ class Claims:
         SESSIONS.shutting_down = False  # a fresh start (tests restart apps in one process)
         self.chain_shutdown_signals()
         self.join_workers()
+        self.record(settings)
 
     def serves_workers(self, app: Any, mode: Any) -> None:
         """Offer ``app`` (auth already done) to sibling workers, joined at startup or at the
@@ -228,6 +249,17 @@ class Claims:
         app, mode = self._worker_app
         with _held():
             WORKERS.join(self.id, app, mode)
+
+    def record(self, settings: Settings) -> None:
+        """The flight recorder, if the settings ask for it (``recorder_hz`` > 0) and a
+        profile that reads it is allowed. One per process: a running one is joined as is."""
+        if not settings.recorder_hz or not any(
+                settings.allows(name) for name in RECORDER_READERS):
+            return
+        with _held():
+            _recorder_holders.add(self.id)
+            RECORDER.start(settings.recorder_hz, settings.recorder_seconds,
+                           settings.max_stack_depth)
 
     def task_factory(self, loop: _Loop) -> None:
         recent = self._recent_factory
@@ -343,6 +375,14 @@ def _release(claim_id: int) -> None:
             threads.THREAD_STARTS.uninstall()
     if _lock_claims.pop(claim_id, None) is not None:
         _apply_locks()
+    if claim_id in _recorder_holders:
+        _recorder_holders.discard(claim_id)
+        if not _recorder_holders:
+            RECORDER.stop()
+    if claim_id in _thread_label_holders:
+        _thread_label_holders.discard(claim_id)
+        if not _thread_label_holders:
+            thread_labels.uninstall()
     if claim_id in _signal_holders:
         _signal_holders.discard(claim_id)
         if not _signal_holders:

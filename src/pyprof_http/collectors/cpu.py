@@ -44,10 +44,11 @@ from typing import Any, Literal
 
 from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Profile, Sample, ValueType
-from ..request_labels import task_request
+from ..request_labels import Request, task_request, thread_request, threads_snapshot
 from .blocked import IsBlocked, syscall_states
 from .drivers import Driver, TickGate, TickStats, choose_driver, outside_the_handler
 from .frames import frame_stack, thread_frames, to_frame
+from .sampling_hub import HUB, Subscriber
 
 Mode = Literal["cpu", "wall"]
 SAMPLES = ValueType("samples", "count")
@@ -87,6 +88,7 @@ class Sampler:
         self.carried = 0
         """CPU (ns) moved from a blocking stack to where its thread last ran."""
         self.max_depth = max_depth
+        self.max_keys_with_request_id = _MAX_KEYS_WITH_REQUEST_ID
         self.ticks = 0
         self.errors = 0
         self._skip = skip
@@ -95,6 +97,7 @@ class Sampler:
         self._last_tick = time.monotonic_ns()
         self._main = threading.main_thread().ident
         self._loops = {info.thread_ident: info.loop for info in LOOPS.running()}
+        self._in_work: tuple[dict[int, Request], dict[int, Request]] = ({}, {})
 
     def baseline(self) -> None:
         """Read every thread's CPU clock so the first tick has something to subtract (CPU mode:
@@ -120,7 +123,9 @@ class Sampler:
         wall = now - self._last_tick
         self._last_tick = now
         self.ticks += 1
+        in_work_before = threads_snapshot()  # which request each worker thread serves
         chains = dict(thread_frames(self.max_depth))  # one C call: see thread_frames
+        self._in_work = (in_work_before, threads_snapshot())
         frames: dict[int, FrameType] = {ident: c[0] for ident, c in chains.items() if c}
         if self._main is not None:
             if interrupted is not None:
@@ -138,7 +143,7 @@ class Sampler:
         native: int | None = None
         # past this many distinct (stack, labels), request ids are dropped from new samples:
         # memory must follow distinct stacks, not the number of requests served
-        keep_request_id = len(self._counts) < _MAX_KEYS_WITH_REQUEST_ID
+        keep_request_id = len(self._counts) < self.max_keys_with_request_id
         for ident, top in frames.items():
             if ident in skip:
                 continue
@@ -162,7 +167,8 @@ class Sampler:
                     running = not blocked(native)
                 if not running and native in self._last_running:
                     # spent before it blocked: where it was last seen running (module docstring)
-                    self._counts[self._last_running[native]][1] += weight
+                    # (setdefault: the recorder may have taken the aggregate since)
+                    self._counts.setdefault(self._last_running[native], [0, 0])[1] += weight
                     self.carried += weight
                     continue
             else:
@@ -195,35 +201,53 @@ class Sampler:
         name = thread.name if thread is not None else f"thread-{ident}"
         loop = self._loops.get(ident)
         task = running_task(loop) if loop is not None else None
-        if task is None:
-            return name, "", "", ""
+        if task is None:  # thread-pool work a request submitted (thread_labels), or nothing
+            request = thread_request(ident, *self._in_work)
+            return (name, "", *request) if request is not None else (name, "", "", "")
         request = task_request(task)
         route, request_id = request if request is not None else ("", "")
         task_name = task.get_name()
         # asyncio's Task-N names are one label value per request: left out (loops' policy)
         return name, "" if is_auto_task_name(task_name) else task_name, route, request_id
 
+    def take(self) -> dict[tuple[Any, _LabelKey], list[int]]:
+        """Hand over the aggregate so far and start a new one (the recorder's intervals); only
+        from a tick, or while no tick runs."""
+        counts, self._counts = self._counts, {}
+        return counts
+
     def profile(
         self, hz: int, time_ns: int, duration_ns: int, comments: tuple[str, ...]
     ) -> Profile:
-        samples = []
-        for (stack, (thread, task, route, request_id)), (count, weight) in self._counts.items():
-            labels = {"thread": thread}
-            for key, value in (("task", task), ("route", route), ("request_id", request_id)):
-                if value:
-                    labels[key] = value
-            samples.append(Sample(stack, (count, weight), labels))
-        time_type = TIME_TYPES[self.mode]
-        return Profile(
-            sample_types=(SAMPLES, time_type),
-            samples=tuple(samples),
-            period_type=time_type,
-            period=1_000_000_000 // hz,
-            time_ns=time_ns,
-            duration_ns=duration_ns,
-            comments=comments,
-            default_sample_type=time_type.type,
-        )
+        return aggregate_profile(self.mode, list(self._counts.items()), hz, time_ns,
+                                 duration_ns, comments)
+
+
+Aggregate = dict[tuple[Any, _LabelKey], list[int]]
+"""(stack, labels) -> [samples, nanoseconds]: what a sampler (or a recorder interval) holds."""
+
+
+def aggregate_profile(mode: Mode, items: list[tuple[tuple[Any, _LabelKey], list[int]]], hz: int,
+                      time_ns: int, duration_ns: int, comments: tuple[str, ...]) -> Profile:
+    """The profile of aggregated samples (``Sampler.profile``, the recorder's windows)."""
+    samples = []
+    for (stack, (thread, task, route, request_id)), (count, weight) in items:
+        labels = {"thread": thread}
+        for key, value in (("task", task), ("route", route), ("request_id", request_id)):
+            if value:
+                labels[key] = value
+        samples.append(Sample(stack, (count, weight), labels))
+    time_type = TIME_TYPES[mode]
+    return Profile(
+        sample_types=(SAMPLES, time_type),
+        samples=tuple(samples),
+        period_type=time_type,
+        period=1_000_000_000 // hz,
+        time_ns=time_ns,
+        duration_ns=duration_ns,
+        comments=comments,
+        default_sample_type=time_type.type,
+    )
 
 
 @dataclass(frozen=True)
@@ -271,7 +295,13 @@ async def record(
     mode: Mode, hz: int, seconds: float, max_depth: int,
     wait: Callable[[float], Awaitable[None]],
 ) -> CpuCapture:
-    """Sample for ``seconds`` (``wait`` may end early: disconnect, shutdown); always stops."""
+    """Sample for ``seconds`` (``wait`` may end early: disconnect, shutdown); always stops.
+
+    CPU mode ticks from the process's shared driver (``sampling_hub``: the flight recorder may
+    be sampling already); wall mode has its own (its ticks must come while the process idles).
+    """
+    if mode == "cpu":
+        return await _record_shared(hz, seconds, max_depth, wait)
     driver: Driver = choose_driver(mode)
     sampler = Sampler(mode, max_depth, driver.skipped_threads, syscall_states())
     gate = TickGate(sampler.tick, 1.0 / hz)
@@ -294,3 +324,46 @@ async def record(
     )
     profile = sampler.profile(hz, wall_started, duration, comments)
     return CpuCapture(profile, driver.name, hz, achieved, stats)
+
+
+async def _record_shared(hz: int, seconds: float, max_depth: int,
+                         wait: Callable[[float], Awaitable[None]]) -> CpuCapture:
+    sampler = Sampler("cpu", max_depth, HUB.skipped_threads, syscall_states())
+    subscriber = Subscriber(sampler.tick, hz)
+    before = HUB.stats()
+    sampler.baseline()
+    started, wall_started = time.monotonic_ns(), time.time_ns()
+    with _short_gil_switches():
+        HUB.subscribe(subscriber)
+        try:
+            driver = HUB.driver
+            name = driver.name if driver is not None else "none"
+            note = driver.note if driver is not None else ""
+            shared = HUB.hz() != hz or before is not None
+            await wait(seconds)
+            after = HUB.stats()
+        finally:
+            HUB.unsubscribe(subscriber)
+    duration = time.monotonic_ns() - started
+    achieved = sampler.ticks / (duration / 1e9) if duration else 0.0
+    stats = _difference(after, before)
+    comments = (
+        f"pyprof_http cpu profile: driver={name}, requested {hz} Hz, "
+        f"achieved {achieved:.1f} Hz{note}",
+        f"ticks: {stats.describe()}"
+        + (" (of the driver shared with the flight recorder)" if shared else ""),
+        *((f"{sampler.errors} ticks failed",) if sampler.errors else ()),
+    )
+    profile = sampler.profile(hz, wall_started, duration, comments)
+    return CpuCapture(profile, name, hz, achieved, stats)
+
+
+def _difference(after: TickStats | None, before: TickStats | None) -> TickStats:
+    """The driver's tick counts over one profile (the driver may have run before it)."""
+    if after is None:
+        return TickStats(0, 0, 0, 0.0, 0)
+    if before is None:
+        return after
+    return TickStats(after.ran - before.ran, after.dropped - before.dropped,
+                     after.throttled - before.throttled,
+                     after.cost_seconds - before.cost_seconds, after.max_running)

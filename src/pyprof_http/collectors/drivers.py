@@ -120,6 +120,11 @@ class TickGate:
         """The interval ticks can keep at the last tick's cost: the requested one or longer."""
         return max(self.interval, self._last_cost / self._share)
 
+    def wait_idle(self) -> None:
+        """Return once no tick runs (one running has finished); never called from a tick."""
+        with self._lock:
+            pass
+
     def close(self) -> None:
         """No tick starts after this returns (one already running has finished)."""
         with self._lock:  # waits for a running tick: never called from a tick
@@ -136,6 +141,7 @@ class Driver(Protocol):
     """Said in the profile's comment: why this driver, and what it cannot see."""
 
     def start(self, gate: TickGate) -> None: ...
+    def retime(self) -> None: ...
     def stop(self) -> None: ...
     def skipped_threads(self) -> set[int]: ...
 
@@ -164,6 +170,7 @@ class SignalDriver:
         self.which = signal.ITIMER_PROF if cpu else signal.ITIMER_REAL
         self.note = ""
         self._previous: Any = None
+        self._armed = 0.0
         self._previous_timer = (0.0, 0.0)
         self._helper: _WakeupTicker | None = None
         self._gate: TickGate | None = None
@@ -185,18 +192,17 @@ class SignalDriver:
 
     def start(self, gate: TickGate) -> None:
         which, signum = self.which, self.signum
-        armed = gate.interval
+        self._armed = gate.interval
         self._gate = gate
 
         def tick(frame: FrameType | None) -> None:
-            nonlocal armed
             if gate(frame):
                 # re-arm the timer at the spacing the tick's cost allows (slower, or back to the
                 # requested rate), so that fewer signals are raised only to be held back
-                spacing = gate.spacing()
+                spacing, armed = gate.spacing(), self._armed
                 if spacing > armed * _RETIME_FACTOR or spacing * _RETIME_FACTOR < armed:
-                    armed = spacing
-                    signal.setitimer(which, armed, armed)
+                    self._armed = spacing
+                    signal.setitimer(which, spacing, spacing)
 
         _RUNNING.add(self)  # before anything a forked child would have to put back
         helper = self._helper = _WakeupTicker.install(tick, signum)
@@ -222,6 +228,13 @@ class SignalDriver:
         except BaseException:
             self.stop()  # the caller only stops a driver that started
             raise
+
+    def retime(self) -> None:
+        """Re-arm the timer at the gate's interval now (the shared sampler changed its rate);
+        ``setitimer`` works from any thread."""
+        if self._gate is not None and self in _RUNNING:
+            self._armed = self._gate.interval
+            signal.setitimer(self.which, self._armed, self._armed)
 
     def stop(self) -> None:
         """Undo every step, each even if another fails, and drop a signal still in flight.
@@ -290,7 +303,6 @@ class LoopDriver:
         self.note = f" (signal driver unavailable: {why}; thread {thread!r} not sampled)"
 
     def start(self, gate: TickGate) -> None:
-        interval = gate.interval
         deadline = self._loop.time()
 
         def run() -> None:
@@ -298,10 +310,14 @@ class LoopDriver:
             gate()
             now = self._loop.time()
             # never back to back: the pause the tick's cost owes lets the loop run its callbacks
-            deadline = max(deadline + interval, now + gate.pause(), now)
+            # (the interval is read each time: the shared sampler may change it)
+            deadline = max(deadline + gate.interval, now + gate.pause(), now)
             self._handle = self._loop.call_at(deadline, run)
 
-        self._handle = self._loop.call_at(deadline + interval, run)
+        self._handle = self._loop.call_at(deadline + gate.interval, run)
+
+    def retime(self) -> None:
+        """Nothing to do: the next tick reads the gate's interval."""
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -323,17 +339,18 @@ class ThreadDriver:
         self._thread: threading.Thread | None = None
 
     def start(self, gate: TickGate) -> None:
-        interval = gate.interval
-
         def run() -> None:
-            next_tick = time.monotonic() + interval
+            next_tick = time.monotonic() + gate.interval
             while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
                 gate()
                 now = time.monotonic()
-                next_tick = max(next_tick + interval, now + gate.pause(), now)
+                next_tick = max(next_tick + gate.interval, now + gate.pause(), now)
 
         self._thread = threading.Thread(target=run, name=_HELPER_NAME, daemon=True)
         self._thread.start()
+
+    def retime(self) -> None:
+        """Nothing to do: the next wait reads the gate's interval."""
 
     def stop(self) -> None:
         self._stop.set()

@@ -43,7 +43,7 @@ from typing import Any, Final, TypeVar
 
 from ...loops import is_auto_task_name
 from ...model import Frame, ValueType, frame
-from ...request_labels import CURRENT_REQUEST, route_of
+from ...request_labels import current_request, route_of
 from ..frames import frame_stack, to_frame
 
 CONTENTIONS: Final = ValueType("contentions", "count")
@@ -198,8 +198,10 @@ def _task_name() -> str:
 
 
 def _route() -> str:
-    request = CURRENT_REQUEST.get()
-    if request is None or not request.live:
+    # the waiter's context, else the request whose work its thread runs (run_in_executor
+    # without a copied context: request_labels.InThread)
+    request = current_request()
+    if request is None:
         return ""
     return route_of(request.scope)
 

@@ -1,0 +1,99 @@
+"""One HTTP request through the lifecycle middleware: its id, its labels, its profile.
+
+Per request this reads the headers once (``X-Request-ID``, ``X-Pprof-Profile``), echoes the
+request id in the response (the client's when it is a sane id, else a new one), and, when the
+request ends, decides whether to keep its profile (:mod:`~pyprof_http.request_profiles`). The
+decision is two comparisons and, with ``request_sample_rate`` set, one hash; the cut runs off
+the loop. ``X-Pprof-Profile: 1`` counts only from a client the endpoints would let in (same
+address, token and authorizer checks); from anyone else it is ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import request_labels, request_profiles
+from .auth import admitted
+from .collectors.recorder import RECORDER
+from .config import Settings
+
+PROFILE_HEADER = b"x-pprof-profile"
+LINK_HEADER = b"x-pprof-request-profile"
+"""Response header of an asked-for request: where its profile will be (path below the host)."""
+
+
+class RequestCycle:
+    """What the middleware does around each HTTP request (settings read once)."""
+
+    def __init__(self, settings: Settings, prefix: str | None) -> None:
+        self.settings = settings
+        self.prefix = prefix if prefix is not None else ""
+        self.profiles = settings.allows("requests")
+        self.slow_ms, self.rate = settings.slow_request_ms, settings.request_sample_rate
+        self.kept, self.max_depth = settings.request_profiles_kept, settings.max_stack_depth
+
+    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                       entered: request_labels.Request) -> None:
+        raw_id = asked_for = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                raw_id = value
+            elif name == PROFILE_HEADER:
+                asked_for = value
+        text = raw_id.decode("latin-1") if raw_id is not None else ""
+        request_id = text if raw_id is not None and request_labels.valid_id(text) else \
+            request_labels.new_request_id()
+        entered._request_id = request_id
+        asked = (asked_for == b"1" and self.profiles
+                 and await admitted(self.settings, scope) is not None)
+        link = b""
+        if asked:
+            request_profiles.FULL_RATE.begin(self.max_depth)
+            path = f"{scope.get('root_path', '')}{self.prefix}/requests/{quote(request_id, '')}"
+            link = path.encode("ascii")
+        id_header = request_id.encode("ascii")
+        status: list[int] = []
+        start = time.monotonic_ns()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers = [*message.get("headers", ())]  # a copy: the list is the app's
+                for name, _value in headers:  # ASGI header names are lower-case
+                    if name == b"x-request-id":  # the app's own: left as it is
+                        break
+                else:
+                    headers.append((b"x-request-id", id_header))
+                if asked:
+                    headers.append((LINK_HEADER, link))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            request_labels.leave(entered)
+            if self.profiles and (asked or RECORDER.current is not None):
+                self._finish(scope, entered, request_id, start, asked,
+                             status[0] if status else None)
+
+    def _finish(self, scope: Scope, entered: request_labels.Request, request_id: str,
+                start: int, asked: bool, status: int | None) -> None:
+        try:
+            duration = time.monotonic_ns() - start
+            reason = request_profiles.reason_for(request_id, duration, asked, self.slow_ms,
+                                                 self.rate)
+            if reason is None:
+                return
+            meta: dict[str, Any] = {
+                "route": entered.route, "method": str(scope.get("method", "")),
+                "status": status, "started_ns": time.time_ns() - duration}
+            request_profiles.keep(request_id, start, meta, reason,
+                                  request_profiles.recorder_for(asked), self.kept)
+        finally:
+            if asked:
+                request_profiles.FULL_RATE.end()

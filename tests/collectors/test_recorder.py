@@ -1,0 +1,185 @@
+"""The flight recorder: per-second intervals in a bounded ring, interned stacks, windows by
+time and by request id, and one shared driver with an on-demand profile.
+
+Live tests wait for a number of the recorder's own ticks (never for a time); interval and
+memory tests drive the ring with synthetic times, so nothing depends on the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pyprof_http import request_labels
+from pyprof_http.collectors import cpu
+from pyprof_http.collectors.errors import NeedsSwitch
+from pyprof_http.collectors.recorder import (
+    INTERVAL_NS,
+    MAX_KEYS_PER_INTERVAL,
+    RECORDER,
+    FlightRecorder,
+    RingRecorder,
+)
+from pyprof_http.collectors.sampling_hub import HUB
+from pyprof_http.model import Frame
+
+WAIT_LIMIT_S = 60.0
+"""Only a bound against hanging on a broken recorder: the loops below wait for ticks."""
+
+
+def recorder_test_burn(until: threading.Event) -> None:
+    while not until.is_set():
+        sum(range(300))
+
+
+def recorder_other_work(until: threading.Event) -> None:
+    while not until.is_set():
+        sum(range(300))
+
+
+def burning_thread(request: request_labels.Request | None, work=recorder_test_burn  # type: ignore[no-untyped-def]
+                   ) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    target = request_labels.InThread(work, request) if request is not None else work
+    thread = threading.Thread(target=target, args=(stop,), name="recorder-burner")
+    thread.start()
+    return thread, stop
+
+
+def wait_ticks(recorder: RingRecorder, ticks: int) -> None:
+    until, deadline = recorder.ticks + ticks, time.monotonic() + WAIT_LIMIT_S
+    while recorder.ticks < until and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert recorder.ticks >= until, "the recorder did not tick"
+
+
+@pytest.fixture
+def recorder() -> Iterator[RingRecorder]:
+    ring = RingRecorder(50, 30, 64)
+    ring.start()
+    try:
+        yield ring
+    finally:
+        ring.stop()
+    assert not HUB.running()
+
+
+def burner_samples(profile_samples: tuple[object, ...]) -> list[object]:
+    return [s for s in profile_samples
+            if any(f.function.endswith("recorder_test_burn") for f in s.stack)]  # type: ignore[attr-defined]
+
+
+def test_the_last_seconds_hold_labelled_samples_of_load_that_ended(recorder: RingRecorder) -> None:
+    scope = {"type": "http", "path": "/sync", "headers": [(b"x-request-id", b"rec-1")]}
+    request = request_labels.Request(scope)
+    thread, stop = burning_thread(request)
+    try:
+        wait_ticks(recorder, 20)
+    finally:
+        stop.set()
+        thread.join()
+    request.live = False  # the request ended: later samples would not carry it
+    # other work goes on (ITIMER_PROF ticks only while the process uses CPU)
+    thread, stop = burning_thread(None, recorder_other_work)
+    try:
+        wait_ticks(recorder, 3)  # the load is over before the window is asked for
+    finally:
+        stop.set()
+        thread.join()
+    profile = recorder.profile(30)
+    burned = burner_samples(profile.samples)
+    assert burned and all(s.labels.get("route") == "/sync"  # type: ignore[attr-defined]
+                          and s.labels.get("request_id") == "rec-1" for s in burned)
+    assert sum(s.values[1] for s in burned) > 0  # type: ignore[attr-defined]
+    only = recorder.window(0, None, request_id="rec-1")
+    assert only and all(labels[3] == "rec-1" for (_stack, labels), _ in only)
+    assert recorder.window(0, None, request_id="someone-else") == []
+
+
+def test_an_on_demand_profile_shares_the_driver_and_the_recorder_keeps_recording(
+        recorder: RingRecorder) -> None:
+    thread, stop = burning_thread(None)
+    try:
+        wait_ticks(recorder, 2)
+        before = recorder.ticks
+
+        async def profile() -> cpu.CpuCapture:
+            async def wait(seconds: float) -> None:
+                while on_demand_ticks() < 30:
+                    await asyncio.sleep(0.01)
+
+            return await cpu.record("cpu", 100, 60, 64, wait)
+
+        def on_demand_ticks() -> int:
+            return max((s.tick.__self__.ticks for s in HUB._subscribers  # type: ignore[attr-defined]
+                        if s.hz == 100), default=0)
+
+        driver = HUB.driver
+        assert HUB.hz() == 50
+        capture = asyncio.run(profile())
+        assert HUB.driver is driver  # one driver all along
+        assert HUB.hz() == 50  # back to the recorder's rate
+        assert burner_samples(capture.profile.samples)
+        assert recorder.ticks > before  # it kept recording meanwhile
+        assert any("shared with the flight recorder" in c for c in capture.profile.comments)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fake_stack(i: int) -> tuple[Frame, ...]:
+    return (Frame(f"f{i}", "/app/x.py", i), Frame("main", "/app/x.py", 1))
+
+
+def test_intervals_rotate_each_second_and_the_ring_and_interned_stacks_stay_bounded() -> None:
+    ring = RingRecorder(19, 10, 64)
+    labels = ("MainThread", "", "/r", "")
+    now = 0
+    for second in range(50):  # 5 windows of 10 s, the same 1,000 stacks in every second
+        for tick in range(4):
+            now = second * INTERVAL_NS + tick * (INTERVAL_NS // 4)
+            ring._before_tick(now)
+            for i in range(250 * tick, 250 * (tick + 1)):
+                # a fresh (equal, not identical) tuple each time, as the sampler makes them
+                ring._sampler._counts[(fake_stack(i), labels)] = [1, 1000]
+    assert len(ring._ring) == 10  # the window, not the 49 closed seconds
+    intervals = ring.intervals()
+    assert len(intervals) == 11 and all(len(i.counts) == 1000 for i in intervals)
+    assert len(ring._interner) <= 2 * 1000
+    first, second = intervals[0], intervals[1]
+    shared = {id(stack) for stack, _ in first.counts}
+    assert all(id(stack) in shared for stack, _ in second.counts)  # one tuple per stack
+    count, size_keys, size = ring.memory()
+    assert (count, size_keys) == (11, 11_000) and size > 0
+    assert ring.closed_keys == 10_000  # kept as intervals rotate out
+    window = dict(ring.window(now - 3 * INTERVAL_NS))
+    assert {v[0] for v in window.values()} == {4}  # 4 intervals overlap the last 3 s
+
+
+def test_request_ids_are_dropped_past_the_keys_an_interval_may_hold() -> None:
+    ring = RingRecorder(19, 10, 64)
+    assert ring._sampler.max_keys_with_request_id == MAX_KEYS_PER_INTERVAL
+
+
+def test_off_it_says_how_to_switch_it_on() -> None:
+    recorder = FlightRecorder()
+    with pytest.raises(NeedsSwitch, match="recorder_hz"):
+        recorder.running()
+    assert recorder.describe() == "off"
+
+
+def test_the_process_recorder_starts_once_and_stops() -> None:
+    assert RECORDER.current is None
+    RECORDER.start(19, 10, 64)
+    try:
+        first = RECORDER.current
+        RECORDER.start(50, 20, 64)  # joined as is
+        assert RECORDER.current is first and first is not None and first.hz == 19
+        assert HUB.running() and "19 Hz" in RECORDER.describe()
+    finally:
+        RECORDER.stop()
+    assert RECORDER.current is None and not HUB.running()

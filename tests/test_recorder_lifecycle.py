@@ -1,0 +1,62 @@
+"""The flight recorder starts with an app's lifespan when its settings ask, and stops at its
+shutdown; two apps share one; an app that does not ask never starts it."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from fastapi import FastAPI
+
+import pyprof_http
+from pyprof_http.collectors.recorder import RECORDER
+from pyprof_http.collectors.sampling_hub import HUB
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+
+LOCAL: dict[str, Any] = {"base_url": "http://127.0.0.1", "client": ("127.0.0.1", 5000)}
+
+
+def app_with(**settings: object) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    pyprof_http.install(app, pyprof_http.Settings(**settings))  # type: ignore[arg-type]
+    return app
+
+
+def test_started_at_startup_and_stopped_at_shutdown() -> None:
+    assert RECORDER.current is None
+    with TestClient(app_with(recorder_hz=7, recorder_seconds=20), **LOCAL) as client:
+        recorder = RECORDER.current
+        assert recorder is not None and (recorder.hz, recorder.seconds) == (7, 20)
+        response = client.get("/debug/pprof/profile?last=20&debug=1")
+        assert response.status_code == 200, response.text
+        assert "flight recorder" in response.text
+    assert RECORDER.current is None and not HUB.running()
+
+
+def test_two_apps_share_it_until_the_last_shuts_down() -> None:
+    with TestClient(app_with(), **LOCAL):
+        first = RECORDER.current
+        with TestClient(app_with(recorder_hz=50), **LOCAL):
+            assert RECORDER.current is first  # joined as is: one per process
+        assert RECORDER.current is first  # the other app still holds it
+    assert RECORDER.current is None
+
+
+def test_an_app_that_does_not_ask_never_starts_it() -> None:
+    for settings in ({"recorder_hz": 0},
+                     {"profiles": frozenset({"goroutine"})}):  # nothing that reads it allowed
+        with TestClient(app_with(**settings), **LOCAL) as client:
+            assert RECORDER.current is None
+            if "profiles" not in settings:
+                response = client.get("/debug/pprof/profile?last=5")
+                assert response.status_code == 412 and "recorder_hz" in response.text
+    assert not HUB.running()
