@@ -10,6 +10,9 @@ import threading
 import types
 import warnings
 import weakref
+from typing import Any
+
+import pytest
 
 from pyprof_http.bounded import CodeTable
 from pyprof_http.collectors import frames
@@ -201,3 +204,30 @@ def test_thread_frames_reads_every_thread_innermost_first() -> None:
     finally:
         release.set()
         t.join()
+
+
+@pytest.mark.parametrize("read", ["current_frames", "thread_frames"])
+def test_the_collector_is_off_during_current_frames_where_cpython_can_deadlock(
+        read: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.10/3.11 (#106883): a collection inside ``sys._current_frames()`` can free a
+    ``threading.local`` whose cleanup waits for the lock the call holds; the process hangs."""
+    real = sys._current_frames
+    seen: list[bool] = []
+
+    def spying() -> dict[int, Any]:
+        seen.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(sys, "_current_frames", spying)
+    walk = {"current_frames": frames.current_frames,
+            "thread_frames": lambda: frames.thread_frames(8)}[read]
+    assert gc.isenabled()
+    walk()
+    assert gc.isenabled()  # back on afterwards
+    gc.disable()
+    try:
+        walk()
+        assert not gc.isenabled()  # an application that switched it off keeps it off
+    finally:
+        gc.enable()
+    assert seen == [sys.version_info >= (3, 12), False]

@@ -13,6 +13,7 @@ code's id and safe by identity.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -82,6 +83,34 @@ _NOT_NONE = partial(is_not, None)
 _GETATTR: Callable[[Any, Any], Any] = getattr
 
 
+_HEAD_LOCK_DEADLOCK = sys.version_info < (3, 12)
+
+
+def gc_off_for_frames() -> bool:
+    """Switch the cyclic collector off around a ``sys._current_frames()`` call on CPython
+    3.10/3.11; True if it was on (the caller turns it back on). Why: there the call holds the
+    runtime's HEAD_LOCK while it makes frame objects, and a collection set off by one of those
+    allocations can free a ``threading.local``, whose cleanup takes HEAD_LOCK again: the whole
+    process hangs (CPython #106883, fixed in 3.12 only). With the collector off for the call, no
+    collection can start inside it. An application that disabled the collector keeps it off;
+    no lock is taken, so this is safe in a signal handler."""
+    if _HEAD_LOCK_DEADLOCK and gc.isenabled():
+        gc.disable()
+        return True
+    return False
+
+
+def current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()``, without the CPython 3.10/3.11 deadlock (see
+    :func:`gc_off_for_frames`)."""
+    if not gc_off_for_frames():
+        return sys._current_frames()
+    try:
+        return sys._current_frames()
+    finally:
+        gc.enable()
+
+
 def thread_frames(max_depth: int) -> list[tuple[int, tuple[FrameType, ...]]]:
     """Every thread's ident and frames, innermost first (at most ``max_depth``), read in ONE
     C-level call: ``sys._current_frames()`` and every ``f_back`` after it run inside the final
@@ -101,6 +130,11 @@ def thread_frames(max_depth: int) -> list[tuple[int, tuple[FrameType, ...]]]:
     chains = map(tuple, map(islice, map(takewhile, repeat(_NOT_NONE), map(
         accumulate, map(chain, zip(tops), repeat(_F_BACK)), repeat(getattr))),
         repeat(max_depth)))
-    out = list(zip(idents, chains, strict=True))
+    collector_was_on = gc_off_for_frames()  # 3.10/3.11: CPython #106883, see there
+    try:
+        out = list(zip(idents, chains, strict=True))
+    finally:
+        if collector_was_on:
+            gc.enable()
     me = get_ident()  # the caller's thread starts at the caller, as with sys._current_frames()
     return [(ident, frames[1:] if ident == me else frames) for ident, frames in out]

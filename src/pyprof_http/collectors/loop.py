@@ -68,7 +68,7 @@ from ..captures.stalls import Stall, StallCapture
 from ..loops import LOOPS, is_auto_task_name, running_task
 from ..model import Frame, Profile, Sample, frame
 from ..request_labels import task_request
-from .frames import frame_stack
+from .frames import current_frames, frame_stack
 from .locks import CONTENTIONS, DELAY
 
 THREAD_NAME: Final = "pyprof_http-watchdog"
@@ -321,7 +321,7 @@ class _Watch:
                 # the loop thread's frame first, before anything that lets the GIL go (a read
                 # of the counters does): right after a C call that kept the GIL, the loop
                 # would run on and the call's caller would never be seen
-                now, top = time.monotonic_ns(), sys._current_frames().get(self.ident)
+                now, top = time.monotonic_ns(), current_frames().get(self.ident)
                 late_ns = max(0, now - planned)
                 # a backed-off look may miss more of a block's start than one period (only
                 # then: after an episode, the probe's run is a known responsive instant)

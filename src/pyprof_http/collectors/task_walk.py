@@ -31,7 +31,7 @@ from ..bounded import CodeTable
 from ..captures.stacks import TaskStack
 from ..loops import ASYNCIO_DIR, ORIGINS, LoopInfo, code_name_of, running_task
 from ..model import Frame
-from .frames import back_chain, frame_at
+from .frames import back_chain, current_frames, frame_at
 
 _GatheringFuture: type = getattr(asyncio.tasks, "_GatheringFuture", asyncio.Future)
 _TASKGROUP_EXIT: tuple[CodeType, ...] = tuple(
@@ -278,7 +278,7 @@ def _running_frames(task: asyncio.Task[Any], info: LoopInfo, on_thread: bool,
     step = _foreign_step(coro)
     outer = step[0] if step is not None else None
     top: FrameType | None = (sys._getframe(2) if on_thread
-                             else sys._current_frames().get(info.thread_ident))
+                             else current_frames().get(info.thread_ident))
     frames = list(back_chain(top, _MAX_CHAIN))  # one C call: the loop thread may be running
     for i, f in enumerate(frames):
         if f is outer:

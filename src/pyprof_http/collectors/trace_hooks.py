@@ -45,7 +45,7 @@ from typing import Any, Final
 from .. import _patching, markers
 from ..model import Frame
 from ..request_labels import CURRENT_REQUEST
-from .frames import frame_stack
+from .frames import current_frames, frame_stack
 
 THREAD_NAME: Final = "pyprof_http-trace"
 LONG_STEP_NS: Final = 20_000_000
@@ -268,7 +268,7 @@ class Hooks:
                 if len(samples) >= MAX_SAMPLES:
                     return
                 if frames is None:
-                    frames = sys._current_frames()
+                    frames = current_frames()
                 top = frames.get(thread)
                 if top is not None and self.running.get(thread) == start:
                     samples[thread, start] = _below_run(frame_stack(top, self.max_depth))
