@@ -56,6 +56,16 @@ class ProfileQuery(BaseModel):
     gc: int | None = Field(default=None, description="1: run the garbage collector first")
     granularity: Granularity | None = Field(
         default=None, description="flame graph frames: functions (default) or lines")
+    source: Literal["sampler", "tracemalloc"] | None = Field(
+        default=None, description="heap: the always-on sampler (default when it runs) or "
+        "tracemalloc (exact, costly)")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> str:
+        if value not in ("sampler", "tracemalloc"):
+            raise ValueError("must be one of sampler, tracemalloc")
+        return str(value)
 
     @field_validator("gc", mode="before")
     @classmethod

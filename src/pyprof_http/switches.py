@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Final, TypeVar
 
-from .collectors import heap, locks, threads
+from .collectors import heap, heap_sampler, locks, threads
 from .collectors.loop import WATCHDOGS
 from .collectors.session import SESSIONS
 from .config import ConfigError, Settings
@@ -94,6 +94,8 @@ _signal_holders: set[int] = _kept("_signal_holders", set)
 _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
+_heap_samplers: dict[int, tuple[int, int]] = _kept("_heap_samplers", dict)
+"""claim id -> (heap_sample_bytes, max_stack_depth) its settings ask for."""
 """Claims whose app was collected, to release at the next chance."""
 
 
@@ -183,6 +185,7 @@ class Claims:
         if settings.allows("threadcreate"):
             self.hook_thread_start(settings.max_stack_depth)
         self.profile_locks(settings)
+        self.sample_heap(settings)
 
     def start_on(self, loop: _Loop, settings: Settings) -> None:
         """At startup: the task factory and the stall watchdog of the serving loop, and the
@@ -231,6 +234,18 @@ class Claims:
         if settings.heap_trace_at_start and settings.allows("heap"):
             heap.start_at_startup(settings.heap_frames)
 
+    def sample_heap(self, settings: Settings) -> None:
+        """The always-on heap sampler (``heap_sample_bytes``, 0: off), if ``heap`` or ``allocs``
+        is allowed. Several apps: the finest rate and deepest stacks any of them asks for."""
+        if not settings.heap_sample_bytes or not (
+                settings.allows("heap") or settings.allows("allocs")):
+            return
+        with _held():
+            wanted = (settings.heap_sample_bytes, settings.max_stack_depth)
+            if _heap_samplers.get(self.id) != wanted or not heap_sampler.running():
+                _heap_samplers[self.id] = wanted
+                _apply_heap_sampler()
+
     def chain_shutdown_signals(self) -> None:
         with _held():
             _signal_holders.add(self.id)
@@ -276,6 +291,8 @@ def _release(claim_id: int) -> None:
             threads.THREAD_STARTS.uninstall()
     if _lock_claims.pop(claim_id, None) is not None:
         _apply_locks()
+    if _heap_samplers.pop(claim_id, None) is not None:
+        _apply_heap_sampler()
     if claim_id in _signal_holders:
         _signal_holders.discard(claim_id)
         if not _signal_holders:
@@ -292,6 +309,16 @@ def _release_loop(claim_id: int, loop: _Loop) -> None:
             if not holders:
                 del table[loop]
                 switch_off(loop)
+
+
+def _apply_heap_sampler() -> None:
+    """Run the heap sampler as the claims ask, or stop it when none does; ``_lock`` held."""
+    if not _heap_samplers:
+        heap_sampler.stop()
+        return
+    rate = min(rate for rate, _ in _heap_samplers.values())
+    depth = max(depth for _, depth in _heap_samplers.values())
+    heap_sampler.start(rate, depth)  # running: only the rate and depth change
 
 
 # --- lock profiling --------------------------------------------------------------------------
