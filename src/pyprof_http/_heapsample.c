@@ -40,12 +40,22 @@
 #include <internal/pycore_frame.h>
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define COLD __attribute__((noinline, cold))
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define COLD
+#define UNLIKELY(x) (x)
+#define LIKELY(x) (x)
+#endif
+
 #define MAX_DEPTH_LIMIT 256
 #define DEFAULT_MAX_STACKS 16384
 
 typedef struct {
     PyObject *code; /* strong reference */
-    int line;
+    int lasti;      /* byte offset of the instruction; the line is computed when read */
 } FrameRef;
 
 typedef struct {
@@ -199,7 +209,7 @@ static uint64_t hash_frames(const FrameRef *frames, uint32_t depth) {
     for (uint32_t i = 0; i < depth; i++) {
         h ^= (uint64_t)(uintptr_t)frames[i].code;
         h *= 0x100000001B3ULL;
-        h ^= (uint64_t)(uint32_t)frames[i].line;
+        h ^= (uint64_t)(uint32_t)frames[i].lasti;
         h *= 0x100000001B3ULL;
         h ^= h >> 29;
     }
@@ -302,7 +312,7 @@ static uint32_t read_stack(FrameRef *out, int max_depth) {
         PyCodeObject *code = f->f_code;
         if (code != NULL) {
             out[n].code = (PyObject *)code;
-            out[n].line = PyFrame_GetLineNumber(f);
+            out[n].lasti = f->f_lasti * (int)sizeof(_Py_CODEUNIT);
             n++;
         }
         f = f->f_back;
@@ -326,16 +336,13 @@ static uint32_t read_stack(FrameRef *out, int max_depth) {
         PyObject *code = f->f_executable;
 #endif
         if (code != NULL && PyCode_Check(code) && !_PyFrame_IsIncomplete(f)) {
-            int lasti = _PyInterpreterFrame_LASTI(f);
             out[n].code = code;
-            out[n].line = PyCode_Addr2Line((PyCodeObject *)code, lasti * (int)sizeof(_Py_CODEUNIT));
+            out[n].lasti = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
             n++;
         }
         f = f->previous;
     }
 #endif
-    for (uint32_t i = 0; i < n; i++)
-        if (out[i].line < 0) out[i].line = 0;
     return n;
 }
 
@@ -354,7 +361,7 @@ static void record(void *ptr, size_t size) {
     if (live_insert((uintptr_t)ptr, id, (uint64_t)size, (float)scale) < 0) g_dropped++;
 }
 
-static void sample(void *ptr, size_t size) {
+static void COLD sample(void *ptr, size_t size) {
     if (!g_active || g_busy) {
         g_countdown = g_active ? next_gap() : INT64_MAX;
         return;
@@ -367,7 +374,7 @@ static void sample(void *ptr, size_t size) {
 
 static inline void counted(void *ptr, size_t size) {
     g_countdown -= (int64_t)size;
-    if (g_countdown <= 0) sample(ptr, size);
+    if (UNLIKELY(g_countdown <= 0)) sample(ptr, size);
 }
 
 static void *hs_malloc(void *ctx, size_t size) {
@@ -396,7 +403,7 @@ static void *hs_realloc(void *ctx, void *old, size_t size) {
 
 static void hs_free(void *ctx, void *ptr) {
     Hook *h = (Hook *)ctx;
-    if (ptr != NULL && g_live_count) live_remove((uintptr_t)ptr);
+    if (LIKELY(ptr != NULL && g_live_count != 0)) live_remove((uintptr_t)ptr);
     h->prev.free(h->prev.ctx, ptr);
 }
 
@@ -547,7 +554,8 @@ static PyObject *hs_snapshot(PyObject *self, PyObject *unused) {
         if (stack == NULL) { Py_CLEAR(rows); break; }
         for (uint32_t i = 0; i < depth[id]; i++) {
             FrameRef *f = &frames[offset[id] + i];
-            PyObject *pair = Py_BuildValue("(Oi)", f->code, f->line);
+            int line = PyCode_Addr2Line((PyCodeObject *)f->code, f->lasti);
+            PyObject *pair = Py_BuildValue("(Oi)", f->code, line < 0 ? 0 : line);
             if (pair == NULL) { Py_CLEAR(stack); break; }
             PyTuple_SET_ITEM(stack, i, pair);
         }

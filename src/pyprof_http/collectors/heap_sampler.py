@@ -111,7 +111,7 @@ def profile_now(default_sample_type: str, gc_first: bool = False) -> Profile:
     stamp = time.time_ns()
     rate, rows = ext.snapshot()
     frames: dict[tuple[CodeType, int], Frame] = {}
-    samples = []
+    merged: dict[tuple[Frame, ...], list[int]] = {}
     for stack_id, stack, *values in rows:
         model: list[Frame] = []
         for code, line in stack:
@@ -121,7 +121,11 @@ def profile_now(default_sample_type: str, gc_first: bool = False) -> Profile:
             model.append(found)
         if not model:
             model.append(OVERFLOW if stack_id == 0 else NO_FRAMES)
-        samples.append(Sample(tuple(model), tuple(values[:4])))
+        # the sampler keys stacks by instruction: instructions of one line merge here
+        sums = merged.setdefault(tuple(model), [0, 0, 0, 0])
+        for i in range(4):
+            sums[i] += values[i]
+    samples = [Sample(stack, tuple(values)) for stack, values in merged.items()]
     samples.sort(key=lambda s: -s.values[3])
     comments = (
         f"pyprof_http heap sampler: about one allocation per {rate} bytes sampled (Poisson by "
