@@ -199,7 +199,9 @@ def test_full_stack_table_counts_under_one_row(sampler: None) -> None:
 def test_hostile_code_names_are_kept_verbatim(sampler: None) -> None:
     """The collector keeps names as they are; every renderer escapes them (render tests)."""
     hostile = "<script>\u2028\x1b[31m\ud800"
-    code = site_seventy.__code__.replace(co_name=hostile, co_qualname=hostile)
+    names = {"co_name": hostile} | ({"co_qualname": hostile} if sys.version_info >= (3, 11)
+                                    else {})
+    code = site_seventy.__code__.replace(**names)
     types.FunctionType(code, globals())()
     profile = heap_sampler.profile_now("alloc_space")
     assert any(s.stack[0].function == hostile for s in profile.samples)
@@ -237,6 +239,7 @@ def test_threads_allocating_while_snapshots_and_restarts_run(sampler: None) -> N
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
 def test_forked_child_keeps_sampling() -> None:
     assert ext is not None
     heap_sampler.stop()
