@@ -155,7 +155,7 @@ def hour_equivalent() -> None:
     sites = []
     for i in range(2000):
         namespace: dict[str, object] = {}
-        exec(compile(f"def site_{i}(n):\n    return [bytearray(500) for _ in range(n)]",  # noqa: S102
+        exec(compile(f"def site_{i}(n):\n    return [bytearray(500) for _ in range(n)]",
                      f"<site {i}>", "exec"), namespace)
         sites.append(namespace[f"site_{i}"])
     keep = [sites[i % 2000](100) for i in range(1200)]  # 1200 x 100 x ~560 B = 67 MB live

@@ -188,7 +188,7 @@ def test_full_stack_table_counts_under_one_row(sampler: None) -> None:
         code = compile(f"def site_{i}():\n    return [bytearray(1000) for _ in range(3000)]",
                        "<gen>", "exec")
         namespace: dict[str, object] = {}
-        exec(code, namespace)  # noqa: S102 -- our own generated functions
+        exec(code, namespace)
         namespace[f"site_{i}"]()  # type: ignore[operator]
     profile = heap_sampler.profile_now("alloc_space")
     assert len(by_function(profile, "alloc_space")) <= 2  # 20 sites, room for at most two
