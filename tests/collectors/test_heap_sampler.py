@@ -18,9 +18,16 @@ from pyprof_http import switches
 from pyprof_http.collectors import heap_sampler
 from pyprof_http.model import Profile
 
-pytestmark = pytest.mark.skipif(not heap_sampler.available(),
-                                reason="the C extension was not built (fallback tested apart)")
+DISABLED = os.environ.get("PYPROF_HEAP_SAMPLER_DISABLE") == "1"
+pytestmark = pytest.mark.skipif(DISABLED, reason="PYPROF_HEAP_SAMPLER_DISABLE=1: the pure "
+                                "path on purpose (the fallback has its own tests)")
 ext = heap_sampler.ext
+
+
+def test_the_extension_was_built_here() -> None:
+    """``pip install`` builds it wherever a C compiler and the headers exist (every machine
+    this suite runs on): a silent fallback here would hide a broken build."""
+    assert heap_sampler.available(), heap_sampler.why_not_running()
 RATE = 8192
 
 
@@ -287,3 +294,34 @@ def _profile(values: list[int]) -> Profile:
 def test_python_version_is_supported() -> None:
     assert sys.version_info >= (3, 10)
     assert ext is not None and "installed" in ext.stats()
+
+
+def test_reload_keeps_the_running_sampler(sampler: None) -> None:
+    import importlib
+
+    state = heap_sampler._state
+    reloaded = importlib.reload(heap_sampler)
+    assert reloaded._state is state and reloaded.running()
+
+
+def test_two_apps_hold_the_sampler_until_the_last_lets_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyprof_http.config import Settings
+
+    monkeypatch.setenv("PYPROF_HEAP_SAMPLE_BYTES", "65536")
+    first, second = switches.Claims(), switches.Claims()
+    try:
+        first.sample_heap(Settings())
+        second.sample_heap(Settings(heap_sample_bytes=131072))
+        assert heap_sampler.running() and heap_sampler.state().rate == 65536  # the finest
+        first.release_all()
+        assert heap_sampler.running() and heap_sampler.state().rate == 131072
+        off = switches.Claims()
+        off.sample_heap(Settings(heap_sample_bytes=0))  # 0 is off: holds nothing
+        off.sample_heap(Settings(profiles=frozenset({"goroutine"})))  # neither heap nor allocs
+        assert off.id not in switches._heap_samplers
+    finally:
+        first.release_all()
+        second.release_all()
+    # other test modules' apps may still hold it (at their own rate); else it is off
+    assert heap_sampler.running() == bool(switches._heap_samplers)
