@@ -164,7 +164,7 @@ static int live_grow(void) {
 }
 
 static int live_insert(uintptr_t p, uint32_t stack, uint64_t size, float scale) {
-    if ((g_live_count + 1) * 2 > g_live_cap && live_grow() < 0) return -1;
+    if ((g_live_count + 1) * 4 > g_live_cap && live_grow() < 0) return -1;
     size_t mask = g_live_cap - 1, i = ptr_slot(p, mask);
     while (g_live[i].ptr && g_live[i].ptr != p) i = (i + 1) & mask;
     if (!g_live[i].ptr) g_live_count++;
@@ -377,6 +377,12 @@ static inline void counted(void *ptr, size_t size) {
     if (UNLIKELY(g_countdown <= 0)) sample(ptr, size);
 }
 
+/* Whether ``ptr`` may be a sampled block: its home slot is taken. Most frees end here (the
+ * table is kept at most a quarter full), without a call. */
+static inline int maybe_sampled(void *ptr) {
+    return g_live_count != 0 && g_live[ptr_slot((uintptr_t)ptr, g_live_cap - 1)].ptr != 0;
+}
+
 static void *hs_malloc(void *ctx, size_t size) {
     Hook *h = (Hook *)ctx;
     void *ptr = h->prev.malloc(h->prev.ctx, size);
@@ -396,14 +402,14 @@ static void *hs_realloc(void *ctx, void *old, size_t size) {
     void *ptr = h->prev.realloc(h->prev.ctx, old, size);
     if (ptr == NULL) return NULL; /* the old block is untouched */
     /* a realloc is the old block's free and a new block's allocation, as tracemalloc counts it */
-    if (old != NULL && g_live_count) live_remove((uintptr_t)old);
+    if (UNLIKELY(maybe_sampled(old))) live_remove((uintptr_t)old);
     counted(ptr, size);
     return ptr;
 }
 
 static void hs_free(void *ctx, void *ptr) {
     Hook *h = (Hook *)ctx;
-    if (LIKELY(ptr != NULL && g_live_count != 0)) live_remove((uintptr_t)ptr);
+    if (UNLIKELY(maybe_sampled(ptr))) live_remove((uintptr_t)ptr);
     h->prev.free(h->prev.ctx, ptr);
 }
 
