@@ -1,6 +1,12 @@
 """What the always-on heap sampler costs and how accurate it is (figures for the README).
 
-Run:  .venv/bin/python benchmarks/heap_sampling.py [--rounds 7] [--slice 0.4]
+Run:  .venv/bin/python benchmarks/heap_sampling.py [--rounds 11] [--slice 0.4] [--http-rounds 6]
+
+0. HTTP: three uvicorn children (this file with ``--serve``) serve one FastAPI app with
+   ``install()``: sampler off, off again (A/A), at 512 KiB; 4 keep-alive client threads load
+   one at a time with a route mix (200 dicts encoded, JSON of nested calls on the thread pool,
+   a churning cache); the server's CPU per request is compared (its inverse is throughput on
+   a CPU-bound server; CPU, not wall time, since this machine is shared).
 
 1. Throughput: an allocation-heavy loop (lists of small dicts and strings, 30 frames deep like a
    request handler under a framework, plus JSON encoding) runs ``--slice`` seconds at a time
@@ -22,6 +28,7 @@ In-process; ~1 minute on a 2-CPU VM. Nothing is left running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
@@ -174,12 +181,97 @@ def hour_equivalent() -> None:
     heap_sampler.stop()
 
 
+def serve(sample_bytes: int) -> None:
+    """The child server: FastAPI with install(), an allocation-heavy route mix."""
+    import os
+
+    os.environ["PYPROF_HEAP_SAMPLE_BYTES"] = str(max(0, sample_bytes))
+    if sample_bytes < 0:  # tracemalloc with 1 frame, from startup
+        os.environ.update(PYPROF_HEAP_TRACE_AT_START="1", PYPROF_HEAP_FRAMES="1")
+    from _server import serve_on_free_port
+    from fastapi import FastAPI
+
+    import pyprof_http
+
+    app = FastAPI()
+    pyprof_http.install(app)
+    cache: list[object] = []
+
+    @app.get("/rows")
+    async def rows() -> list[dict[str, object]]:  # FastAPI validates and encodes 200 dicts
+        return [{"id": i, "name": f"user-{i}", "tags": ["a", str(i)]} for i in range(200)]
+
+    @app.get("/text")
+    def text() -> str:  # a sync route on the thread pool
+        return json.dumps([nest(20, request_like) for _ in range(5)])
+
+    @app.get("/keep")
+    async def keep() -> int:  # a bounded cache that churns
+        cache.append(bytearray(4096))
+        if len(cache) > 1000:
+            del cache[:500]
+        return len(cache)
+
+    serve_on_free_port(app)
+
+
+def http_mix(rounds: int, seconds: float) -> None:
+    """Server CPU per request (user+system of the child, robust to this machine's other
+    load) for the sampler off, off again (A/A) and at 512 KiB, interleaved rounds."""
+    import threading
+
+    import httpx
+    from _server import ServerProcess
+
+    variants = {"off": 0, "off (A/A)": 0, "sampler 512 KiB": DEFAULT_RATE,
+                "tracemalloc 1 frame": -1}
+    paths = ["/rows", "/text", "/keep"]
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(ServerProcess(
+            [sys.executable, __file__, "--serve", str(rate)])) for name, rate in variants.items()}
+        for _ in range(rounds):
+            for name, server in servers.items():
+                done = [0]
+                end = time.monotonic() + seconds
+
+                def client(server: ServerProcess = server, done: list[int] = done,
+                           end: float = end) -> None:
+                    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as http:
+                        i = 0
+                        while time.monotonic() < end:
+                            http.get(paths[i % 3]).raise_for_status()
+                            i += 1
+                        done[0] += i
+
+                before = server.cpu_seconds()
+                clients = [threading.Thread(target=client) for _ in range(4)]
+                for thread in clients:
+                    thread.start()
+                for thread in clients:
+                    thread.join()
+                cpu[name].append((server.cpu_seconds() - before) / max(1, done[0]))
+    base = statistics.median(cpu["off"])
+    print(f"0. HTTP route mix (uvicorn + FastAPI, 4 clients, {rounds} rounds x {seconds} s): "
+          "server CPU per request, ratio to off (throughput ratio = its inverse):")
+    for name, values in cpu.items():
+        median = statistics.median(values)
+        print(f"   {name:<22} {median * 1e6:8.0f} us/request   x{median / base:.3f} CPU   "
+              f"throughput x{base / median:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--slice", type=float, default=0.4)
+    parser.add_argument("--http-rounds", type=int, default=6)
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
     print(f"Python {sys.version.split()[0]}")
+    http_mix(args.http_rounds, 2.0)
     throughput(args.rounds, args.slice)
     attribution([1, 2, 3])
     hour_equivalent()
