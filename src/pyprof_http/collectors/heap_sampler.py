@@ -81,7 +81,11 @@ def start(rate: int, max_depth: int) -> bool:
                             "(its stop() would unhook a sampler installed after it); /heap "
                             "answers from tracemalloc")
         return False
-    ext.start(rate, max_depth)
+    try:
+        ext.start(rate, max_depth)
+    except (RuntimeError, MemoryError) as error:  # a free-threaded build; no memory
+        _state["reason"] = f"the heap sampler could not start: {error}"
+        return False
     _state["reason"] = None
     return True
 
