@@ -33,7 +33,7 @@ def test_go_header_and_records_sorted_by_the_default_type() -> None:
     assert records[0].startswith("8: 800 [10: 1000] @ ")  # hoard: most in use
     allocs = render_any_heap_text(capture("alloc_space"), "allocs").body.decode()
     assert allocs.startswith("allocs profile: ")
-    assert [line for line in allocs.splitlines() if " @ 0x" in line][0].startswith(
+    assert next(line for line in allocs.splitlines() if " @ 0x" in line).startswith(
         "1: 50 [500: 90000] @ ")  # churn: most allocated
     assert "# SampleRate = 524288" in text and "# Mode = now" in text
     assert "# SamplerMemory = 123456" in text
