@@ -94,9 +94,9 @@ _signal_holders: set[int] = _kept("_signal_holders", set)
 _signal_previous: dict[int, tuple[Any, Any]] = _kept("_signal_previous", dict)
 """signal number -> (the server's handler, ours in front of it)."""
 _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
+"""Claims whose app was collected, to release at the next chance."""
 _heap_samplers: dict[int, tuple[int, int]] = _kept("_heap_samplers", dict)
 """claim id -> (heap_sample_bytes, max_stack_depth) its settings ask for."""
-"""Claims whose app was collected, to release at the next chance."""
 
 
 def _after_fork_in_child() -> None:
