@@ -325,3 +325,25 @@ def test_two_apps_hold_the_sampler_until_the_last_lets_go(
         second.release_all()
     # other test modules' apps may still hold it (at their own rate); else it is off
     assert heap_sampler.running() == bool(switches._heap_samplers)
+
+
+def test_a_client_that_leaves_ends_a_sampler_window() -> None:
+    """``/heap?seconds=30`` from the sampler waits like any window: a client that goes away
+    ends it (bound 20 s against the 30 s window: only a stalled machine could exceed it)."""
+    import asyncio
+    import time
+
+    from test_waiting import _cut_off
+
+    from pyprof_http import PprofApp, Settings
+
+    app = PprofApp(Settings())
+
+    async def main() -> tuple[list[int], float]:
+        started = time.monotonic()
+        statuses = await _cut_off(app, "/heap?seconds=30&format=json", heap_sampler.running)
+        return statuses, time.monotonic() - started
+
+    statuses, took = asyncio.run(main())
+    assert statuses == [] and took < 20, (statuses, took)
+    app.claims.release_all()
