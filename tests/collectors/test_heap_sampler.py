@@ -333,9 +333,8 @@ def test_a_client_that_leaves_ends_a_sampler_window() -> None:
     import asyncio
     import time
 
-    from test_waiting import _cut_off
-
     from pyprof_http import PprofApp, Settings
+    from test_waiting import _cut_off
 
     app = PprofApp(Settings())
 
