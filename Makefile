@@ -13,12 +13,16 @@ EXTRA_PYTHONS ?= 3.10 3.13
 
 .PHONY: demo test lint unit-other-pythons system-deps bench clean
 
-$(BIN)/.installed: pyproject.toml
+# The optional C extension (the heap sampler) is built by pip install: a venv whose build is
+# older than its sources is reinstalled too (an editable install does not rebuild it).
+NATIVE_SOURCES := $(wildcard setup.py src/pyprof_http/*.c)
+
+$(BIN)/.installed: pyproject.toml $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-$(BIN)/.installed-demo: pyproject.toml
+$(BIN)/.installed-demo: pyproject.toml $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[demo]"
 	touch $@
@@ -39,7 +43,8 @@ OTHER_PYTHONS = failed_v=""; for v in $(EXTRA_PYTHONS); do \
 		py=$$(ls $(HOME)/.pyenv/versions/$$v*/bin/python$$v 2>/dev/null | head -n1); \
 		[ -n "$$py" ] || py=$$(command -v python$$v); \
 		if [ -z "$$py" ]; then echo "python$$v not found (pyenv install $$v): cannot run its unit tests"; failed_v="$$failed_v $$v"; continue; fi; \
-		if [ ! -x $(VENV)-$$v/bin/pytest ] || [ pyproject.toml -nt $(VENV)-$$v/.installed ]; then \
+		if [ ! -x $(VENV)-$$v/bin/pytest ] || [ pyproject.toml -nt $(VENV)-$$v/.installed ] || \
+				{ [ -n "$(NATIVE_SOURCES)" ] && [ -n "$$(find $(NATIVE_SOURCES) -newer $(VENV)-$$v/.installed 2>/dev/null)" ]; }; then \
 			rm -rf $(VENV)-$$v && $$py -m venv $(VENV)-$$v && \
 			$(VENV)-$$v/bin/pip install -q --disable-pip-version-check -e ".[dev]" && \
 			touch $(VENV)-$$v/.installed || { failed_v="$$failed_v $$v(install)"; continue; }; \

@@ -568,7 +568,7 @@ def test_heap_without_tracing_is_412_with_how_to() -> None:
     import tracemalloc
 
     assert not tracemalloc.is_tracing()
-    response = get(APP, "/debug/pprof/heap?debug=1")
+    response = get(APP, "/debug/pprof/heap?debug=1&source=tracemalloc")  # else: the sampler
     assert response.status_code == 412
     assert response.headers["x-go-pprof"] == "1"
     assert "?seconds=N" in response.text and "PYPROF_HEAP_TRACE_AT_START" in response.text
@@ -593,7 +593,7 @@ def test_heap_trace_at_start_starts_tracemalloc_and_heap_answers_at_once() -> No
     try:
         app = PprofApp(Settings(heap_trace_at_start=True, heap_frames=5))
         assert tracemalloc.is_tracing() and tracemalloc.get_traceback_limit() == 5
-        response = get(app, "/heap?debug=1")
+        response = get(app, "/heap?debug=1&source=tracemalloc")
         assert response.status_code == 200
         assert "heap profile: " in response.text and "TracebackLimit" in response.text
         assert tracemalloc.is_tracing()  # a snapshot never stops tracing

@@ -196,7 +196,7 @@ def test_300_cut_off_heap_windows_keep_only_what_tracemalloc_leaks() -> None:
     for malloc's own bookkeeping. No Python object is kept: pymalloc grows by ~1,000 blocks
     once (the same total over 100, 300 or 600 windows: caches filling), bound 8 per window."""
     coroutines, blocks, malloced = _measure(
-        "/heap?seconds=30&format=json", tracemalloc.is_tracing, 300)
+        "/heap?seconds=30&format=json&source=tracemalloc", tracemalloc.is_tracing, 300)
     assert not tracemalloc.is_tracing()
     assert coroutines == 0
     assert blocks <= 8, blocks

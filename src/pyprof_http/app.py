@@ -76,6 +76,7 @@ class PprofApp:
         if unknown:
             raise ConfigError(f"profiles lists unknown names: {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(BY_NAME))}")
+        self.claims.sample_heap(self.settings)  # before tracemalloc, which chains onto it
         self.claims.trace_heap(self.settings)
         self.claims.profile_locks(self.settings)
         self.watch_serving_loop = self.settings.allows("block")

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     heap_frames: int = Field(
         default=32, ge=1, le=256, description="Frames tracemalloc keeps per allocation."
     )
+    heap_sample_bytes: int = Field(
+        default=512 * 1024, ge=0, le=2**30,
+        description="The always-on heap sampler (Go's MemProfileRate): about one allocation "
+        "per this many allocated bytes is sampled with its stack, for /heap and /allocs; "
+        "0 is off (nothing hooked). Needs the C extension built at install.",
+    )
     lock_profile_fraction: int = Field(
         default=0, ge=0, le=1_000_000,
         description="Record 1 in N contended lock acquisitions for /mutex (Go's "

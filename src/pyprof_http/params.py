@@ -85,6 +85,17 @@ class ProfileQuery(BaseModel):
                              "(recorder_seconds: what the flight recorder keeps)")
         return number
 
+    source: Literal["sampler", "tracemalloc"] | None = Field(
+        default=None, description="heap: the always-on sampler (default when it runs) or "
+        "tracemalloc (exact, costly)")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> str:
+        if value not in ("sampler", "tracemalloc"):
+            raise ValueError("must be one of sampler, tracemalloc")
+        return str(value)
+
     @field_validator("gc", mode="before")
     @classmethod
     def _gc(cls, value: Any) -> int:

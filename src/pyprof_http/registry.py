@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._waiting import render_in_thread
-from .captures.heap import HeapCapture
+from .captures.heap import HeapCapture, SampledHeapCapture
 from .captures.leaks import LeakCapture
 from .captures.objects import ObjectsCapture
 from .captures.requests import RequestsCapture
 from .captures.stacks import StackSnapshot, older_than
 from .captures.stalls import StallCapture
 from .captures.trace import TraceCapture
-from .collectors import cpu, heap, leak_runs, locks, objects, stacks, threads, tracing
+from .collectors import cpu, heap, heap_sampler, leak_runs, locks, objects, stacks, threads, tracing
 from .collectors import trace as trace_collector
 from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
@@ -38,7 +38,7 @@ from .render.callgrind import render_callgrind
 from .render.dump import render_dump
 from .render.flamegraph import render_flamegraph
 from .render.folded import render_folded
-from .render.heap_text import render_heap_text
+from .render.heap_text import render_any_heap_text
 from .render.leak_dump import render_leak_dump
 from .render.objects_text import render_objects_text
 from .render.profile_json import render_json
@@ -237,7 +237,12 @@ def _requests_view(render: Callable[[RequestsCapture, str], Rendered]) -> Callab
 
 
 def _heap_count() -> str:
-    """The index shows what tracing costs in memory, since it is the reason it is off."""
+    """The index shows what tracing costs in memory, since it is the reason it is off; with
+    the sampler, its estimate of what is in use and its own memory."""
+    if heap_sampler.running():
+        sampled = heap_sampler.state()
+        return (f"~{sampled.inuse_bytes / 2**20:.1f} MiB in use (sampled, "
+                f"+{sampled.memory_bytes / 2**20:.1f} MiB)")
     if not heap.is_tracing():
         return "off"
     state = heap.read_state()
@@ -245,9 +250,35 @@ def _heap_count() -> str:
             f"(+{state.tracemalloc_memory / 2**20:.1f} MiB)")
 
 
+def _uses_sampler(context: CollectContext) -> bool:
+    """``source=sampler``, or no source while the sampler runs (412 if asked and off)."""
+    source = context.query.source
+    if source == "sampler" and not heap_sampler.running():
+        raise PreconditionFailed(heap_sampler.why_not_running())
+    return source == "sampler" or (source is None and heap_sampler.running())
+
+
+async def _collect_sampled(context: CollectContext, default_type: str) -> Capture:
+    gc_first, seconds = context.query.gc == 1, context.query.seconds
+    if seconds is None:
+        return await render_in_thread(heap_sampler.capture_now, default_type, gc_first)
+    before = await render_in_thread(heap_sampler.profile_now, default_type, gc_first)
+    await context.wait(seconds, None)
+    after = await render_in_thread(heap_sampler.profile_now, default_type, gc_first)
+    return await render_in_thread(heap_sampler.window, before, after, seconds)
+
+
+async def _collect_allocs(context: CollectContext) -> Capture:
+    if _uses_sampler(context):
+        return await _collect_sampled(context, "alloc_space")
+    return await _collect_heap(context)
+
+
 async def _collect_heap(context: CollectContext) -> Capture:
     query, settings = context.query, context.settings
     gc_first = query.gc == 1
+    if _uses_sampler(context):
+        return await _collect_sampled(context, "inuse_space")
     if query.seconds is None:
         if not heap.is_tracing():
             raise PreconditionFailed(heap.NOT_TRACING_REASON)
@@ -296,6 +327,16 @@ async def _collect_trace(context: CollectContext) -> Capture:
             seconds, lambda s: context.wait(s, stop), context.settings.max_stack_depth)
     stalls = WATCHDOGS.capture(recording.started_ns).stalls
     return await render_in_thread(build_trace, recording, stalls)
+
+
+def _render_heap_text(capture: Capture, name: str) -> Rendered:
+    if not isinstance(capture, (HeapCapture, SampledHeapCapture)):
+        raise TypeError("the heap text needs a heap capture (its footer shows the source's "
+                        "figures)")
+    return render_any_heap_text(capture, name)
+
+
+_heap_text = Format(_render_heap_text, delta=False)
 
 
 def _tracing_only(render: Callable[[Any, str], Rendered]) -> Format:
@@ -395,19 +436,33 @@ PROFILES: tuple[ProfileSpec, ...] = (
     ),
     ProfileSpec(
         name="heap",
-        description="Live memory by allocation site (tracemalloc): what was allocated and is "
-        "still live. Tracing slows allocation-heavy code x3-x7 (1 frame) to x18-x33 (32 "
-        "frames), so it is off unless "
-        "started at startup (PYPROF_HEAP_TRACE_AT_START=1); seconds=N traces a window and "
-        "stops. gc=1 collects first. The count column shows tracemalloc's memory.",
+        description="A sampling of memory allocations of live objects, as Go's: an always-on "
+        "sampler (one allocation per ~512 KiB, PYPROF_HEAP_SAMPLE_BYTES) answers at once with "
+        "alloc_objects, alloc_space, inuse_objects, inuse_space (default), scaled; seconds=N "
+        "shows the growth over a window; gc=1 collects first. source=tracemalloc gives exact "
+        "answers by tracing (x3-x7 slower with 1 frame, x18-x33 with 32): a seconds=N window, "
+        "or a snapshot while tracing (PYPROF_HEAP_TRACE_AT_START=1); without the sampler "
+        "extension that is the only source.",
         collect=_collect_heap,
-        formats={**_profile_formats(), "text": _needs(
-            HeapCapture, render_heap_text,
-            "the heap text needs a heap capture (its footer shows tracemalloc's figures)")},
+        formats={**_profile_formats(), "text": _heap_text},
         count=_heap_count,
-        link_query=lambda: "" if heap.is_tracing() else "seconds=10",
+        link_query=lambda: ("" if heap_sampler.running() or heap.is_tracing()
+                            else "seconds=10"),
         window=True,
-        params=frozenset({"debug", "format", "seconds", "gc"}),
+        params=frozenset({"debug", "format", "seconds", "gc", "source"}),
+    ),
+    ProfileSpec(
+        name="allocs",
+        description="A sampling of all past memory allocations, as Go's: the heap profile "
+        "with alloc_space as its default sample type (what continuous-profiling scrapers "
+        "ask for); the same parameters as heap.",
+        collect=_collect_allocs,
+        formats={**_profile_formats(), "text": _heap_text},
+        count=_heap_count,
+        link_query=lambda: ("" if heap_sampler.running() or heap.is_tracing()
+                            else "seconds=10"),
+        window=True,
+        params=frozenset({"debug", "format", "seconds", "gc", "source"}),
     ),
     ProfileSpec(
         name="objects",

@@ -62,7 +62,7 @@ from types import FrameType
 from typing import Any, Final, TypeVar
 
 from . import thread_labels
-from .collectors import heap, locks, threads
+from .collectors import heap, heap_sampler, locks, threads
 from .collectors.gc_leaks import GC_LEAKS
 from .collectors.loop import WATCHDOGS
 from .collectors.recorder import RECORDER
@@ -118,6 +118,8 @@ _orphans: collections.deque[int] = _kept("_orphans", collections.deque)
 """Claims whose app was collected, to release at the next chance."""
 _push_holders: set[int] = _kept("_push_holders", set)
 """Claims whose settings asked for the Pyroscope pusher (one per process)."""
+_heap_samplers: dict[int, tuple[int, int]] = _kept("_heap_samplers", dict)
+"""claim id -> (heap_sample_bytes, max_stack_depth) its settings ask for."""
 
 
 def _after_fork_in_child() -> None:
@@ -213,6 +215,7 @@ class Claims:
         self.profile_locks(settings)
         if any(settings.allows(name) for name in THREAD_LABEL_READERS):
             self.label_threads()
+        self.sample_heap(settings)
 
     def label_threads(self) -> None:
         """Thread-pool work a request submits carries its labels (``thread_labels``)."""
@@ -316,6 +319,18 @@ class Claims:
         if settings.heap_trace_at_start and settings.allows("heap"):
             heap.start_at_startup(settings.heap_frames)
 
+    def sample_heap(self, settings: Settings) -> None:
+        """The always-on heap sampler (``heap_sample_bytes``, 0: off), if ``heap`` or ``allocs``
+        is allowed. Several apps: the finest rate and deepest stacks any of them asks for."""
+        if not settings.heap_sample_bytes or not (
+                settings.allows("heap") or settings.allows("allocs")):
+            return
+        with _held():
+            wanted = (settings.heap_sample_bytes, settings.max_stack_depth)
+            if _heap_samplers.get(self.id) != wanted or not heap_sampler.running():
+                _heap_samplers[self.id] = wanted
+                _apply_heap_sampler()
+
     def chain_shutdown_signals(self) -> None:
         with _held():
             _signal_holders.add(self.id)
@@ -383,6 +398,8 @@ def _release(claim_id: int) -> None:
         _thread_label_holders.discard(claim_id)
         if not _thread_label_holders:
             thread_labels.uninstall()
+    if _heap_samplers.pop(claim_id, None) is not None:
+        _apply_heap_sampler()
     if claim_id in _signal_holders:
         _signal_holders.discard(claim_id)
         if not _signal_holders:
@@ -404,6 +421,16 @@ def _release_loop(claim_id: int, loop: _Loop) -> None:
             if not holders:
                 del table[loop]
                 switch_off(loop)
+
+
+def _apply_heap_sampler() -> None:
+    """Run the heap sampler as the claims ask, or stop it when none does; ``_lock`` held."""
+    if not _heap_samplers:
+        heap_sampler.stop()
+        return
+    rate = min(rate for rate, _ in _heap_samplers.values())
+    depth = max(depth for _, depth in _heap_samplers.values())
+    heap_sampler.start(rate, depth)  # running: only the rate and depth change
 
 
 # --- lock profiling --------------------------------------------------------------------------

@@ -116,14 +116,14 @@ def test_heap_window_and_objects_read_by_pprof(go_binary: str, home: Path,
                                                server: Server) -> None:
     # a window traces what the service allocates while it runs; /heap/... stays off after it
     out = ok(go_pprof(go_binary, home, "-top", "-sample_index=inuse_space",
-                      server.url("/heap?seconds=1")))
+                      server.url("/heap?seconds=1&source=tracemalloc")))
     assert "Type: inuse_space" in out
     assert "pyprof_http heap window" in out  # our comment, printed first by pprof
     objects = ok(go_pprof(go_binary, home, "-top", "-sample_index=space",
                           server.url("/objects")))
     assert "Type: space" in objects
     assert "dict" in objects  # every Python heap has dicts
-    not_tracing = go_pprof(go_binary, home, "-top", server.url("/heap"))
+    not_tracing = go_pprof(go_binary, home, "-top", server.url("/heap?source=tracemalloc"))
     assert not_tracing.returncode != 0
     assert "412" in not_tracing.stderr and "seconds=N" in not_tracing.stderr
 

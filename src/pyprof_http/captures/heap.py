@@ -28,3 +28,30 @@ class HeapCapture:
     profile: Profile
     mode: Mode
     state: TraceState
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerState:
+    """The heap sampler's own figures when the profile was taken (shown in the text view)."""
+
+    active: bool
+    rate: int
+    stacks: int
+    live_samples: int
+    memory_bytes: int
+    """What the sampler's tables take (its C allocations)."""
+    samples_total: int
+    inuse_bytes: int
+    """Estimated bytes in use, from the live samples."""
+    overflowed: int
+    """Samples counted under the overflow stack because the stack table was full."""
+
+
+@dataclass(frozen=True, slots=True)
+class SampledHeapCapture:
+    """A heap profile from the sampling allocator hook (Go's four sample types, scaled)."""
+
+    profile: Profile
+    state: SamplerState
+    window_seconds: float
+    """0 for the state now; else the growth over a window of that many seconds."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from typing import Final
 
-from ..captures.heap import HeapCapture
+from ..captures.heap import HeapCapture, SampledHeapCapture
 from ..model import Frame
 from ..sanitize import printable
 from . import Rendered, utf8
@@ -82,3 +82,61 @@ def render_heap_text(capture: HeapCapture, name: str) -> Rendered:
 
 def _bytes(size: int) -> str:
     return scaled(size, "bytes")
+
+
+def render_sampled_heap_text(capture: SampledHeapCapture, name: str) -> Rendered:
+    """A sampler capture as Go's heap debug=1 text: ``inuse: bytes [allocs: bytes]`` per stack,
+    sorted by in-use bytes (``allocs``: by allocated bytes, its default sample type). The values
+    are already scaled estimates, so the rate is written as 1 (a parser must not scale them
+    again); a comment gives the real sampling rate."""
+    profile = capture.profile
+    at = [profile.value_index(t) for t in
+          ("inuse_objects", "inuse_space", "alloc_objects", "alloc_space")]
+    groups: dict[tuple[Frame, ...], list[int]] = {}
+    for sample in profile.samples:
+        group = groups.setdefault(sample.stack, [0, 0, 0, 0])
+        for i, index in enumerate(at):
+            group[i] += sample.values[index]
+    totals = [sum(g[i] for g in groups.values()) for i in range(4)]
+    by = 3 if profile.default_sample_type == "alloc_space" else 1
+    top = heapq.nsmallest(MAX_RECORDS, groups.items(), key=lambda item: (
+        -item[1][by], -item[1][by - 1], [tuple(f) for f in item[0]]))
+    state = capture.state
+    out = [
+        f"{name} profile: {totals[0]}: {totals[1]} [{totals[2]}: {totals[3]}] @ heap/1",
+        f"# in use: {_bytes(totals[1])} in {totals[0]} objects; allocated: "
+        f"{_bytes(totals[3])} in {totals[2]} objects (estimates)",
+        f"# sampled about one allocation per {state.rate} bytes; every value is already "
+        "scaled to an estimate (Go's scaleHeapSample), so the rate above is 1",
+        *(f"# {printable(comment)}" for comment in profile.comments),
+    ]
+    for stack, (inuse_objects, inuse, alloc_objects, alloc) in top:
+        out.append(f"{inuse_objects}: {inuse} [{alloc_objects}: {alloc}] @ "
+                   f"{' '.join(frame_id(f) for f in stack)}")
+        out.append(f"# {_bytes(inuse)} in use ({percentage(inuse, totals[1]).strip()}), "
+                   f"{_bytes(alloc)} allocated ({percentage(alloc, totals[3]).strip()})")
+        out.extend(frame_lines(stack))
+        out.append("")
+    left_out = len(groups) - len(top)
+    if left_out:
+        out += [f"# {left_out} more records not shown: only the top {MAX_RECORDS} are written; "
+                "format=pprof has them all", ""]
+    out += [
+        "# heap sampler",
+        f"# Mode = {'window' if capture.window_seconds else 'now'}",
+        *((f"# WindowSeconds = {capture.window_seconds:g}",) if capture.window_seconds else ()),
+        f"# SampleRate = {state.rate}",
+        f"# Stacks = {state.stacks}",
+        f"# LiveSamples = {state.live_samples}",
+        f"# SamplesTotal = {state.samples_total}",
+        f"# OverflowedSamples = {state.overflowed}",
+        f"# SamplerMemory = {state.memory_bytes} ({_bytes(state.memory_bytes)})",
+    ]
+    return Rendered(utf8("\n".join(out) + "\n"), TEXT_PLAIN)
+
+
+def render_any_heap_text(capture: HeapCapture | SampledHeapCapture, name: str) -> Rendered:
+    """The text of whichever source answered (tracemalloc or the sampler)."""
+    if isinstance(capture, SampledHeapCapture):
+        return render_sampled_heap_text(capture, name)
+    return render_heap_text(capture, name)
