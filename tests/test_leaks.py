@@ -84,6 +84,24 @@ def test_a_pool_not_shut_down_is_a_leak_and_one_shut_down_is_not() -> None:
         pool.submit(int).result()
 
 
+def test_a_pool_started_through_our_request_labelling_wrapper_names_the_caller() -> None:
+    """An installed app wraps ThreadPoolExecutor.submit (thread-pool work carries its
+    request's labels): the leak must still point at the code that submitted, not at us."""
+    from pyprof_http.switches import Claims
+
+    claims = Claims()
+    claims.label_threads()
+    try:
+        with pytest.raises(leaks.LeakError) as caught, leaks.check(**FAST):
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wrapped")
+            pool.submit(int).result()
+        pool.shutdown()
+    finally:
+        claims.release_all()
+    [leak] = caught.value.leaks
+    assert "test_a_pool_started_through_our_request_labelling" in leak.created_by
+
+
 def test_find_without_a_baseline_sees_every_thread_but_the_runners() -> None:
     event = threading.Event()
     start_parked_thread(event, "stray")

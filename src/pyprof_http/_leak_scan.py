@@ -41,6 +41,7 @@ from .model import Frame
 MAX_DEPTH = 64
 """Frames kept per leaked thread or task in the report."""
 _STDLIB_DIR = os.path.dirname(threading.__file__)
+_OWN_DIR = os.path.dirname(__file__) + os.sep
 _PARKING_FILES = (threading.__file__, queue.__file__)
 """Where an idle worker's innermost frames are while it waits for work."""
 _POOL_WORKER = concurrent.futures.thread._worker
@@ -197,10 +198,12 @@ def _parked_in(record: ThreadStack, function: str) -> bool:
 
 
 def _started_by(thread: threading.Thread) -> tuple[Frame, ...]:
-    """Where ``thread`` was started, user frames first (the standard library's are skipped:
-    a pool's ``_adjust_thread_count`` is not who asked for the thread)."""
+    """Where ``thread`` was started, user frames first (the standard library's and our own are
+    skipped: a pool's ``_adjust_thread_count``, or the wrapper that labels thread-pool work
+    with its request, is not who asked for the thread)."""
     stack = THREAD_STARTS.stack_of(thread) or ()
-    user = tuple(f for f in stack if not _in_stdlib(f.filename))
+    user = tuple(f for f in stack if not _in_stdlib(f.filename)
+                 and not f.filename.startswith(_OWN_DIR))
     return (user or stack)[:4]
 
 

@@ -51,6 +51,16 @@ class LifecycleMiddleware:
         self._wants_factory = wants_task_factory(self.settings)
         self.claims.follow(self.settings)  # threads started from now on
 
+    async def _traced(self, tracing: markers.TraceBuffer, scope: Scope, receive: Receive,
+                      send: Send, loop: asyncio.AbstractEventLoop) -> None:
+        """An HTTP request while a ``/trace`` window records: timed from arrival to response."""
+        entered = request_labels.enter(scope, loop)
+        traced = tracing.request(entered, scope)
+        try:
+            await self._cycle(self.app, scope, receive, traced.wrap(send), entered)
+        finally:
+            traced.close()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
@@ -62,22 +72,20 @@ class LifecycleMiddleware:
                 self._attach(LOOPS.register_running())
                 self._attached = loop
             if kind == "http":  # its id echoed, its profile kept if slow, sampled or asked for
+                tracing = markers.ACTIVE  # read once: a window may end on another loop
+                if tracing is not None:  # a /trace window records the request too
+                    await self._traced(tracing, scope, receive, send, loop)
+                    return
                 # (the request is not named here: leave() tells a request nothing else holds
                 # by its reference count)
                 await self._cycle(self.app, scope, receive, send,
                                   request_labels.enter(scope, loop))
                 return
             entered = request_labels.enter(scope, loop)
-            traced, tracing = None, markers.ACTIVE  # read once: a window may end on another loop
-            if tracing is not None and kind == "http":  # a /trace window records
-                traced = tracing.request(entered, scope)
-                send = traced.wrap(send)
             try:
                 await self.app(scope, receive, send)
             finally:
                 request_labels.leave(entered)
-                if traced is not None:
-                    traced.close()
             return
         if kind != "lifespan" or asyncio._get_running_loop() is None:
             await self.app(scope, receive, send)
