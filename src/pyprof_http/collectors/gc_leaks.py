@@ -137,15 +137,15 @@ class GcLeaks:
         """Descriptions of the pending tasks made just before a collection (None: forget)."""
         self._expected = described if described is not None else {}
 
-    def record(self, task: asyncio.Future[Any], thread: str) -> None:
+    def record(self, task: asyncio.Future[Any], thread: str, loop_id: int = 0) -> None:
         """Describe ``task`` (in its finalizer) and queue the record; never raises."""
         try:
-            self._pending.append(self._describe(task, thread))
+            self._pending.append(self._describe(task, thread, loop_id))
         except Exception:  # a profiler must not break the collector; the event still goes on
             return
         self._drain(blocking=False)
 
-    def _describe(self, task: asyncio.Future[Any], thread: str) -> LeakRecord:
+    def _describe(self, task: asyncio.Future[Any], thread: str, loop_id: int) -> LeakRecord:
         now = time.monotonic()
         found = ORIGINS.lookup_dying(task)
         task_id, origin = found if found is not None else (0, None)
@@ -169,7 +169,8 @@ class GcLeaks:
             parent, route, request_id = origin.parent or "", origin.route, origin.request_id
             age = now - origin.created_at
         return LeakRecord(task_id, name, waiting, stack, complete, creation, created_by, parent,
-                          route, request_id, age, thread, time.monotonic_ns(), time.time_ns())
+                          route, request_id, age, thread, time.monotonic_ns(), time.time_ns(),
+                          loop_id)
 
     def _drain(self, blocking: bool) -> None:
         """Count queued records. Never waits inside the handler: a collection set off by an
@@ -261,7 +262,7 @@ class _ChainedHandler:
         if self.active and context.get("message") == DESTROYED_PENDING:
             task = context.get("task")
             if isinstance(task, asyncio.Future):
-                self.recorder.record(task, threading.current_thread().name)
+                self.recorder.record(task, threading.current_thread().name, id(loop))
         if self.previous is None:
             loop.default_exception_handler(context)
         else:
