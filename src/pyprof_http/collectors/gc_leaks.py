@@ -42,11 +42,17 @@ from .task_walk import describe_task
 
 DESTROYED_PENDING: Final = "Task was destroyed but it is pending!"
 MAX_GROUPS: Final = 10_000
-"""Distinct leaks counted; more are counted only in :attr:`GcLeaks.overflow`."""
+"""Distinct leaks counted; more are counted together under :data:`OVERFLOW` (and in
+:attr:`GcLeaks.overflow`), so a profile's total still counts every leak."""
 RING_SIZE: Final = 1_000
 """Individual records kept for ``debug=2`` and :meth:`GcLeaks.records_since`."""
 MAX_DEPTH: Final = 64
 """Frames kept per await chain (the innermost end)."""
+
+OVERFLOW: Final[GroupKey] = (
+    (frame(f"(leaks of other stacks, past the {MAX_GROUPS} distinct ones kept)", "", 0),),
+    (), "unknown", "", "")
+"""The one group the leaks that found no room of their own are counted in."""
 
 Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 Expected = Mapping[int, tuple[str, tuple[str | None, tuple[Frame, ...]]]]
@@ -192,8 +198,9 @@ class GcLeaks:
                     groups[key] = count + 1
                 elif len(groups) < MAX_GROUPS:
                     groups[key] = 1
-                else:
+                else:  # counted, so that no profile's total silently drops them
                     self.overflow += 1
+                    groups[OVERFLOW] = groups.get(OVERFLOW, 0) + 1
                 ring.append(record)
                 self._total += 1
         finally:
