@@ -476,3 +476,24 @@ def test_describe_pending_of_a_loop_that_is_not_running(no_automatic_gc: None) -
     records = _by_name()
     assert records["leak-queue"].awaiting == "Queue.get" and records["leak-queue"].chain_complete
     assert records["leak-event"].stack[1].line == _line_of(leak_event, "leak: only")
+
+
+def test_kept_names_are_cut_so_records_stay_small(no_automatic_gc: None) -> None:
+    """A task's name may come from a client: what is kept for the process's life holds at
+    most MAX_NAME characters of it."""
+    huge = "n" * 100_000
+
+    async def parent() -> None:
+        await asyncio.get_running_loop().create_future()  # only this task refers to it
+
+    async def main() -> None:
+        loop = await _watched(lambda _loop, _context: None)
+        asyncio.create_task(parent(), name=huge)  # noqa: RUF006 (a deliberate leak)
+        await asyncio.sleep(0)
+        await _request_collection()
+        GC_LEAKS.unwatch(loop)
+
+    asyncio.run(main())
+    [record] = [r for r in GC_LEAKS.capture().records if r.name.startswith("nnn")]
+    assert record.name == huge[:256]  # gc_leaks.MAX_NAME
+    assert all(len(key[3]) <= 256 for key in GC_LEAKS.counts())

@@ -48,6 +48,9 @@ RING_SIZE: Final = 1_000
 """Individual records kept for ``debug=2`` and :meth:`GcLeaks.records_since`."""
 MAX_DEPTH: Final = 64
 """Frames kept per await chain (the innermost end)."""
+MAX_NAME: Final = 256
+"""Characters kept of a task's name (and of what it awaited, its parent's name): records are
+kept for the process's life, and a name may be built from a client's input."""
 
 OVERFLOW: Final[GroupKey] = (
     (frame(f"(leaks of other stacks, past the {MAX_GROUPS} distinct ones kept)", "", 0),),
@@ -174,9 +177,9 @@ class GcLeaks:
             creation, created_by = origin.stack, origin.created_by
             parent, route, request_id = origin.parent or "", origin.route, origin.request_id
             age = now - origin.created_at
-        return LeakRecord(task_id, name, waiting, stack, complete, creation, created_by, parent,
-                          route, request_id, age, thread, time.monotonic_ns(), time.time_ns(),
-                          loop_id)
+        return LeakRecord(task_id, name[:MAX_NAME], waiting[:MAX_NAME], stack, complete,
+                          creation, created_by, parent[:MAX_NAME], route, request_id, age,
+                          thread, time.monotonic_ns(), time.time_ns(), loop_id)
 
     def _drain(self, blocking: bool) -> None:
         """Count queued records. Never waits inside the handler: a collection set off by an
