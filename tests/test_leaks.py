@@ -297,3 +297,24 @@ def test_a_baseline_task_the_collector_destroys_during_the_check_is_not_its_leak
         asyncio.run(main())
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_idle_workers_of_anyio_and_trio_thread_pools_are_not_leaks(backend: str) -> None:
+    """``anyio.to_thread`` leaves its workers idle in AnyIO's pool (asyncio) or trio's thread
+    cache: both reuse them and stop them themselves (recognised on 3.10 too, whose frames
+    have no class name)."""
+    anyio = pytest.importorskip("anyio")
+    pytest.importorskip(backend)
+    # as many calls at once as trio may have cached idle threads, plus one: one is new
+    calls = 1 + sum(t.name.startswith("Trio thread") for t in threading.enumerate())
+    barrier = threading.Barrier(calls, timeout=30)
+    before = set(threading.enumerate())
+
+    async def main() -> set[threading.Thread]:
+        async with leaks.check(**FAST), anyio.create_task_group() as tg:
+            for _ in range(calls):
+                tg.start_soon(anyio.to_thread.run_sync, barrier.wait)
+        return set(threading.enumerate()) - before
+
+    assert anyio.run(main, backend=backend)  # the check did see a new, idle worker
