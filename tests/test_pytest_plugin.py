@@ -193,6 +193,9 @@ class Case(unittest.IsolatedAsyncioTestCase):
 
     async def test_unittest_stopped_in_teardown(self):
         self.task = helpers.spawn_ticker()
+
+    async def test_unittest_stopped_in_a_cleanup(self):  # runs after asyncTearDown
+        self.addAsyncCleanup(helpers.stop, helpers.spawn_ticker())
 '''
 
 LEAKED = {
@@ -247,7 +250,7 @@ def test_each_leak_kind_fails_its_own_test_with_its_creation_site(
                                            "--leak-check")
     failed = set(re.findall(r"^FAILED \S+::(?:Case::)?(\w+)", result.stdout.str(), re.M))
     assert failed == set(LEAKED), result.stdout.str()
-    result.assert_outcomes(failed=len(LEAKED), passed=8)  # every fixed version passes
+    result.assert_outcomes(failed=len(LEAKED), passed=9)  # every fixed version passes
     sections = failure_sections(result.stdout.str())
     helpers = str(examples.path / "helpers.py")
     for test, (waits_on, spawner, name) in LEAKED.items():

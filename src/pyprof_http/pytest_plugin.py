@@ -18,7 +18,7 @@ phase, with the report; a test that failed anyway is not checked.
   the body has its creation site.
 - sync tests: threads (a thread running an event loop shows it in its stack).
 - ``unittest.IsolatedAsyncioTestCase``: the baseline is taken when ``asyncSetUp`` starts and
-  the check runs when ``asyncTearDown`` returns, on the test's loop.
+  the check runs on the test's loop after ``asyncTearDown`` and the test's own cleanups.
 - pytest-xdist: each worker checks its own tests.
 
 The plugin imports :mod:`pyprof_http.leaks` only when a test is checked.
@@ -155,34 +155,31 @@ def _checked_coroutine(function: Callable[..., Any], options: dict[str, Any]
 
 def _unittest_async(testcase: unittest.IsolatedAsyncioTestCase, options: dict[str, Any]
                     ) -> Generator[None, Any, Any]:
-    """Baseline at ``asyncSetUp``, check after ``asyncTearDown``, both on the test's loop.
+    """Baseline when ``asyncSetUp`` starts; the check is the test's first async cleanup, so it
+    runs last, on the test's loop, after ``asyncTearDown``, ``tearDown`` and every cleanup the
+    test added (``addAsyncCleanup``, ``enterAsyncContext``: what they stop is no leak).
     unittest reports a :class:`LeakError` raised there as this test's failure."""
     from . import leaks
 
     check = leaks.check(**options)
-    set_up, tear_down = testcase.asyncSetUp, testcase.asyncTearDown
+    set_up = testcase.asyncSetUp
 
-    async def async_set_up() -> None:
-        check.begin()
-        await set_up()
-
-    async def async_tear_down() -> None:
+    async def check_last() -> None:
         __tracebackhide__ = True
-        try:
-            await tear_down()
-        except BaseException:
-            check.abandon()
-            raise
         outcome = getattr(testcase, "_outcome", None)
         if outcome is not None and not getattr(outcome, "success", True):
             check.abandon()  # the test failed: that is the report
             return
         await check.aend()
 
+    async def async_set_up() -> None:
+        check.begin()
+        testcase.addAsyncCleanup(check_last)  # cleanups run last-in first-out
+        await set_up()
+
     testcase.asyncSetUp = async_set_up  # type: ignore[method-assign]
-    testcase.asyncTearDown = async_tear_down  # type: ignore[method-assign]
     try:
         return (yield)
     finally:
-        check.abandon()  # a setUp that failed never reached the tear-down
-        del testcase.asyncSetUp, testcase.asyncTearDown
+        check.abandon()  # a check that never ran (or ran: abandoning twice is harmless)
+        del testcase.asyncSetUp
