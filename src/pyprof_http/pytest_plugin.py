@@ -55,7 +55,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                        "sleeps start at 1 us and double)")
 
 
+def _new_style_wrapper() -> Callable[[Callable[..., Any]], Any] | None:
+    """``pytest.hookimpl(wrapper=True)``, or None under a pluggy older than 1.1 (pytest 7
+    locked with pluggy 1.0): this module is loaded by every pytest session of an environment
+    that has pyprof_http installed, and must not break the ones that never ask for it."""
+    try:
+        return pytest.hookimpl(wrapper=True, tryfirst=True)
+    except TypeError:
+        return None
+
+
+_WRAPPER = _new_style_wrapper()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if _WRAPPER is None and (config.getoption("leak_check")
+                             or config.getini("leak_check")):
+        raise pytest.UsageError("--leak-check / leak_check needs pytest >= 8 (pluggy >= 1.1, "
+                                "new-style hook wrappers); this pytest has an older pluggy")
     config.addinivalue_line(
         "markers", "leak_check(enabled=True, *, ignore=(), retries=20, max_sleep=0.1): check "
         "this test (module, class) for leaked tasks and threads, or not (False); ignore rules "
@@ -96,8 +113,7 @@ def _options(item: pytest.Item) -> dict[str, Any] | None:
     return options
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+def _runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     options = _options(item)
     if options is None:
         return (yield)
@@ -109,6 +125,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     except leaks.LeakError as exc:  # the report is the message: no traceback through asyncio
         report = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
     pytest.fail(report, pytrace=False)
+
+
+if _WRAPPER is not None:
+    pytest_runtest_call = _WRAPPER(_runtest_call)
 
 
 def _checked_call(item: pytest.Item, options: dict[str, Any]) -> Generator[None, Any, Any]:
