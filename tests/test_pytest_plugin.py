@@ -10,6 +10,9 @@ failures do not each wait the default ~0.4 s.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -193,6 +196,9 @@ class Case(unittest.IsolatedAsyncioTestCase):
 
     async def test_unittest_stopped_in_teardown(self):
         self.task = helpers.spawn_ticker()
+
+    async def test_unittest_stopped_in_a_cleanup(self):  # runs after asyncTearDown
+        self.addAsyncCleanup(helpers.stop, helpers.spawn_ticker())
 '''
 
 LEAKED = {
@@ -247,7 +253,7 @@ def test_each_leak_kind_fails_its_own_test_with_its_creation_site(
                                            "--leak-check")
     failed = set(re.findall(r"^FAILED \S+::(?:Case::)?(\w+)", result.stdout.str(), re.M))
     assert failed == set(LEAKED), result.stdout.str()
-    result.assert_outcomes(failed=len(LEAKED), passed=8)  # every fixed version passes
+    result.assert_outcomes(failed=len(LEAKED), passed=9)  # every fixed version passes
     sections = failure_sections(result.stdout.str())
     helpers = str(examples.path / "helpers.py")
     for test, (waits_on, spawner, name) in LEAKED.items():
@@ -330,3 +336,31 @@ def test_marker_switches_off_and_passes_ignore_rules(examples: pytest.Pytester) 
                                 "--leak-check")
     failed = set(re.findall(r"^FAILED \S+::(\w+)", result.stdout.str(), re.M))
     assert failed == {"test_rule_for_another_leak", "test_fixture", "test_unchecked"}
+
+
+def test_the_plugin_loads_inert_under_a_pluggy_without_new_style_wrappers() -> None:
+    """pytest 7 locked with pluggy 1.0 has no ``hookimpl(wrapper=True)``: the entry point is
+    loaded by every session there, which must still start; asking for the check says why
+    it cannot run."""
+    script = textwrap.dedent("""
+        import types, pytest
+        real = pytest.hookimpl
+        def old_hookimpl(function=None, hookwrapper=False, optionalhook=False,
+                         tryfirst=False, trylast=False, specname=None):
+            return real(function, hookwrapper=hookwrapper, optionalhook=optionalhook,
+                        tryfirst=tryfirst, trylast=trylast, specname=specname)
+        pytest.hookimpl = old_hookimpl
+        from pyprof_http import pytest_plugin as plugin
+        print(hasattr(plugin, "pytest_runtest_call"))
+        config = types.SimpleNamespace(getoption=lambda name: True, getini=lambda name: False,
+                                       addinivalue_line=lambda *args: None)
+        try:
+            plugin.pytest_configure(config)
+        except pytest.UsageError as error:
+            print(error)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "False"
+    assert "needs pytest >= 8" in done.stdout

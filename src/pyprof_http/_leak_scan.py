@@ -11,7 +11,8 @@ decides, as a person reading the dump would:
 - a task still pending is a leak, whatever it waits on;
 - a thread still alive is a leak, except a worker that is *idle in a pool that will reuse it*:
   the default executor of an event loop that is still open (the loop shuts it down when it
-  closes) or an idle AnyIO worker thread (its runner stops it);
+  closes), an idle AnyIO worker thread (its runner stops it) or trio's thread cache (a worker
+  ends after 10 s without work);
 - a ``ThreadPoolExecutor`` worker of a pool that was not shut down is a leak even when idle: its
   thread lives until the interpreter exits (non-daemon: it is joined at exit);
 - a worker still running a work item, or of a pool shutting down, is a leak if it does not end
@@ -184,6 +185,9 @@ def _thread_reason(thread: threading.Thread, record: ThreadStack,
         return f"{kind}: worker of a ThreadPoolExecutor, still running a work item"
     if type(thread).__module__.startswith("anyio") and _parked_in(record, "WorkerThread.run"):
         return None  # idle in AnyIO's pool: its runner stops it
+    target_module = getattr(getattr(thread, "_target", None), "__module__", None) or ""
+    if target_module.startswith("trio.") and _parked_in(record, "WorkerThread._work"):
+        return None  # idle in trio's thread cache: reused, or ends after 10 s without work
     return f"{kind} still running"
 
 
@@ -193,7 +197,9 @@ def _parked_in(record: ThreadStack, function: str) -> bool:
     for f in record.stack:
         if f.filename in _PARKING_FILES:
             continue
-        return f.function == function or f.function.endswith("." + function)
+        # 3.10's code objects have no qualified name: "run" for "WorkerThread.run"
+        return (f.function == function or f.function.endswith("." + function)
+                or f.function == function.rsplit(".", 1)[-1])
     return False
 
 

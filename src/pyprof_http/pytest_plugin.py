@@ -18,7 +18,7 @@ phase, with the report; a test that failed anyway is not checked.
   the body has its creation site.
 - sync tests: threads (a thread running an event loop shows it in its stack).
 - ``unittest.IsolatedAsyncioTestCase``: the baseline is taken when ``asyncSetUp`` starts and
-  the check runs when ``asyncTearDown`` returns, on the test's loop.
+  the check runs on the test's loop after ``asyncTearDown`` and the test's own cleanups.
 - pytest-xdist: each worker checks its own tests.
 
 The plugin imports :mod:`pyprof_http.leaks` only when a test is checked.
@@ -55,7 +55,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                        "sleeps start at 1 us and double)")
 
 
+def _new_style_wrapper() -> Callable[[Callable[..., Any]], Any] | None:
+    """``pytest.hookimpl(wrapper=True)``, or None under a pluggy older than 1.1 (pytest 7
+    locked with pluggy 1.0): this module is loaded by every pytest session of an environment
+    that has pyprof_http installed, and must not break the ones that never ask for it."""
+    try:
+        return pytest.hookimpl(wrapper=True, tryfirst=True)
+    except TypeError:
+        return None
+
+
+_WRAPPER = _new_style_wrapper()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if _WRAPPER is None and (config.getoption("leak_check")
+                             or config.getini("leak_check")):
+        raise pytest.UsageError("--leak-check / leak_check needs pytest >= 8 (pluggy >= 1.1, "
+                                "new-style hook wrappers); this pytest has an older pluggy")
     config.addinivalue_line(
         "markers", "leak_check(enabled=True, *, ignore=(), retries=20, max_sleep=0.1): check "
         "this test (module, class) for leaked tasks and threads, or not (False); ignore rules "
@@ -96,8 +113,7 @@ def _options(item: pytest.Item) -> dict[str, Any] | None:
     return options
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+def _runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     options = _options(item)
     if options is None:
         return (yield)
@@ -109,6 +125,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     except leaks.LeakError as exc:  # the report is the message: no traceback through asyncio
         report = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
     pytest.fail(report, pytrace=False)
+
+
+if _WRAPPER is not None:
+    pytest_runtest_call = _WRAPPER(_runtest_call)
 
 
 def _checked_call(item: pytest.Item, options: dict[str, Any]) -> Generator[None, Any, Any]:
@@ -155,34 +175,31 @@ def _checked_coroutine(function: Callable[..., Any], options: dict[str, Any]
 
 def _unittest_async(testcase: unittest.IsolatedAsyncioTestCase, options: dict[str, Any]
                     ) -> Generator[None, Any, Any]:
-    """Baseline at ``asyncSetUp``, check after ``asyncTearDown``, both on the test's loop.
+    """Baseline when ``asyncSetUp`` starts; the check is the test's first async cleanup, so it
+    runs last, on the test's loop, after ``asyncTearDown``, ``tearDown`` and every cleanup the
+    test added (``addAsyncCleanup``, ``enterAsyncContext``: what they stop is no leak).
     unittest reports a :class:`LeakError` raised there as this test's failure."""
     from . import leaks
 
     check = leaks.check(**options)
-    set_up, tear_down = testcase.asyncSetUp, testcase.asyncTearDown
+    set_up = testcase.asyncSetUp
 
-    async def async_set_up() -> None:
-        check.begin()
-        await set_up()
-
-    async def async_tear_down() -> None:
+    async def check_last() -> None:
         __tracebackhide__ = True
-        try:
-            await tear_down()
-        except BaseException:
-            check.abandon()
-            raise
         outcome = getattr(testcase, "_outcome", None)
         if outcome is not None and not getattr(outcome, "success", True):
             check.abandon()  # the test failed: that is the report
             return
         await check.aend()
 
+    async def async_set_up() -> None:
+        check.begin()
+        testcase.addAsyncCleanup(check_last)  # cleanups run last-in first-out
+        await set_up()
+
     testcase.asyncSetUp = async_set_up  # type: ignore[method-assign]
-    testcase.asyncTearDown = async_tear_down  # type: ignore[method-assign]
     try:
         return (yield)
     finally:
-        check.abandon()  # a setUp that failed never reached the tear-down
-        del testcase.asyncSetUp, testcase.asyncTearDown
+        check.abandon()  # a check that never ran (or ran: abandoning twice is harmless)
+        del testcase.asyncSetUp

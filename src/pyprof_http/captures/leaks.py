@@ -49,6 +49,9 @@ class LeakRecord:
     """``time.monotonic_ns()`` when recorded."""
     time_ns: int
     """``time.time_ns()`` when recorded."""
+    loop_id: int = 0
+    """``id()`` of the loop whose exception handler recorded it (0: unknown): tells loops
+    apart while they live (a leak check counts only its own loop's)."""
 
     @property
     def task_label(self) -> str:

@@ -42,11 +42,20 @@ from .task_walk import describe_task
 
 DESTROYED_PENDING: Final = "Task was destroyed but it is pending!"
 MAX_GROUPS: Final = 10_000
-"""Distinct leaks counted; more are counted only in :attr:`GcLeaks.overflow`."""
+"""Distinct leaks counted; more are counted together under :data:`OVERFLOW` (and in
+:attr:`GcLeaks.overflow`), so a profile's total still counts every leak."""
 RING_SIZE: Final = 1_000
 """Individual records kept for ``debug=2`` and :meth:`GcLeaks.records_since`."""
 MAX_DEPTH: Final = 64
 """Frames kept per await chain (the innermost end)."""
+MAX_NAME: Final = 256
+"""Characters kept of a task's name (and of what it awaited, its parent's name): records are
+kept for the process's life, and a name may be built from a client's input."""
+
+OVERFLOW: Final[GroupKey] = (
+    (frame(f"(leaks of other stacks, past the {MAX_GROUPS} distinct ones kept)", "", 0),),
+    (), "unknown", "", "")
+"""The one group the leaks that found no room of their own are counted in."""
 
 Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 Expected = Mapping[int, tuple[str, tuple[str | None, tuple[Frame, ...]]]]
@@ -137,15 +146,15 @@ class GcLeaks:
         """Descriptions of the pending tasks made just before a collection (None: forget)."""
         self._expected = described if described is not None else {}
 
-    def record(self, task: asyncio.Future[Any], thread: str) -> None:
+    def record(self, task: asyncio.Future[Any], thread: str, loop_id: int = 0) -> None:
         """Describe ``task`` (in its finalizer) and queue the record; never raises."""
         try:
-            self._pending.append(self._describe(task, thread))
+            self._pending.append(self._describe(task, thread, loop_id))
         except Exception:  # a profiler must not break the collector; the event still goes on
             return
         self._drain(blocking=False)
 
-    def _describe(self, task: asyncio.Future[Any], thread: str) -> LeakRecord:
+    def _describe(self, task: asyncio.Future[Any], thread: str, loop_id: int) -> LeakRecord:
         now = time.monotonic()
         found = ORIGINS.lookup_dying(task)
         task_id, origin = found if found is not None else (0, None)
@@ -168,8 +177,9 @@ class GcLeaks:
             creation, created_by = origin.stack, origin.created_by
             parent, route, request_id = origin.parent or "", origin.route, origin.request_id
             age = now - origin.created_at
-        return LeakRecord(task_id, name, waiting, stack, complete, creation, created_by, parent,
-                          route, request_id, age, thread, time.monotonic_ns(), time.time_ns())
+        return LeakRecord(task_id, name[:MAX_NAME], waiting[:MAX_NAME], stack, complete,
+                          creation, created_by, parent[:MAX_NAME], route, request_id, age,
+                          thread, time.monotonic_ns(), time.time_ns(), loop_id)
 
     def _drain(self, blocking: bool) -> None:
         """Count queued records. Never waits inside the handler: a collection set off by an
@@ -191,8 +201,9 @@ class GcLeaks:
                     groups[key] = count + 1
                 elif len(groups) < MAX_GROUPS:
                     groups[key] = 1
-                else:
+                else:  # counted, so that no profile's total silently drops them
                     self.overflow += 1
+                    groups[OVERFLOW] = groups.get(OVERFLOW, 0) + 1
                 ring.append(record)
                 self._total += 1
         finally:
@@ -261,7 +272,7 @@ class _ChainedHandler:
         if self.active and context.get("message") == DESTROYED_PENDING:
             task = context.get("task")
             if isinstance(task, asyncio.Future):
-                self.recorder.record(task, threading.current_thread().name)
+                self.recorder.record(task, threading.current_thread().name, id(loop))
         if self.previous is None:
             loop.default_exception_handler(context)
         else:
