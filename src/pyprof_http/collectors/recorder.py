@@ -137,6 +137,19 @@ class RingRecorder:
             closed.append(Interval(first, self._last_ns, dict(items)))
         return closed
 
+    def snapshot(self) -> tuple[list[Interval], Interval | None]:
+        """The closed intervals (oldest first) and the live one, copied for a reader that must
+        see each interval exactly once (the pusher takes the closed ones after the last it
+        took). The live one is None before the first tick, or when a tick closed it while it
+        was being read: then it is among the closed ones (or was empty), never half in both."""
+        first = self._first_ns
+        items = list(self._sampler._counts.items())  # one C call: no tick interleaves with it
+        last = self._last_ns
+        closed = list(self._ring)
+        if first is None or self._first_ns != first:
+            return closed, None
+        return closed, Interval(first, last, dict(items))
+
     def window(self, since_ns: int, until_ns: int | None = None,
                request_id: str | None = None) -> list[tuple[Any, list[int]]]:
         """Merged samples of the intervals that overlap [since, until] (only ``request_id``'s
