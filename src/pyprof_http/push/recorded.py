@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from ..collectors.cpu import aggregate_profile
-from ..collectors.recorder import FlightRecorder, Interval, RingRecorder
+from ..collectors.recorder import FlightRecorder, RingRecorder, merged
 from ..model import Profile
 
 
@@ -147,20 +147,8 @@ class RecordedCpu:
         self._from_ns = until
         self.span_ns = (start, until)
         wall = time.time_ns() - (time.monotonic_ns() - start)
-        return aggregate_profile("cpu", _merged(fresh), recorder.hz, wall, until - start, (
+        return aggregate_profile("cpu", merged(fresh), recorder.hz, wall, until - start, (
             f"pyprof_http push: {len(fresh)} intervals of the flight recorder "
             f"({recorder.hz} Hz, driver={recorder.driver}), each pushed once; cpu/nanoseconds "
             "is each thread's CPU between the recorder's ticks, samples/count its ticks",))
 
-
-def _merged(intervals: list[Interval]) -> list[tuple[Any, list[int]]]:
-    merged: dict[Any, list[int]] = {}
-    for interval in intervals:
-        for key, (count, weight) in interval.counts.items():
-            entry = merged.get(key)
-            if entry is None:
-                merged[key] = [count, weight]
-            else:
-                entry[0] += count
-                entry[1] += weight
-    return list(merged.items())
