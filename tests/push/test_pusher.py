@@ -24,9 +24,11 @@ import pprof_schema
 import proto_schema
 import pyroscope_rules
 from capture_server import CaptureServer, Recorded
+from pyprof_http.collectors.recorder import RECORDER
 from pyprof_http.config import Settings
 from pyprof_http.push import pusher as push
 from pyprof_http.push.client import CONNECT_PATH
+from pyprof_http.push.recorded import RecordedCpu
 from pyprof_http.switches import Claims
 
 SECRET = "s3cret-password-value"
@@ -215,3 +217,57 @@ def test_claims_start_the_pusher_only_when_asked_and_stop_it_with_the_last() -> 
         assert push.current() is None and _no_push_threads()
         server.wait_for(1)  # its last flush
         quiet.release_all()
+
+
+def _burner_recorded(since_ns: int) -> bool:
+    recorder = RECORDER.current
+    return recorder is not None and any(
+        frame.function.endswith("_burn")
+        for (stack, _labels), _values in recorder.window(since_ns) for frame in stack)
+
+
+def _functions_and_comments(raw: bytes) -> tuple[set[str], list[str]]:
+    message = pprof_schema.decode(raw)
+    strings = message.string_table
+    return ({strings[f.name] for f in message.function}, [strings[c] for c in message.comment])
+
+
+def test_with_the_flight_recorder_on_cpu_comes_from_it_to_the_last_flush() -> None:
+    """As an app starts and stops them: the recorder's claim first, the pusher's after; at
+    shutdown the recorder stops before the pusher's last flush, which still holds its rest."""
+    stop = threading.Event()
+    worker = threading.Thread(target=_burn, args=(stop,), name="burner")
+    claims = Claims()
+    with CaptureServer() as server:
+        settings = Settings(push_url=server.url, push_interval=0.5, recorder_hz=19)
+        claims.record(settings)
+        try:
+            assert RECORDER.current is not None
+            claims.push(settings, None)
+            pusher = push.current()
+            assert pusher is not None
+            source = pusher.collector.cpu
+            assert isinstance(source, RecordedCpu)
+            since = time.monotonic_ns()
+            worker.start()
+            deadline = time.monotonic() + 60  # a bound against hanging, not a timing
+            while time.monotonic() < deadline and not (
+                    len(server.requests) >= 2 and _burner_recorded(since)):
+                assert [t for t in threading.enumerate()
+                        if t.name == "pyprof_http-push-sampler"] == []
+                time.sleep(0.05)
+            assert len(server.requests) >= 2 and _burner_recorded(since)
+            assert source.using == "recorder"
+        finally:
+            stop.set()
+            if worker.is_alive():
+                worker.join()
+            claims.release_all()  # the recorder stops, then the pusher sends its last batch
+        assert RECORDER.current is None and _no_push_threads()
+        requests = list(server.requests)
+    cpu = [_functions_and_comments(_series(r)["process_cpu"][1])
+           for r in requests if "process_cpu" in _series(r)]
+    assert len(cpu) == len(requests) >= 3  # the pushes seen above and the last flush
+    assert all(any("intervals of the flight recorder" in c for c in comments)
+               for _, comments in cpu)  # never from a push sampler, the last flush neither
+    assert any(name.endswith("_burn") for functions, _ in cpu for name in functions)

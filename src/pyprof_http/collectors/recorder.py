@@ -137,25 +137,26 @@ class RingRecorder:
             closed.append(Interval(first, self._last_ns, dict(items)))
         return closed
 
+    def snapshot(self) -> tuple[list[Interval], Interval | None]:
+        """The closed intervals (oldest first) and the live one, copied for a reader that must
+        see each interval exactly once (the pusher takes the closed ones after the last it
+        took). The live one is None before the first tick, or when a tick closed it while it
+        was being read: then it is among the closed ones (or was empty), never half in both."""
+        first = self._first_ns
+        items = list(self._sampler._counts.items())  # one C call: no tick interleaves with it
+        last = self._last_ns
+        closed = list(self._ring)
+        if first is None or self._first_ns != first:
+            return closed, None
+        return closed, Interval(first, last, dict(items))
+
     def window(self, since_ns: int, until_ns: int | None = None,
                request_id: str | None = None) -> list[tuple[Any, list[int]]]:
         """Merged samples of the intervals that overlap [since, until] (only ``request_id``'s
         when given)."""
-        merged: dict[Any, list[int]] = {}
-        for interval in self.intervals():
-            if interval.last_ns < since_ns or (until_ns is not None
-                                               and interval.first_ns > until_ns):
-                continue
-            for key, (count, weight) in list(interval.counts.items()):
-                if request_id is not None and key[1][3] != request_id:
-                    continue
-                entry = merged.get(key)
-                if entry is None:
-                    merged[key] = [count, weight]
-                else:
-                    entry[0] += count
-                    entry[1] += weight
-        return list(merged.items())
+        return merged([i for i in self.intervals()
+                       if i.last_ns >= since_ns and (until_ns is None or i.first_ns <= until_ns)],
+                      request_id)
 
     def profile(self, seconds: int, comments: tuple[str, ...] = ()) -> Profile:
         """The last ``seconds`` as a CPU profile."""
@@ -182,6 +183,24 @@ class RingRecorder:
                 stacks[id(stack)] = stack
         size += sum(sys.getsizeof(stack) for stack in stacks.values())
         return len(intervals), keys, size
+
+
+def merged(intervals: list[Interval],
+           request_id: str | None = None) -> list[tuple[Any, list[int]]]:
+    """The samples of ``intervals`` added up per (stack, labels) (only ``request_id``'s when
+    given); the intervals are left as they are."""
+    out: dict[Any, list[int]] = {}
+    for interval in intervals:
+        for key, (count, weight) in list(interval.counts.items()):
+            if request_id is not None and key[1][3] != request_id:
+                continue
+            entry = out.get(key)
+            if entry is None:
+                out[key] = [count, weight]
+            else:
+                entry[0] += count
+                entry[1] += weight
+    return list(out.items())
 
 
 class FlightRecorder:

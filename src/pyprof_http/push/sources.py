@@ -1,10 +1,11 @@
 """One batch of profiles to push: CPU, goroutines, heap (when tracing), mutex and stalls.
 
 CPU comes from :func:`cpu_source`, the one place that decides where pushed CPU samples come
-from: today a low-rate sampler of its own (the ``profile`` endpoint's :class:`Sampler` ticked
-from a daemon thread at :data:`PUSH_HZ`, weighted by each thread's CPU clock, so a starved tick
-rate loses resolution, not CPU); a flight recorder can replace it there. It takes no signal and
-no ``/profile`` session, so scrapes and ``/profile`` requests run beside it.
+from: the flight recorder's closed intervals while it runs (push/recorded.py: each second
+pushed once, no second sampler), else a low-rate sampler of its own (the ``profile`` endpoint's
+:class:`Sampler` ticked from a daemon thread at :data:`PUSH_HZ`, weighted by each thread's CPU
+clock, so a starved tick rate loses resolution, not CPU), decided again at every push. Neither
+takes a ``/profile`` session, so scrapes and ``/profile`` requests run beside it.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Final, Protocol
+from typing import Final
 
 from ..collectors import heap, locks, stacks
 from ..collectors.blocked import syscall_states
 from ..collectors.cpu import Sampler
 from ..collectors.loop import WATCHDOGS, stall_samples
+from ..collectors.recorder import RECORDER
 from ..model import Profile, subtract
 from ..pprof.encode import encode
 from .labels import pushable, series
+from .recorded import CpuSource, RecordedCpu
 from .request import Series
 
 PUSH_HZ: Final = 19
-"""Ticks per second of the push sampler: low (each tick walks every thread's stack) and prime,
-so it does not beat in step with periodic work."""
+"""Ticks per second of the push sampler (when no flight recorder runs): low (each tick walks
+every thread's stack) and prime, so it does not beat in step with periodic work."""
 STALL_LAG_NS: Final = 5 * 10**9
 """How far back each stalls capture reaches before the previous one: a stall is recorded when
 the watchdog sees the loop back (within ms, longer on a starved machine), after its end."""
@@ -39,15 +42,9 @@ GOROUTINE_WAIT_S: Final = 1.0
 """How long a goroutine capture may wait for the serving loop (a blocked loop: skipped)."""
 
 
-class CpuSource(Protocol):
-    def start(self) -> None: ...
-    def take(self) -> Profile | None:
-        """The CPU profile since the previous take (None before the first)."""
-    def stop(self) -> None: ...
-
-
 class SamplerThread:
-    """The profile endpoint's CPU sampler, ticked at ``hz`` by a daemon thread of its own."""
+    """The profile endpoint's CPU sampler, ticked at ``hz`` by a daemon thread of its own: the
+    pusher's CPU when no flight recorder runs."""
 
     def __init__(self, max_depth: int, hz: int = PUSH_HZ) -> None:
         self.hz, self.max_depth = hz, max_depth
@@ -75,7 +72,7 @@ class SamplerThread:
             with self._lock:
                 self._sampler.tick()
 
-    def take(self) -> Profile | None:
+    def take(self, final: bool = False) -> Profile | None:
         fresh = self._new()
         now_mono, now_wall = time.monotonic_ns(), time.time_ns()
         with self._lock:
@@ -94,8 +91,9 @@ class SamplerThread:
 
 
 def cpu_source(max_depth: int) -> CpuSource:
-    """Where pushed CPU profiles come from (swap for the flight recorder here)."""
-    return SamplerThread(max_depth)
+    """Where pushed CPU profiles come from: the process's flight recorder while it runs, else
+    a :class:`SamplerThread` (started only when needed)."""
+    return RecordedCpu(RECORDER, lambda: SamplerThread(max_depth))
 
 
 class Collector:
@@ -121,7 +119,7 @@ class Collector:
         base = self.labels()
         out: list[Series] = []
         takers: list[tuple[str, Callable[[], Profile | None]]] = [
-            ("process_cpu", self.cpu.take), ("mutex", self._mutex_delta),
+            ("process_cpu", lambda: self.cpu.take(final)), ("mutex", self._mutex_delta),
             ("block", self._stalls), ("memory", self._heap)]
         if not final:
             takers.insert(1, ("goroutines", self._goroutines))
@@ -139,7 +137,7 @@ class Collector:
             start = profile.time_ns or now
             out.append(Series(series(name, base), encode(pushable(profile)), start,
                               max(start + profile.duration_ns, start + 1),
-                              PUSH_HZ if name == "process_cpu" else 0).with_id())
+                              _rate(profile) if name == "process_cpu" else 0).with_id())
         return out
 
     def _goroutines(self) -> Profile | None:
@@ -174,3 +172,8 @@ class Collector:
         if not heap.is_tracing():
             return None
         return heap.snapshot_profile("", False).profile
+
+
+def _rate(profile: Profile) -> int:
+    """Ticks per second of a CPU profile (the recorder's rate may not be :data:`PUSH_HZ`)."""
+    return round(1e9 / profile.period) if profile.period else PUSH_HZ
