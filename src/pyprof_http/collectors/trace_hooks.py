@@ -44,7 +44,7 @@ from typing import Any, Final
 
 from .. import _patching, markers
 from ..model import Frame
-from ..request_labels import CURRENT_REQUEST
+from ..request_labels import CURRENT_REQUEST, InThread
 from .frames import current_frames, frame_stack
 
 THREAD_NAME: Final = "pyprof_http-trace"
@@ -94,8 +94,12 @@ class Recording:
 
 def callable_name(fn: Any) -> Any:
     """What to keep of a callback or work item: its function (names are read after the
-    window), looking through ``functools.partial`` and ``Context.run``."""
+    window), looking through ``functools.partial``, ``Context.run`` and the wrapper that labels
+    thread-pool work with its request (:class:`~pyprof_http.request_labels.InThread`)."""
     for _ in range(4):
+        if isinstance(fn, InThread):
+            fn = fn.fn
+            continue
         if isinstance(fn, functools.partial):
             inner = fn.func
             owner = getattr(inner, "__self__", None)
@@ -214,10 +218,12 @@ class Hooks:
         def run(item: Any) -> None:
             fn = item.fn
             request = None
+            if isinstance(fn, InThread):  # submitted while request work is labelled
+                request, fn = fn.request, fn.fn
             if isinstance(fn, functools.partial):
                 owner = getattr(fn.func, "__self__", None)
                 if isinstance(owner, contextvars.Context):
-                    request = owner.get(CURRENT_REQUEST)
+                    request = owner.get(CURRENT_REQUEST) or request
             start = monotonic_ns()
             try:
                 original(item)
