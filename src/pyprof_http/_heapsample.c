@@ -89,6 +89,7 @@ static int64_t g_countdown = INT64_MAX;
 static int64_t g_rate;
 static int g_max_depth = 64;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
+static PyInterpreterState *g_main_interp; /* the only interpreter whose allocations we track */
 
 static Stack **g_stacks;      /* id -> stack; id 0 is the "table full" stack */
 static uint32_t g_nstacks, g_stacks_cap, g_max_stacks = DEFAULT_MAX_STACKS;
@@ -348,6 +349,22 @@ static uint32_t read_stack(FrameRef *out, int max_depth) {
 
 /* --- the hooks -------------------------------------------------------------------------- */
 
+/* The allocator hooks are process-wide, but the GIL is per interpreter since 3.12: a
+ * subinterpreter with its own GIL runs its allocations through our hooks at the same time as
+ * the main interpreter. The tables are only ever touched from the main interpreter (whose GIL
+ * protects them); a subinterpreter's code objects would also outlive their interpreter. */
+static inline int in_main_interp(void) {
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->interp == g_main_interp;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define FREE_FROM_MAIN_INTERP() in_main_interp()
+#else
+/* 3.10/3.11: one GIL for every interpreter, so a free from a subinterpreter cannot race */
+#define FREE_FROM_MAIN_INTERP() 1
+#endif
+
 static void record(void *ptr, size_t size) {
     uint32_t depth = read_stack(g_frame_buf, g_max_depth);
     uint32_t id = intern_stack(g_frame_buf, depth);
@@ -362,6 +379,11 @@ static void record(void *ptr, size_t size) {
 }
 
 static void COLD sample(void *ptr, size_t size) {
+    if (!in_main_interp()) {
+        /* another interpreter (maybe under its own GIL): a plain store, no table touched */
+        g_countdown = g_active && g_rate > 0 ? g_rate : INT64_MAX;
+        return;
+    }
     if (!g_active || g_busy) {
         g_countdown = g_active ? next_gap() : INT64_MAX;
         return;
@@ -380,7 +402,8 @@ static inline void counted(void *ptr, size_t size) {
 /* Whether ``ptr`` may be a sampled block: its home slot is taken. Most frees end here (the
  * table is kept at most a quarter full), without a call. */
 static inline int maybe_sampled(void *ptr) {
-    return g_live_count != 0 && g_live[ptr_slot((uintptr_t)ptr, g_live_cap - 1)].ptr != 0;
+    return g_live_count != 0 && FREE_FROM_MAIN_INTERP() &&
+           g_live[ptr_slot((uintptr_t)ptr, g_live_cap - 1)].ptr != 0;
 }
 
 static void *hs_malloc(void *ctx, size_t size) {
@@ -648,6 +671,7 @@ PyMODINIT_FUNC PyInit__heapsample(void) {
     if (!once) {
         once = 1;
         seed_from_clock();
+        g_main_interp = PyInterpreterState_Main();
         pthread_atfork(NULL, NULL, after_fork_child);
     }
     return PyModule_Create(&module);
