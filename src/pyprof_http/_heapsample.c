@@ -97,6 +97,11 @@ static uint32_t *g_stack_index; /* open addressing: id + 1, 0 empty */
 static uint32_t g_index_cap;
 static size_t g_stack_bytes;
 
+/* A free from another interpreter (3.12+: maybe under its own GIL, at the same time) reads
+ * the home slot before it knows it is not ours to touch, so a live table is never freed: a
+ * grown table retires the old one (kept: at most the size of the current one), and stop clears
+ * the table in place. ``g_live`` is published before ``g_live_cap`` grows (release / acquire),
+ * so a reader that sees a capacity reads a table at least that large. */
 static Live *g_live;
 static size_t g_live_cap, g_live_count;
 
@@ -158,9 +163,9 @@ static int live_grow(void) {
             table[j] = g_live[i];
         }
     }
-    free(g_live);
+    /* the old table is retired, never freed (see above); its entries stay as they were */
     g_live = table;
-    g_live_cap = cap;
+    __atomic_store_n(&g_live_cap, cap, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -402,8 +407,13 @@ static inline void counted(void *ptr, size_t size) {
 /* Whether ``ptr`` may be a sampled block: its home slot is taken. Most frees end here (the
  * table is kept at most a quarter full), without a call. */
 static inline int maybe_sampled(void *ptr) {
-    return g_live_count != 0 && FREE_FROM_MAIN_INTERP() &&
-           g_live[ptr_slot((uintptr_t)ptr, g_live_cap - 1)].ptr != 0;
+    if (__atomic_load_n(&g_live_count, __ATOMIC_RELAXED) == 0) return 0;
+    size_t cap = __atomic_load_n(&g_live_cap, __ATOMIC_ACQUIRE); /* >= 1024 once counted */
+    Live *table = __atomic_load_n(&g_live, __ATOMIC_RELAXED);
+    uintptr_t home = __atomic_load_n(&table[ptr_slot((uintptr_t)ptr, cap - 1)].ptr,
+                                     __ATOMIC_RELAXED);
+    /* only then, rarely (the table is kept at most a quarter full), whose free this is */
+    return home != 0 && FREE_FROM_MAIN_INTERP();
 }
 
 static void *hs_malloc(void *ctx, size_t size) {
@@ -454,17 +464,18 @@ typedef struct {
     Stack **stacks;
     uint32_t nstacks;
     uint32_t *index;
-    Live *live;
 } Detached;
 
 static Detached detach_tables(void) {
-    Detached d = {g_stacks, g_nstacks, g_stack_index, g_live};
+    Detached d = {g_stacks, g_nstacks, g_stack_index};
     g_stacks = NULL;
     g_nstacks = g_stacks_cap = 0;
     g_stack_index = NULL;
     g_index_cap = 0;
-    g_live = NULL;
-    g_live_cap = g_live_count = 0;
+    /* the live table is cleared in place, never freed (a free from another interpreter may
+     * be reading it): the next start reuses it */
+    if (g_live != NULL) memset(g_live, 0, g_live_cap * sizeof(Live));
+    g_live_count = 0;
     g_stack_bytes = 0;
     g_samples_total = g_dropped = g_overflowed = 0;
     return d;
@@ -479,7 +490,6 @@ static void free_detached(Detached d) {
     }
     free(d.stacks);
     free(d.index);
-    free(d.live);
 }
 
 /* --- the module ------------------------------------------------------------------------- */
