@@ -89,6 +89,7 @@ static int64_t g_countdown = INT64_MAX;
 static int64_t g_rate;
 static int g_max_depth = 64;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
+static PyInterpreterState *g_main_interp; /* the only interpreter whose allocations we track */
 
 static Stack **g_stacks;      /* id -> stack; id 0 is the "table full" stack */
 static uint32_t g_nstacks, g_stacks_cap, g_max_stacks = DEFAULT_MAX_STACKS;
@@ -96,6 +97,11 @@ static uint32_t *g_stack_index; /* open addressing: id + 1, 0 empty */
 static uint32_t g_index_cap;
 static size_t g_stack_bytes;
 
+/* A free from another interpreter (3.12+: maybe under its own GIL, at the same time) reads
+ * the home slot before it knows it is not ours to touch, so a live table is never freed: a
+ * grown table retires the old one (kept: at most the size of the current one), and stop clears
+ * the table in place. ``g_live`` is published before ``g_live_cap`` grows (release / acquire),
+ * so a reader that sees a capacity reads a table at least that large. */
 static Live *g_live;
 static size_t g_live_cap, g_live_count;
 
@@ -157,9 +163,9 @@ static int live_grow(void) {
             table[j] = g_live[i];
         }
     }
-    free(g_live);
+    /* the old table is retired, never freed (see above); its entries stay as they were */
     g_live = table;
-    g_live_cap = cap;
+    __atomic_store_n(&g_live_cap, cap, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -348,6 +354,22 @@ static uint32_t read_stack(FrameRef *out, int max_depth) {
 
 /* --- the hooks -------------------------------------------------------------------------- */
 
+/* The allocator hooks are process-wide, but the GIL is per interpreter since 3.12: a
+ * subinterpreter with its own GIL runs its allocations through our hooks at the same time as
+ * the main interpreter. The tables are only ever touched from the main interpreter (whose GIL
+ * protects them); a subinterpreter's code objects would also outlive their interpreter. */
+static inline int in_main_interp(void) {
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->interp == g_main_interp;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define FREE_FROM_MAIN_INTERP() in_main_interp()
+#else
+/* 3.10/3.11: one GIL for every interpreter, so a free from a subinterpreter cannot race */
+#define FREE_FROM_MAIN_INTERP() 1
+#endif
+
 static void record(void *ptr, size_t size) {
     uint32_t depth = read_stack(g_frame_buf, g_max_depth);
     uint32_t id = intern_stack(g_frame_buf, depth);
@@ -362,6 +384,11 @@ static void record(void *ptr, size_t size) {
 }
 
 static void COLD sample(void *ptr, size_t size) {
+    if (!in_main_interp()) {
+        /* another interpreter (maybe under its own GIL): a plain store, no table touched */
+        g_countdown = g_active && g_rate > 0 ? g_rate : INT64_MAX;
+        return;
+    }
     if (!g_active || g_busy) {
         g_countdown = g_active ? next_gap() : INT64_MAX;
         return;
@@ -380,7 +407,13 @@ static inline void counted(void *ptr, size_t size) {
 /* Whether ``ptr`` may be a sampled block: its home slot is taken. Most frees end here (the
  * table is kept at most a quarter full), without a call. */
 static inline int maybe_sampled(void *ptr) {
-    return g_live_count != 0 && g_live[ptr_slot((uintptr_t)ptr, g_live_cap - 1)].ptr != 0;
+    if (__atomic_load_n(&g_live_count, __ATOMIC_RELAXED) == 0) return 0;
+    size_t cap = __atomic_load_n(&g_live_cap, __ATOMIC_ACQUIRE); /* >= 1024 once counted */
+    Live *table = __atomic_load_n(&g_live, __ATOMIC_RELAXED);
+    uintptr_t home = __atomic_load_n(&table[ptr_slot((uintptr_t)ptr, cap - 1)].ptr,
+                                     __ATOMIC_RELAXED);
+    /* only then, rarely (the table is kept at most a quarter full), whose free this is */
+    return home != 0 && FREE_FROM_MAIN_INTERP();
 }
 
 static void *hs_malloc(void *ctx, size_t size) {
@@ -431,17 +464,18 @@ typedef struct {
     Stack **stacks;
     uint32_t nstacks;
     uint32_t *index;
-    Live *live;
 } Detached;
 
 static Detached detach_tables(void) {
-    Detached d = {g_stacks, g_nstacks, g_stack_index, g_live};
+    Detached d = {g_stacks, g_nstacks, g_stack_index};
     g_stacks = NULL;
     g_nstacks = g_stacks_cap = 0;
     g_stack_index = NULL;
     g_index_cap = 0;
-    g_live = NULL;
-    g_live_cap = g_live_count = 0;
+    /* the live table is cleared in place, never freed (a free from another interpreter may
+     * be reading it): the next start reuses it */
+    if (g_live != NULL) memset(g_live, 0, g_live_cap * sizeof(Live));
+    g_live_count = 0;
     g_stack_bytes = 0;
     g_samples_total = g_dropped = g_overflowed = 0;
     return d;
@@ -456,7 +490,6 @@ static void free_detached(Detached d) {
     }
     free(d.stacks);
     free(d.index);
-    free(d.live);
 }
 
 /* --- the module ------------------------------------------------------------------------- */
@@ -648,6 +681,7 @@ PyMODINIT_FUNC PyInit__heapsample(void) {
     if (!once) {
         once = 1;
         seed_from_clock();
+        g_main_interp = PyInterpreterState_Main();
         pthread_atfork(NULL, NULL, after_fork_child);
     }
     return PyModule_Create(&module);

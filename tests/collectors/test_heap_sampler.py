@@ -346,3 +346,52 @@ def test_a_client_that_leaves_ends_a_sampler_window() -> None:
     statuses, took = asyncio.run(main())
     assert statuses == [] and took < 20, (statuses, took)
     app.claims.release_all()
+
+
+_SUBINTERPRETER_SCRIPT = r"""
+import sys, threading
+from pyprof_http.collectors import heap_sampler
+ext = heap_sampler.ext
+ext.seed(7)
+ext.start(256, 32)
+try:
+    import _interpreters as interpreters  # 3.13: isolated, its own GIL
+    iid = interpreters.create()
+except ImportError:
+    import _xxsubinterpreters as interpreters
+    iid = (interpreters.create(isolated=True) if sys.version_info >= (3, 12)
+           else interpreters.create())  # 3.12: its own GIL; 3.10/3.11: one GIL for all
+stop = False
+def main_side():
+    while not stop:
+        keep = [str(i) * 3 for i in range(2000)]
+        ext.snapshot()
+thread = threading.Thread(target=main_side)
+thread.start()
+interpreters.run_string(iid, '''
+def in_subinterpreter():
+    for _ in range(150):
+        keep = [str(i) * 3 for i in range(2000)]
+in_subinterpreter()
+''')
+interpreters.destroy(iid)
+stop = True
+thread.join()
+names = {code.co_name for _, stack, *_ in ext.snapshot()[1] for code, _ in stack}
+assert "main_side" in names, names
+print("SUBINTERPRETER SAMPLED" if "in_subinterpreter" in names else "MAIN ONLY")
+ext.stop()
+"""
+
+
+def test_subinterpreters_are_not_sampled_and_cannot_corrupt_the_tables() -> None:
+    """The hooks are process-wide, but since 3.12 a subinterpreter may run under its own GIL,
+    at the same time as the main interpreter: touching the tables from there corrupted the
+    heap (the process died at exit, or at once); its code objects would also outlive it. Only
+    the main interpreter's allocations are tracked. A child process, so a crash fails here."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _SUBINTERPRETER_SCRIPT], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "MAIN ONLY"
