@@ -142,7 +142,10 @@ class Pusher:
                 self._send(self.queue[0], timeout)
             except PushFailed as exc:
                 self._failed(str(exc))
-                return float(min(self.interval * 2 ** (self.streak - 1), MAX_BACKOFF_S))
+                # the exponent is capped: 2 ** 1024 times a float overflows, which after a long
+                # outage (days of failures at MAX_BACKOFF_S) would kill the pusher's thread
+                doublings = min(self.streak - 1, 64)
+                return float(min(self.interval * 2 ** doublings, MAX_BACKOFF_S))
             self.queue.popleft()
             self._succeeded()
         return 0.0
