@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
