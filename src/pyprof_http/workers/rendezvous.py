@@ -93,6 +93,10 @@ class Rendezvous:
 
     def listen(self, pid: int) -> socket.socket:
         """A listening socket at ``<pid>.sock`` (mode 0600), visible only once it listens."""
+        if not os.path.lexists(self.path):
+            # the last sibling out removed it after our open() (a restart of every worker at
+            # once: gunicorn's HUP): make it again rather than give up worker= for good
+            self.open()
         check_private(self.path)
         final = self.socket_path(pid)
         staging = str(self.path / f".{pid}.sock.tmp")
