@@ -89,3 +89,19 @@ def test_labels_and_headers_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_push_url_must_be_a_plain_http_url(url: str) -> None:
     with pytest.raises(ValidationError, match="push_url"):
         Settings(push_url=url)
+
+
+@pytest.mark.parametrize("value", ["é" * 3000, "\U0001f600" * 1500, "\udcff" * 1500,
+                                   "a" * 1023 + "\u4e2d" * 10])
+def test_label_values_are_cut_in_bytes_as_pyroscope_counts_them(value: str) -> None:
+    """Cut at 1024 characters, a CJK, emoji or undecodable route/thread/version was up to
+    6 KiB on the wire: over Pyroscope's 2048-byte limit, the whole profile refused."""
+    (sample,) = labels.pushable(_profile({"route": value})).samples
+    route = sample.labels["route"]
+    assert isinstance(route, str)
+    assert len(route.encode("utf-8", "backslashreplace")) <= labels.MAX_VALUE
+    assert value.startswith(route[:10]) or route.startswith("\\udcff")
+    base = labels.base_labels(Settings(push_url=URL, push_version=value, push_service_name=value,
+                                       push_labels={"env": value}), host=value)
+    for name in ("version", "service_name", "env", "host"):
+        assert len(base[name].encode("utf-8", "backslashreplace")) <= labels.MAX_VALUE, name
