@@ -52,8 +52,15 @@ def test_a_gone_sibling_gives_the_404(tmp_path: Path) -> None:
         sent.append(message)
 
     response = ForwardedResponse(str(tmp_path / "none.sock"), 99, b"/", 5, gone)
+    response.headers["X-Pyprof-Worker"] = "123"  # as the app sets them on every response
+    response.headers["X-Content-Type-Options"] = "nosniff"
     asyncio.run(response({"type": "http"}, receive, send))
     assert sent[0]["status"] == 404 and sent[1]["body"] == b"no live worker"
+    # the 404 (and 504) made here, not by the sibling, still say who answered: they lost
+    # the app's headers before
+    headers = dict(sent[0]["headers"])
+    assert headers[b"x-pyprof-worker"] == b"123" and headers[b"x-content-type-options"] == (
+        b"nosniff")
 
 
 def test_a_client_disconnect_cancels_the_hop_and_closes_the_sibling_connection(

@@ -152,6 +152,9 @@ class ForwardedResponse(Response):
             if started:  # too late for a status: the client sees the body cut short
                 raise
             response = await self._gone() if exc.gone else error_response(504, str(exc))
+            for key, value in self.headers.items():  # X-Pyprof-Worker, nosniff, no-store
+                if key not in ("content-length", "content-type"):
+                    response.headers.setdefault(key, value)
             await response(scope, receive, send)
 
 
