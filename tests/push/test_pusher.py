@@ -286,3 +286,27 @@ def test_a_days_long_outage_keeps_backing_off_at_the_cap() -> None:
     pusher.streak = 5000
     assert pusher._send_queue(None) == push.MAX_BACKOFF_S
     assert pusher.streak == 5001 and len(pusher.queue) == 1
+
+
+def test_an_ingest_batch_that_fails_half_way_resends_only_what_did_not_arrive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/ingest`` takes one series per request: when the second of three failed, the retry
+    sent the whole batch again and Pyroscope counted the first series twice."""
+    from pyprof_http.push.request import Series
+
+    sent: list[str] = []
+    fail = iter([False, True, False, False, False])
+
+    def ingest(target: object, batch: list[Series], base: object, timeout: object) -> None:
+        if next(fail):
+            raise push.PushFailed("HTTP 503", 503)
+        sent.extend(item.name for item in batch)
+
+    monkeypatch.setattr(push, "push_ingest", ingest)
+    pusher = push.Pusher(Settings(push_url="http://127.0.0.1:9", push_interval=15), None)
+    pusher.api = "ingest"
+    pusher.queue.append([Series((("__name__", name),), b"", 1, 2, 0).with_id()
+                         for name in ("process_cpu", "goroutines", "memory")])
+    assert pusher._send_queue(None) > 0  # the second failed: back off
+    assert pusher._send_queue(None) == 0  # the retry
+    assert sent == ["process_cpu", "goroutines", "memory"] and not pusher.queue

@@ -161,7 +161,10 @@ class Pusher:
                 _LOG.info("pyprof_http: %s has no Connect push API (HTTP %s); using /ingest",
                           self.target.url, exc.status)
                 self.api = "ingest"
-        push_ingest(self.target, batch, base_labels(self.settings), timeout)
+        base = base_labels(self.settings)
+        while batch:  # one request per series: one that arrived is not sent again on a retry
+            push_ingest(self.target, batch[:1], base, timeout)
+            del batch[0]
 
     def _failed(self, reason: str) -> None:
         self.failures += 1
