@@ -221,7 +221,12 @@ class Settings(BaseSettings):
     @classmethod
     def _push_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
         """Names Pyroscope accepts, and not one the pusher sets itself."""
+        if len(labels) > 23:  # Pyroscope's default: 30 names a series, 7 are the pusher's
+            raise ValueError(f"push_labels: {len(labels)} labels; Pyroscope refuses a series "
+                             "of more than 30 label names, and the pusher sets 7: at most 23")
         for name in labels:
+            if len(name) > 1024:
+                raise ValueError("push_labels: a label name longer than 1024 characters")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) or name.startswith("__"):
                 raise ValueError(f"push_labels: {name!r} is not a label name (letters, digits, "
                                  "_ and ., not starting with a digit or __)")

@@ -65,7 +65,9 @@ def test_ingest_name_escapes_its_own_syntax() -> None:
     assert name == "my_app{env=a_b_c_,pid=3}"
 
 
-@pytest.mark.parametrize("bad", [{"1x": "v"}, {"__name__": "v"}, {"pid": "1"}, {"a-b": "v"}])
+@pytest.mark.parametrize("bad", [{"1x": "v"}, {"__name__": "v"}, {"pid": "1"}, {"a-b": "v"},
+                                 # Pyroscope refuses the whole series for these two
+                                 {f"l{n}": "v" for n in range(24)}, {"a" * 1025: "v"}])
 def test_label_names_pyroscope_would_refuse_are_a_config_error(bad: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match="push_labels"):
         Settings(push_url=URL, push_labels=bad)
