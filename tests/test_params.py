@@ -235,3 +235,9 @@ def test_min_age_is_goroutine_only() -> None:
     assert _reason("min_age=1", spec=BY_NAME["goroutineleak"]) == (
         'parameter "min_age" is not supported by goroutineleak; allowed: debug, format, gc, '
         "seconds")
+
+
+@pytest.mark.parametrize("name", ["debug", "seconds"])
+def test_a_number_of_thousands_of_digits_gets_the_parameters_own_reason(name: str) -> None:
+    reason = _reason(f"{name}={'9' * 5000}")
+    assert f'invalid value for "{name}"' in reason and "set_int_max_str_digits" not in reason

@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,6 +45,11 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _header_value_ok(value: str) -> bool:
+    """One HTTP header line's value: Latin-1, no CR, LF or NUL (what http.client sends)."""
+    return not any(c in value for c in "\r\n\0") and all(ord(c) < 256 for c in value)
+
+
 def _split_pairs(value: Any) -> Any:
     """``k=v,k2=v2`` or a JSON object, for the push labels and headers."""
     if isinstance(value, str):
@@ -66,7 +71,8 @@ def _split_pairs(value: Any) -> Any:
 class Settings(BaseSettings):
     """Everything pyprof_http can be told. Every field can be set as ``PYPROF_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="PYPROF_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="PYPROF_", frozen=True, extra="forbid",
+                                      hide_input_in_errors=True)  # secrets never echoed
 
     allow_clients: Annotated[tuple[Network, ...], NoDecode] = Field(
         default=LOOPBACK, description="CIDRs of clients let in; anyone else gets 403."
@@ -215,7 +221,12 @@ class Settings(BaseSettings):
     @classmethod
     def _push_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
         """Names Pyroscope accepts, and not one the pusher sets itself."""
+        if len(labels) > 23:  # Pyroscope's default: 30 names a series, 7 are the pusher's
+            raise ValueError(f"push_labels: {len(labels)} labels; Pyroscope refuses a series "
+                             "of more than 30 label names, and the pusher sets 7: at most 23")
         for name in labels:
+            if len(name) > 1024:
+                raise ValueError("push_labels: a label name longer than 1024 characters")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) or name.startswith("__"):
                 raise ValueError(f"push_labels: {name!r} is not a label name (letters, digits, "
                                  "_ and ., not starting with a digit or __)")
@@ -223,6 +234,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"push_labels: {name!r} is set by the pusher (use "
                                  "push_service_name / push_version)")
         return labels
+
+    @field_validator("push_headers")
+    @classmethod
+    def _push_header_fields(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Names HTTP allows and values one header line can carry: http.client refuses anything
+        else at send time, which would fail every push (its message quoting the secret)."""
+        for name, value in headers.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"push_headers: {name!r} is not an HTTP header name")
+            if not _header_value_ok(value.get_secret_value()):
+                raise ValueError(f"push_headers: the value of {name} is not one header line "
+                                 "(no CR, LF or NUL; Latin-1 characters only)")
+        return headers
+
+    @field_validator("push_token", "push_tenant_id")
+    @classmethod
+    def _push_header_value(cls, value: SecretStr | str | None, info: ValidationInfo
+                           ) -> SecretStr | str | None:
+        """Sent as a header value (see :meth:`_push_header_fields`); the secret never quoted."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is not None and not _header_value_ok(raw):
+            raise ValueError(f"{info.field_name} must fit in one header line (no CR, LF or NUL; "
+                             "Latin-1 characters only)")
+        return value
 
     @field_validator("push_url")
     @classmethod
@@ -236,6 +271,10 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("push_url must be an http:// or https:// URL with a host, e.g. "
                              "http://pyroscope:4040")
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError:
+            raise ValueError("push_url has an invalid port") from None
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("push_url takes no query, fragment or credentials (use "
                              "push_basic_auth_user/push_basic_auth_password or push_token)")

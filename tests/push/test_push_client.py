@@ -124,3 +124,28 @@ def test_what_a_hostile_server_says_is_escaped_before_it_is_logged() -> None:
         listener.close()
     message = str(failed.value)
     assert "EVIL" in message and message.isprintable() and len(message) <= 200
+
+
+@pytest.mark.parametrize("field, value", [
+    ("push_token", "s3cr3t\r\nX-Injected: 1"),
+    ("push_token", "s3cr3t\u4e2d"),
+    ("push_tenant_id", "team\nX-Injected: 1"),
+    ("push_headers", {"X-Key": "v\r\nX-Injected: 1"}),
+    ("push_headers", {"X Key": "v"}),
+    ("push_url", "http://h:99999"),
+])
+def test_header_values_http_cannot_send_are_refused_at_startup(field: str, value: object
+                                                                ) -> None:
+    """Before, these passed validation and every push then died in http.client with a
+    ValueError (not a PushFailed: the pusher's thread ended, its message quoting the secret)."""
+    with pytest.raises(ValueError) as caught:
+        Settings(**{"push_url": "http://h:1", field: value})  # type: ignore[arg-type]
+    assert "X-Injected" not in str(caught.value) and "s3cr3t" not in str(caught.value)
+
+
+def test_a_header_http_client_refuses_is_a_failed_push_that_names_no_secret() -> None:
+    target = Target("http", "127.0.0.1", 9, "", 1.0,
+                    (("Authorization", "Bearer secret\r\nX-Injected: 1"),))
+    with pytest.raises(PushFailed) as caught:
+        push_connect(target, BATCH)
+    assert "secret" not in str(caught.value)

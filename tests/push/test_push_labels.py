@@ -65,7 +65,9 @@ def test_ingest_name_escapes_its_own_syntax() -> None:
     assert name == "my_app{env=a_b_c_,pid=3}"
 
 
-@pytest.mark.parametrize("bad", [{"1x": "v"}, {"__name__": "v"}, {"pid": "1"}, {"a-b": "v"}])
+@pytest.mark.parametrize("bad", [{"1x": "v"}, {"__name__": "v"}, {"pid": "1"}, {"a-b": "v"},
+                                 # Pyroscope refuses the whole series for these two
+                                 {f"l{n}": "v" for n in range(24)}, {"a" * 1025: "v"}])
 def test_label_names_pyroscope_would_refuse_are_a_config_error(bad: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match="push_labels"):
         Settings(push_url=URL, push_labels=bad)
@@ -89,3 +91,19 @@ def test_labels_and_headers_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_push_url_must_be_a_plain_http_url(url: str) -> None:
     with pytest.raises(ValidationError, match="push_url"):
         Settings(push_url=url)
+
+
+@pytest.mark.parametrize("value", ["é" * 3000, "\U0001f600" * 1500, "\udcff" * 1500,
+                                   "a" * 1023 + "\u4e2d" * 10])
+def test_label_values_are_cut_in_bytes_as_pyroscope_counts_them(value: str) -> None:
+    """Cut at 1024 characters, a CJK, emoji or undecodable route/thread/version was up to
+    6 KiB on the wire: over Pyroscope's 2048-byte limit, the whole profile refused."""
+    (sample,) = labels.pushable(_profile({"route": value})).samples
+    route = sample.labels["route"]
+    assert isinstance(route, str)
+    assert len(route.encode("utf-8", "backslashreplace")) <= labels.MAX_VALUE
+    assert value.startswith(route[:10]) or route.startswith("\\udcff")
+    base = labels.base_labels(Settings(push_url=URL, push_version=value, push_service_name=value,
+                                       push_labels={"env": value}), host=value)
+    for name in ("version", "service_name", "env", "host"):
+        assert len(base[name].encode("utf-8", "backslashreplace")) <= labels.MAX_VALUE, name

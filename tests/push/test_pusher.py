@@ -271,3 +271,42 @@ def test_with_the_flight_recorder_on_cpu_comes_from_it_to_the_last_flush() -> No
     assert all(any("intervals of the flight recorder" in c for c in comments)
                for _, comments in cpu)  # never from a push sampler, the last flush neither
     assert any(name.endswith("_burn") for functions, _ in cpu for name in functions)
+
+
+def test_a_days_long_outage_keeps_backing_off_at_the_cap() -> None:
+    """After ~1,024 failures (3.5 days at the 300 s cap) ``interval * 2 ** streak`` overflowed
+    a float: OverflowError killed the pusher's thread for good."""
+    pusher = push.Pusher(Settings(push_url="http://127.0.0.1:9", push_interval=15), None)
+
+    def refused(batch: object, timeout: object) -> None:
+        raise push.PushFailed("refused")
+
+    pusher._send = refused  # type: ignore[method-assign]
+    pusher.queue.append([])
+    pusher.streak = 5000
+    assert pusher._send_queue(None) == push.MAX_BACKOFF_S
+    assert pusher.streak == 5001 and len(pusher.queue) == 1
+
+
+def test_an_ingest_batch_that_fails_half_way_resends_only_what_did_not_arrive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/ingest`` takes one series per request: when the second of three failed, the retry
+    sent the whole batch again and Pyroscope counted the first series twice."""
+    from pyprof_http.push.request import Series
+
+    sent: list[str] = []
+    fail = iter([False, True, False, False, False])
+
+    def ingest(target: object, batch: list[Series], base: object, timeout: object) -> None:
+        if next(fail):
+            raise push.PushFailed("HTTP 503", 503)
+        sent.extend(item.name for item in batch)
+
+    monkeypatch.setattr(push, "push_ingest", ingest)
+    pusher = push.Pusher(Settings(push_url="http://127.0.0.1:9", push_interval=15), None)
+    pusher.api = "ingest"
+    pusher.queue.append([Series((("__name__", name),), b"", 1, 2, 0).with_id()
+                         for name in ("process_cpu", "goroutines", "memory")])
+    assert pusher._send_queue(None) > 0  # the second failed: back off
+    assert pusher._send_queue(None) == 0  # the retry
+    assert sent == ["process_cpu", "goroutines", "memory"] and not pusher.queue

@@ -52,8 +52,15 @@ def test_a_gone_sibling_gives_the_404(tmp_path: Path) -> None:
         sent.append(message)
 
     response = ForwardedResponse(str(tmp_path / "none.sock"), 99, b"/", 5, gone)
+    response.headers["X-Pyprof-Worker"] = "123"  # as the app sets them on every response
+    response.headers["X-Content-Type-Options"] = "nosniff"
     asyncio.run(response({"type": "http"}, receive, send))
     assert sent[0]["status"] == 404 and sent[1]["body"] == b"no live worker"
+    # the 404 (and 504) made here, not by the sibling, still say who answered: they lost
+    # the app's headers before
+    headers = dict(sent[0]["headers"])
+    assert headers[b"x-pyprof-worker"] == b"123" and headers[b"x-content-type-options"] == (
+        b"nosniff")
 
 
 def test_a_client_disconnect_cancels_the_hop_and_closes_the_sibling_connection(
@@ -90,3 +97,23 @@ def test_a_client_disconnect_cancels_the_hop_and_closes_the_sibling_connection(
         return seen
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == ["connected", "closed by the client"]
+
+
+def test_a_sibling_that_dies_mid_answer_is_named_not_a_crash(tmp_path: Path) -> None:
+    """The connection closed after part of the body: h11's RemoteProtocolError escaped
+    ``fetch`` and turned ``workers=all`` into a 500 instead of naming the worker."""
+
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
+            await writer.drain()
+            writer.close()
+
+        path = str(tmp_path / "s.sock")
+        async with await asyncio.start_unix_server(handle, path):
+            with pytest.raises(NoAnswer) as caught:
+                await fetch(path, 4321, b"/goroutine", 10)
+        assert str(caught.value).startswith("worker 4321 answered garbage or stopped mid-answer")
+
+    asyncio.run(main())

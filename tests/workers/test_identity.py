@@ -41,3 +41,27 @@ def test_this_test_process_is_no_worker_and_its_parent_is_read() -> None:
     assert parent_command_line(os.getppid())  # /proc is readable here
     assert parent_command_line(2**22 + 1) == []
     assert not detect("auto").worker  # pytest is a single process
+
+
+def _as_uvicorn_child(reload: bool) -> bool:
+    """Run ``detect`` the way uvicorn's spawned child does: under
+    ``uvicorn._subprocess.subprocess_started(config, ...)`` on the main thread's stack."""
+    from types import SimpleNamespace
+
+    source = ("def subprocess_started(config, target, sockets, stdin_fileno):\n"
+              "    return target()\n")
+    namespace: dict[str, object] = {"__name__": "uvicorn._subprocess"}
+    exec(compile(source, "uvicorn/_subprocess.py", "exec"), namespace)
+    started = namespace["subprocess_started"]
+    config = SimpleNamespace(reload=reload, workers=1 if reload else 3)
+    role = started(config, lambda: detect(  # type: ignore[operator]
+        "auto", environ={}, argv_of_parent=["/venv/bin/python", "main.py"], spawned_child=True),
+        [], None)
+    return bool(role.worker)
+
+
+def test_a_reload_child_started_from_a_script_or_fastapi_dev_is_no_worker() -> None:
+    """``uvicorn.run("app:app", reload=True)`` in main.py (and ``fastapi dev``) leave no
+    ``--reload`` in the parent's argv: the one reloaded process counted as a worker."""
+    assert not _as_uvicorn_child(reload=True)
+    assert _as_uvicorn_child(reload=False)  # uvicorn.run(..., workers=3) from a script

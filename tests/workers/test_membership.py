@@ -219,3 +219,23 @@ def test_a_sibling_that_does_not_answer_is_named_never_dropped(runtime: Path) ->
     finally:
         silent.close()
         app.claims.release_all()
+
+
+def test_the_channel_keeps_its_rendezvous_fresh_for_tmp_cleaners(
+        joined: PprofApp, runtime: Path) -> None:
+    """systemd-tmpfiles deletes /tmp entries unused for 10 days: a server running longer lost
+    its sockets (worker= gone for good). The channel's hourly callback marks the directory and
+    its socket as used, keeping the modification time that orders the siblings."""
+    from pyprof_http.workers import channel as channel_module
+
+    path = _socket(runtime)
+    old = 1_600_000_000 * 10**9  # 2020
+    for entry in (path, os.path.dirname(path)):
+        os.utime(entry, ns=(old, old), follow_symlinks=False)
+    assert WORKERS.channel is not None
+    config = WORKERS.channel._server.config
+    assert config.timeout_notify == channel_module.REFRESH_S
+    asyncio.run(config.callback_notify())
+    for entry in (path, os.path.dirname(path)):
+        info = os.lstat(entry)
+        assert info.st_atime_ns > old and info.st_mtime_ns == old, entry

@@ -97,3 +97,19 @@ def test_runtime_dir_prefers_xdg(tmp_path: Path) -> None:
     assert runtime_dir({"XDG_RUNTIME_DIR": str(tmp_path / "missing")}) != tmp_path / "missing"
     with pytest.raises(RendezvousRefused):
         check_private(tmp_path / "missing")
+
+
+def test_a_directory_removed_by_the_last_sibling_out_is_made_again(tmp_path: Path) -> None:
+    """A worker opened the directory, then the last old worker left and removed it before the
+    new one listened: the new worker's listen() refused ("does not exist") for good."""
+    rendezvous = Rendezvous(directory_for(4245, tmp_path))
+    rendezvous.open()
+    Rendezvous(rendezvous.path).leave(999_999)  # the last one out: an empty directory goes
+    assert not rendezvous.path.exists()
+    sock = rendezvous.listen(os.getpid())
+    try:
+        assert stat.S_IMODE(os.lstat(rendezvous.path).st_mode) == 0o700
+        assert [m.pid for m in rendezvous.members()] == [os.getpid()]
+    finally:
+        sock.close()
+        rendezvous.leave(os.getpid())

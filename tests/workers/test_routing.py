@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -82,3 +83,43 @@ def test_the_audit_line_says_which_worker_was_asked(client: TestClient,
     lines = [r.getMessage() for r in caplog.records if r.name == "pyprof_http.audit"]
     assert '"worker": "1"' in lines[0] and "status=404" in lines[0]
     assert '"workers": "all"' in lines[1] and "status=200" in lines[1]
+
+
+def test_a_request_id_that_is_no_valid_http_target_is_forwarded_quoted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/requests/<id>`` is routed by its decoded path: an id with a space or a non-ASCII
+    character was put in the hop's request line as is, h11 refused it and the client got the
+    host's bare 500. Now the sibling gets the path percent-encoded, and decodes the same id."""
+    import socket
+    import threading
+
+    from pyprof_http.workers.rendezvous import directory_for
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    app = PprofApp(Settings(workers_rendezvous="on"))
+    app.claims.join_workers()
+    sibling = os.getppid()  # alive, so its socket is not pruned as dead
+    seen: list[bytes] = []
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(directory_for(os.getppid(), tmp_path) / f"{sibling}.sock"))
+    listener.listen()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = TestClient(app, client=("127.0.0.1", 50000), base_url="http://127.0.0.1")
+        response = client.get(f"/requests/a%20b%C3%A9%3F?worker={sibling}")
+        thread.join(30)
+    finally:
+        listener.close()
+        app.claims.release_all()
+    assert response.status_code == 200 and response.text == "ok"
+    assert seen == [b"GET /requests/a%20b%C3%A9%3F HTTP/1.1"]

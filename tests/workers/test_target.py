@@ -21,6 +21,7 @@ def test_worker_and_workers_are_taken_off() -> None:
 @pytest.mark.parametrize("query, reason", [
     (b"worker=abc", "worker"), (b"worker=0", "worker"), (b"worker=-1", "worker"),
     (b"worker=99999999", "worker"), (b"worker=%D9%A3", "worker"),
+    (b"worker=" + b"9" * 5000, "worker"),  # int() refuses 4,301 digits: it was a 500
     (b"workers=some", "workers"), (b"workers=", "workers"),
     (b"worker=1&worker=2", "more than once"), (b"worker=1&workers=all", "not both"),
 ])

@@ -98,6 +98,8 @@ def post(target: Target, path: str, body: bytes, headers: dict[str, str],
         status = response.status
     except (OSError, http.client.HTTPException) as exc:
         raise PushFailed(f"{type(exc).__name__}: {exc}") from None
+    except ValueError as exc:  # a header http.client refuses: its message quotes the value
+        raise PushFailed(f"{type(exc).__name__}: a request header was refused") from None
     finally:
         connection.close()
     if 300 <= status < 400:

@@ -33,8 +33,18 @@ MAX_VALUE: Final = 1024
 (2048 by default), and a thread or route name is the app's (or the client's) to choose."""
 
 
+def bounded(text: str) -> str:
+    """``text`` cut to at most :data:`MAX_VALUE` bytes as it goes on the wire (UTF-8, a lone
+    surrogate as its escape): Pyroscope measures Go string lengths, in bytes, so 1024
+    characters of CJK or emoji (up to 4 KiB) had the whole profile refused."""
+    raw = text.encode("utf-8", "backslashreplace")
+    if len(raw) <= MAX_VALUE:
+        return text
+    return raw[:MAX_VALUE].decode("utf-8", "ignore")  # a character cut in two is left out
+
+
 def _bounded(value: LabelValue) -> LabelValue:
-    return value[:MAX_VALUE] if isinstance(value, str) else value
+    return bounded(value) if isinstance(value, str) else value
 
 
 def span_id(request_id: str) -> str:
@@ -66,13 +76,13 @@ def base_labels(settings: Settings, pid: int | None = None,
     The pid is read when the batch is built (not at import), so each worker of a forking server
     pushes its own series. Extra labels cannot replace the four above.
     """
-    labels = {name: value[:MAX_VALUE] for name, value in settings.push_labels.items()
+    labels = {name: bounded(value) for name, value in settings.push_labels.items()
               if _LABEL_NAME.fullmatch(name) and not name.startswith("__")}
-    labels["service_name"] = settings.push_service_name or program_name()
+    labels["service_name"] = bounded(settings.push_service_name or program_name())
     labels["pid"] = str(os.getpid() if pid is None else pid)
-    labels["host"] = socket.gethostname() if host is None else host
+    labels["host"] = bounded(socket.gethostname() if host is None else host)
     if settings.push_version:
-        labels["version"] = settings.push_version
+        labels["version"] = bounded(settings.push_version)
     return labels
 
 

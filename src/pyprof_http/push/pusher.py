@@ -142,7 +142,10 @@ class Pusher:
                 self._send(self.queue[0], timeout)
             except PushFailed as exc:
                 self._failed(str(exc))
-                return float(min(self.interval * 2 ** (self.streak - 1), MAX_BACKOFF_S))
+                # the exponent is capped: 2 ** 1024 times a float overflows, which after a long
+                # outage (days of failures at MAX_BACKOFF_S) would kill the pusher's thread
+                doublings = min(self.streak - 1, 64)
+                return float(min(self.interval * 2 ** doublings, MAX_BACKOFF_S))
             self.queue.popleft()
             self._succeeded()
         return 0.0
@@ -158,7 +161,10 @@ class Pusher:
                 _LOG.info("pyprof_http: %s has no Connect push API (HTTP %s); using /ingest",
                           self.target.url, exc.status)
                 self.api = "ingest"
-        push_ingest(self.target, batch, base_labels(self.settings), timeout)
+        base = base_labels(self.settings)
+        while batch:  # one request per series: one that arrived is not sent again on a retry
+            push_ingest(self.target, batch[:1], base, timeout)
+            del batch[0]
 
     def _failed(self, reason: str) -> None:
         self.failures += 1

@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -81,13 +82,17 @@ class _QuietChannel(logging.Filter):
 
 
 THREAD_NAME = "pyprof_http-worker-channel"
+REFRESH_S = 3600
+"""How often the channel marks its rendezvous as in use (``Rendezvous.keep_fresh``)."""
 _QUIET = _QuietChannel()
 
 
 class Channel:
     """Serve ``app`` on ``sock`` from a daemon thread until :meth:`stop`."""
 
-    def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
+    def __init__(self, app: ASGIApp, sock: socket.socket,
+                 refresh: Callable[[], None] | None = None) -> None:
+        """``refresh`` is called on the channel's thread every :data:`REFRESH_S` seconds."""
         self.sock = sock
 
         async def internal(scope: Any, receive: Any, send: Any) -> None:
@@ -98,9 +103,14 @@ class Channel:
                     root = raw.decode("utf-8", "replace").rstrip("/")
                 await app({**scope, INTERNAL_KEY: True, "root_path": root}, receive, send)
 
+        async def refreshed() -> None:
+            if refresh is not None:
+                refresh()
+
         config = uvicorn.Config(internal, lifespan="off", log_config=None, log_level=None,
                                 http=PeerCheckedProtocol, loop="asyncio", access_log=False,
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, callback_notify=refreshed,
+                                timeout_notify=REFRESH_S)
         self._server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         logging.getLogger("uvicorn.error").addFilter(_QUIET)  # once: filters are a set

@@ -66,7 +66,10 @@ async def _exchange(path: str, pid: int, target: bytes, timeout: float, root_pat
 
     async def next_event() -> h11.Event:
         while True:
-            event = conn.next_event()
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:  # e.g. it died mid-body: named, not a 500
+                raise NoAnswer(pid, f"answered garbage or stopped mid-answer ({exc})") from None
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
             left = deadline - loop.time()
@@ -93,10 +96,7 @@ async def _exchange(path: str, pid: int, target: bytes, timeout: float, root_pat
             (b"host", b"pyprof-http-worker"), (b"connection", b"close"),
             (ROOT_HEADER, root_path.encode("utf-8", "replace") or b"/")])))
         writer.write(conn.send(h11.EndOfMessage()))
-        try:
-            head = await next_event()
-        except h11.RemoteProtocolError as exc:
-            raise NoAnswer(pid, f"answered garbage ({exc})") from None
+        head = await next_event()
         if not isinstance(head, h11.Response):
             raise NoAnswer(pid, "closed the connection without an answer")
         yield head, body()
@@ -152,6 +152,9 @@ class ForwardedResponse(Response):
             if started:  # too late for a status: the client sees the body cut short
                 raise
             response = await self._gone() if exc.gone else error_response(504, str(exc))
+            for key, value in self.headers.items():  # X-Pyprof-Worker, nosniff, no-store
+                if key not in ("content-length", "content-type"):
+                    response.headers.setdefault(key, value)
             await response(scope, receive, send)
 
 

@@ -67,7 +67,8 @@ class Workers:
                 _LOG.warning("pyprof_http: worker=/workers= unavailable in pid %d: %s",
                              os.getpid(), exc)
                 return
-            channel = Channel(self._serve, sock)
+            pid = os.getpid()
+            channel = Channel(self._serve, sock, lambda: rendezvous.keep_fresh(pid))
             try:
                 channel.start()
             except OSError as exc:

@@ -20,6 +20,7 @@ import re
 import socket
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,10 @@ class Rendezvous:
 
     def listen(self, pid: int) -> socket.socket:
         """A listening socket at ``<pid>.sock`` (mode 0600), visible only once it listens."""
+        if not os.path.lexists(self.path):
+            # the last sibling out removed it after our open() (a restart of every worker at
+            # once: gunicorn's HUP): make it again rather than give up worker= for good
+            self.open()
         check_private(self.path)
         final = self.socket_path(pid)
         staging = str(self.path / f".{pid}.sock.tmp")
@@ -110,6 +115,17 @@ class Rendezvous:
                 os.unlink(staging)
             raise
         return sock
+
+    def keep_fresh(self, pid: int) -> None:
+        """Mark the directory and our socket as used (their access time), so that an age-based
+        ``/tmp`` cleaner (systemd-tmpfiles: 10 days) does not delete them under a server that
+        runs longer; PostgreSQL touches its ``/tmp`` sockets for the same reason. The
+        modification time, which orders the siblings, is kept."""
+        now = time.time_ns()
+        for path in (self.path, self.path / f"{pid}.sock"):
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                os.utime(path, ns=(now, info.st_mtime_ns), follow_symlinks=False)
 
     def members(self) -> list[Member]:
         """Sockets whose pid is alive, in the order they appeared; dead pids' are removed."""

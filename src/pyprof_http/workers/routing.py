@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -58,7 +59,9 @@ async def forward(path: str, pid: int, query: bytes, timeout: float,
     member = next((m for m in WORKERS.members() if m.pid == pid), None)
     if member is None:
         raise NotFound(await unknown_worker_reason(pid))
-    target = path.encode() + (b"?" + query if query else b"")
+    # ``path`` is decoded (a request id may hold a space, '?' or any character): quoted
+    # again, the sibling decodes the same path; as is, h11 refuses the request line
+    target = quote(path, safe="/").encode("ascii") + (b"?" + query if query else b"")
     return ForwardedResponse(member.path, pid, target, timeout, lambda: unknown_worker(pid),
                              root_path)
 

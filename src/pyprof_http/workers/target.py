@@ -44,7 +44,8 @@ def split(query_string: bytes) -> Target:
     pid: int | None = None
     if b"worker" in found:
         value = found[b"worker"]
-        if not (value.isdigit() and 1 <= int(value) <= PID_MAX and value.isascii()):
+        # the length first: int() of 4,301 digits raises ValueError (a 500), not a 400
+        if not (value.isdigit() and len(value) <= 7 and 1 <= int(value) <= PID_MAX):
             raise BadRequest(f'invalid value for "worker": must be the pid of a worker '
                              f"(1 to {PID_MAX}); the index lists them")
         pid = int(value)
