@@ -211,6 +211,17 @@ def test_goroutine_pprof_decodes() -> None:
     assert running[0]["thread"] == threading.current_thread().name
 
 
+def test_series_safe_labels_keep_only_what_a_backend_can_index() -> None:
+    """Pyroscope makes a series of every pprof sample label: scraped answers keep thread and
+    route only; the text views (people) keep every label."""
+    app = _fastapi_app(Settings(series_safe_labels=True))
+    samples = pprof_schema.resolved_samples(pprof_schema.decode(
+        get(app, "/debug/pprof/goroutine").content))
+    assert samples and {name for _, _, labels in samples for name in labels} <= {
+        "thread", "route", "span_id"}
+    assert '"kind":"task"' in get(app, "/debug/pprof/goroutine?debug=1").text
+
+
 def test_goroutine_text_and_dump_bodies() -> None:
     text = get(APP, "/debug/pprof/goroutine?debug=1").text
     assert text.startswith("goroutine profile: total ")

@@ -41,6 +41,7 @@ from .lifecycle import LifecycleMiddleware
 from .loops import LOOPS
 from .model import Granularity, Profile, subtract
 from .params import parse_query
+from .push.labels import pushable
 from .push.pusher import status as push_status
 from .registry import (
     BY_NAME,
@@ -246,6 +247,8 @@ class PprofApp:
                     capture = await spec.collect(context)
             else:
                 capture = await spec.collect(context)
+            if fmt == "pprof" and self.settings.series_safe_labels:  # scraped by a backend
+                capture = ProfileCapture(pushable(capture.profile))
             rendered = await _render(spec, fmt, capture, query.granularity)
             rendered = serving.name_process(rendered, fmt)
             describe = getattr(capture, "describe", None)

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="How many profiled requests /requests keeps (the most recent).",
     )
 
+    series_safe_labels: bool = Field(
+        default=False,
+        description="pprof answers keep only sample labels a continuous-profiling backend can "
+        "index (thread, route; request ids as span_id): Pyroscope makes a series of every "
+        "other label, and one per request id or task name would explode its series count. "
+        "Turn on where Alloy or Parca scrape the endpoints.",
+    )
     push_url: str | None = Field(
         default=None,
         description="Pyroscope server to push profiles to (e.g. http://pyroscope:4040); None: "
