@@ -882,3 +882,36 @@ def test_stop_leaves_a_handler_and_timer_the_application_installed_during_the_pr
         signal.setitimer(signal.ITIMER_REAL, 0.0, 0.0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert not any(t.name.startswith("pyprof_http-") for t in threading.enumerate())
+
+
+def test_a_rate_change_leaves_the_timer_of_an_application_that_took_the_signal() -> None:
+    """The flight recorder's driver runs for the life of the app: an app that later installs
+    its own SIGPROF handler and ITIMER_PROF timer (a profiler of its own) owns them from then
+    on. A /profile at 100 Hz joining and leaving the shared driver re-armed the timer at our
+    rates (19 Hz after it left), so their handler ran at our rate for good."""
+    from pyprof_http.collectors.sampling_hub import SamplingHub, Subscriber
+
+    hub = SamplingHub()
+    slow, fast = Subscriber(lambda frame: None, 19), Subscriber(lambda frame: None, 100)
+    hub.subscribe(slow)
+    assert hub.driver is not None and hub.driver.name == "signal"
+
+    def theirs(signum: int, frame: FrameType | None) -> None:
+        """The application's handler (its timer is far in the future: never runs)."""
+
+    try:
+        signal.signal(signal.SIGPROF, theirs)
+        signal.setitimer(signal.ITIMER_PROF, 50.0, 50.0)
+        hub.subscribe(fast)
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == 50.0
+        hub.unsubscribe(fast)
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == 50.0
+        hub.unsubscribe(slow)
+        assert signal.getsignal(signal.SIGPROF) is theirs
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == 50.0
+    finally:
+        hub.unsubscribe(fast)
+        hub.unsubscribe(slow)
+        signal.setitimer(signal.ITIMER_PROF, 0.0, 0.0)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+    assert not any(t.name.startswith("pyprof_http-") for t in threading.enumerate())

@@ -200,7 +200,8 @@ class SignalDriver:
                 # re-arm the timer at the spacing the tick's cost allows (slower, or back to the
                 # requested rate), so that fewer signals are raised only to be held back
                 spacing, armed = gate.spacing(), self._armed
-                if spacing > armed * _RETIME_FACTOR or spacing * _RETIME_FACTOR < armed:
+                if ((spacing > armed * _RETIME_FACTOR or spacing * _RETIME_FACTOR < armed)
+                        and not self._replaced_by_the_application()):
                     self._armed = spacing
                     signal.setitimer(which, spacing, spacing)
 
@@ -231,8 +232,11 @@ class SignalDriver:
 
     def retime(self) -> None:
         """Re-arm the timer at the gate's interval now (the shared sampler changed its rate);
-        ``setitimer`` works from any thread."""
-        if self._gate is not None and self in _RUNNING:
+        ``setitimer`` works from any thread. Not once the application has put its own handler
+        on the signal: the timer is then theirs (a profiler of their own, at their rate), and
+        re-arming it at ours would change how often their handler runs, for good."""
+        if (self._gate is not None and self in _RUNNING
+                and not self._replaced_by_the_application()):
             self._armed = self._gate.interval
             signal.setitimer(self.which, self._armed, self._armed)
 
