@@ -60,3 +60,25 @@ def test_an_app_that_does_not_ask_never_starts_it() -> None:
                 response = client.get("/debug/pprof/profile?last=5")
                 assert response.status_code == 412 and "recorder_hz" in response.text
     assert not HUB.running()
+
+
+def test_the_profilers_own_endpoints_are_not_kept_as_slow_or_sampled(
+        monkeypatch: Any) -> None:
+    """A /profile?seconds=30 scrape is always "slow": kept, every scrape pushed a real slow
+    request out of /requests (a scraper every minute filled the ring with its own requests).
+    Only the app's requests are kept for being slow or sampled; asked for, ours are too."""
+    from pyprof_http import request_profiles
+
+    kept: list[tuple[str, str]] = []
+
+    def keep(request_id: str, start_ns: int, meta: dict[str, Any], reason: str,
+             recorder: Any, limit: int) -> None:
+        kept.append((meta["route"], reason))
+
+    monkeypatch.setattr(request_profiles, "keep", keep)
+    with TestClient(app_with(request_sample_rate=1.0), **LOCAL) as client:
+        for path in ("/hello", "/debug/pprof/goroutine?debug=1", "/debug/pprof/",
+                     "/debug/pprof"):
+            assert client.get(path, follow_redirects=False).status_code < 400
+        client.get("/debug/pprof/goroutine?debug=1", headers={"X-Pprof-Profile": "1"})
+    assert kept == [("/hello", "sampled"), ("/debug/pprof/goroutine", "asked")], kept

@@ -73,13 +73,28 @@ class RequestCycle:
                 message = {**message, "headers": headers}
             await send(message)
 
+        own = self._own_endpoint(scope)  # before the app: routing changes the scope in place
         try:
             await app(scope, receive, send_with_id)
         finally:
             request_labels.leave(entered)
-            if self.profiles and (asked or RECORDER.current is not None):
+            if self.profiles and (asked or (RECORDER.current is not None and not own)):
                 self._finish(scope, entered, request_id, start, asked,
                              status[0] if status else None)
+
+    def _own_endpoint(self, scope: Scope) -> bool:
+        """Whether the request is for the profiler's own endpoints (below the prefix): a
+        ``/profile?seconds=30`` or ``/trace`` waits by design, and kept as "slow" every such
+        scrape pushed a real slow request out of the ring (a scraper every minute filled it
+        with nothing but its own requests). Asked for with the header, it is still kept."""
+        prefix = self.prefix
+        if not prefix:
+            return False
+        path: str = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root):]  # servers that put root_path in path (uvicorn >= 0.26)
+        return path == prefix or path.startswith(prefix + "/")
 
     def _finish(self, scope: Scope, entered: request_labels.Request, request_id: str,
                 start: int, asked: bool, status: int | None) -> None:
