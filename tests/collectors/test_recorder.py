@@ -183,3 +183,29 @@ def test_the_process_recorder_starts_once_and_stops() -> None:
     finally:
         RECORDER.stop()
     assert RECORDER.current is None and not HUB.running()
+
+
+_EXIT_WITH_THE_RECORDER_RUNNING = """
+import sys, time
+from pyprof_http.collectors.recorder import RECORDER
+RECORDER.start(100, 10, 32)
+BIG = [[i] for i in range(2_000_000)]  # work for the interpreter's finalization
+end = time.process_time() + 0.2
+while time.process_time() < end:
+    pass
+sys.exit(3)
+"""
+
+
+def test_a_process_that_exits_with_the_recorder_running_exits_with_its_own_status() -> None:
+    """The lifespan's shutdown, which stops the recorder, does not always come (uvicorn skips
+    it on a forced quit). Finalization then put SIGPROF back to its default action while
+    ITIMER_PROF still ran: the process died of "Profiling timer expired" (status -SIGPROF)
+    every time, with this script, instead of exiting with its own status."""
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _EXIT_WITH_THE_RECORDER_RUNNING],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, (done.returncode, -signal.SIGPROF, done.stderr[-2000:])

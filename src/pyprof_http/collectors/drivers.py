@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import atexit
 import contextlib
 import math
 import os
@@ -454,6 +455,26 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
     _fork_hook_registered = True
+
+
+def _stop_at_exit() -> None:
+    """Stop the signal drivers still running when the interpreter exits normally.
+
+    The flight recorder's driver runs for the life of the app and stops at the lifespan's
+    shutdown, which does not always come: uvicorn skips it on a forced quit (a second Ctrl-C
+    while a request hangs), a script may never send it. The interpreter's own finalization
+    then puts SIGPROF back to its default action while ITIMER_PROF still runs, and the next
+    timer signal killed the process ("Profiling timer expired", exit status 155) instead of
+    letting it exit with its own status. atexit runs before that, on the main thread.
+    """
+    for driver in list(_RUNNING):
+        with contextlib.suppress(Exception):  # off the main thread: the timer still stops
+            driver.stop()
+
+
+if "_exit_hook_registered" not in globals():
+    atexit.register(lambda: _stop_at_exit())  # late-bound: reloads
+    _exit_hook_registered = True
 
 
 def _give_back_wakeup_fd(fd: int) -> None:
