@@ -209,3 +209,25 @@ def test_a_process_that_exits_with_the_recorder_running_exits_with_its_own_statu
     done = subprocess.run([sys.executable, "-c", _EXIT_WITH_THE_RECORDER_RUNNING],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, (done.returncode, -signal.SIGPROF, done.stderr[-2000:])
+
+
+def test_the_duration_of_last_n_covers_the_whole_intervals_it_adds_up() -> None:
+    """Intervals are whole seconds: last=3 adds up the 4 that overlap the last 3 s. Said to
+    last 3 s, one thread busy all along showed 4 s of CPU in 3 s (133 % of a thread; last=1
+    up to 200 %): the duration must be the time those samples cover."""
+    ring = RingRecorder(4, 30, 64)
+    now = time.monotonic_ns()
+    ring.started_ns = now - 20 * INTERVAL_NS
+    labels = ("MainThread", "", "/r", "")
+    start = now - int(3.4 * INTERVAL_NS)
+    for tick in range(14):  # 3 closed intervals of 4 ticks and the live one, each tick a
+        # quarter second of CPU: 3.5 s of CPU, all of it in intervals overlapping the last 3 s
+        ring._before_tick(start + tick * INTERVAL_NS // 4)
+        entry = ring._sampler._counts.setdefault((fake_stack(1), labels), [0, 0])
+        entry[0] += 1
+        entry[1] += INTERVAL_NS // 4
+    profile = ring.profile(3)
+    cpu_ns = sum(s.values[1] for s in profile.samples)
+    assert cpu_ns == 14 * INTERVAL_NS // 4  # every sample of the overlapping intervals
+    assert cpu_ns <= profile.duration_ns, (cpu_ns, profile.duration_ns)
+    assert profile.duration_ns <= 5 * INTERVAL_NS  # no more than what the samples cover

@@ -162,8 +162,13 @@ class RingRecorder:
         """The last ``seconds`` as a CPU profile."""
         now, wall = time.monotonic_ns(), time.time_ns()
         since = now - seconds * INTERVAL_NS
-        items = self.window(since)
-        covered = min(seconds * INTERVAL_NS, now - self.started_ns)
+        chosen = [i for i in self.intervals() if i.last_ns >= since]
+        # intervals are taken whole, so the oldest may begin up to a second before `since`
+        # (and its first tick weighs the CPU since the tick before): the profile's duration
+        # is the time its samples cover, or last=1 showed up to twice the real CPU share
+        first = min((i.first_ns for i in chosen), default=since) - INTERVAL_NS // self.hz
+        covered = max(0, now - max(min(since, first), self.started_ns))
+        items = merged(chosen)
         return aggregate_profile("cpu", items, self.hz, wall - covered, covered, (
             f"pyprof_http flight recorder: the last {seconds} s at {self.hz} Hz "
             f"(driver={self.driver}); cpu/nanoseconds is each thread's CPU between the "
