@@ -241,6 +241,12 @@ class SignalDriver:
             self._armed = self._gate.interval
             signal.setitimer(self.which, self._armed, self._armed)
 
+    def pause(self) -> None:
+        """Stop the timer (from any thread), leaving the rest for :meth:`stop` or a
+        :meth:`retime` that arms it again; not a timer the application has taken over."""
+        if self in _RUNNING and not self._replaced_by_the_application():
+            signal.setitimer(self.which, 0.0, 0.0)
+
     def stop(self) -> None:
         """Undo every step, each even if another fails, and drop a signal still in flight.
 
