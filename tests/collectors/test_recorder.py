@@ -197,16 +197,23 @@ sys.exit(3)
 """
 
 
-def test_a_process_that_exits_with_the_recorder_running_exits_with_its_own_status() -> None:
+@pytest.mark.parametrize("reload", [False, True], ids=["as-is", "drivers-reloaded"])
+def test_a_process_that_exits_with_the_recorder_running_exits_with_its_own_status(
+        reload: bool) -> None:
     """The lifespan's shutdown, which stops the recorder, does not always come (uvicorn skips
     it on a forced quit). Finalization then put SIGPROF back to its default action while
     ITIMER_PROF still ran: the process died of "Profiling timer expired" (status -SIGPROF)
-    every time, with this script, instead of exiting with its own status."""
+    every time, with this script, instead of exiting with its own status. The same after an
+    ``importlib.reload`` of the drivers module (the exit hook reads the reloaded module's
+    table of running drivers, which was a fresh, empty one)."""
     import signal
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _EXIT_WITH_THE_RECORDER_RUNNING],
+    script = _EXIT_WITH_THE_RECORDER_RUNNING.replace(
+        "BIG =", "import importlib, pyprof_http.collectors.drivers as d; importlib.reload(d)\n"
+        "BIG =") if reload else _EXIT_WITH_THE_RECORDER_RUNNING
+    done = subprocess.run([sys.executable, "-c", script],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, (done.returncode, -signal.SIGPROF, done.stderr[-2000:])
 

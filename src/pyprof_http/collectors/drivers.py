@@ -446,8 +446,10 @@ class _WakeupTicker:
         self._writer.close()
 
 
-_RUNNING: set[SignalDriver] = set()
-"""Signal drivers between start() and stop()."""
+_RUNNING: set[SignalDriver] = globals().get("_RUNNING", set())
+"""Signal drivers between start() and stop(); kept across a reload of this module (the exit
+and fork hooks, registered once, read the newest module's: a fresh set would lose a driver
+started before the reload, and the process would again die of its timer at exit)."""
 
 
 def _after_fork_in_child() -> None:
