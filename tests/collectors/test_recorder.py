@@ -238,3 +238,37 @@ def test_the_duration_of_last_n_covers_the_whole_intervals_it_adds_up() -> None:
     assert cpu_ns == 14 * INTERVAL_NS // 4  # every sample of the overlapping intervals
     assert cpu_ns <= profile.duration_ns, (cpu_ns, profile.duration_ns)
     assert profile.duration_ns <= 5 * INTERVAL_NS  # no more than what the samples cover
+
+
+@pytest.mark.parametrize("read", ["intervals", "snapshot"])
+def test_an_interval_closed_while_the_ring_is_copied_is_read_once(read: str) -> None:
+    """A tick may close the live interval between two reads of a reader on another thread
+    (or in the signal handler between two bytecodes). Closed just after the ring was copied,
+    that second of samples was in neither the copy nor the new live interval: lost to
+    /profile?last=N, a request's cut and the pusher."""
+    import collections
+
+    ring = RingRecorder(4, 30, 64)
+    labels = ("MainThread", "", "/r", "")
+    for tick in range(10):  # 2 closed intervals, the live one holds ticks 8 and 9
+        ring._before_tick(tick * INTERVAL_NS // 4)
+        ring._sampler._counts.setdefault((fake_stack(tick), labels), [0, 0])[0] += 1
+
+    class ClosesTheLiveOneOnce(collections.deque):  # type: ignore[type-arg]
+        tripped = False
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            items = list(super().__iter__())
+            if not self.tripped:
+                self.tripped = True
+                ring._before_tick(10 * INTERVAL_NS // 4 + INTERVAL_NS)  # the tick's rotation
+            return iter(items)
+
+    ring._ring = ClosesTheLiveOneOnce(ring._ring, maxlen=ring._ring.maxlen)
+    if read == "intervals":
+        intervals = ring.intervals()
+    else:
+        closed, live = ring.snapshot()
+        intervals = closed if live is None else [*closed, live]
+    samples = sum(count for i in intervals for count, _weight in i.counts.values())
+    assert samples == 10, [len(i.counts) for i in intervals]

@@ -129,25 +129,26 @@ class RingRecorder:
 
     def intervals(self) -> list[Interval]:
         """The closed intervals and the current one (copied: ticks go on meanwhile)."""
-        closed = list(self._ring)
-        first = self._first_ns
-        live = self._sampler._counts
-        if first is not None:
-            items = list(live.items())  # one C call: no tick interleaves with it
-            closed.append(Interval(first, self._last_ns, dict(items)))
-        return closed
+        closed, live = self.snapshot()
+        return closed if live is None else [*closed, live]
 
     def snapshot(self) -> tuple[list[Interval], Interval | None]:
         """The closed intervals (oldest first) and the live one, copied for a reader that must
         see each interval exactly once (the pusher takes the closed ones after the last it
         took). The live one is None before the first tick, or when a tick closed it while it
-        was being read: then it is among the closed ones (or was empty), never half in both."""
+        was being read: then it is among the closed ones (or was empty), never half in both.
+        The ring is read again in that case: a tick (on the helper thread, or in the signal
+        handler between two bytecodes) that closed the interval just after the ring was
+        copied left its second of samples in neither, and /profile?last=N or a request's cut
+        missed it."""
         first = self._first_ns
         items = list(self._sampler._counts.items())  # one C call: no tick interleaves with it
         last = self._last_ns
         closed = list(self._ring)
-        if first is None or self._first_ns != first:
+        if first is None:
             return closed, None
+        if self._first_ns != first:  # closed meanwhile: in the ring now (unless it was empty)
+            return list(self._ring), None
         return closed, Interval(first, last, dict(items))
 
     def window(self, since_ns: int, until_ns: int | None = None,
