@@ -272,3 +272,35 @@ def test_an_interval_closed_while_the_ring_is_copied_is_read_once(read: str) -> 
         intervals = closed if live is None else [*closed, live]
     samples = sum(count for i in intervals for count, _weight in i.counts.values())
     assert samples == 10, [len(i.counts) for i in intervals]
+
+
+_RELOAD_WHILE_RECORDING = """
+import importlib
+import pyprof_http.collectors.recorder as recorder
+import pyprof_http.collectors.sampling_hub as hub
+recorder.RECORDER.start(19, 10, 32)
+running, shared = recorder.RECORDER.current, hub.HUB
+importlib.reload(hub)
+importlib.reload(recorder)
+assert recorder.RECORDER.current is running, "the reloaded module lost the running recorder"
+assert hub.HUB is shared and hub.HUB.driver is not None, "a second hub beside the running one"
+ring = recorder.RingRecorder(100, 10, 32)  # a /profile-like second subscriber
+ring.start()
+assert ring.driver == "signal", ring.driver  # shares the driver, no fallback
+ring.stop()
+recorder.RECORDER.stop()
+assert not hub.HUB.running()
+print("ok")
+"""
+
+
+def test_a_reload_keeps_the_running_recorder_and_its_shared_driver() -> None:
+    """``importlib.reload`` of the recorder or hub module made a new, empty one beside the
+    running recorder and driver: the switches could no longer stop it, and the next profile
+    found SIGPROF taken and fell back to a weaker driver."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _RELOAD_WHILE_RECORDING],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -254,7 +254,9 @@ class FlightRecorder:
         self.current = None  # the child's app starts its own at its startup
 
 
-RECORDER = FlightRecorder()
+RECORDER: FlightRecorder = globals().get("RECORDER") or FlightRecorder()
+"""Kept across a reload of this module (the running recorder, which the switches stop)."""
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     os.register_at_fork(after_in_child=lambda: RECORDER._after_fork_in_child())
+    _fork_hook_registered = True

@@ -185,7 +185,10 @@ class SamplingHub:
         self._parked = False
 
 
-HUB = SamplingHub()
+HUB: SamplingHub = globals().get("HUB") or SamplingHub()
+"""Kept across a reload of this module: a second hub would start a second driver beside the
+running one's handler, and every later profile fell back to a weaker driver."""
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     os.register_at_fork(after_in_child=lambda: HUB._after_fork_in_child())
+    _fork_hook_registered = True
