@@ -304,3 +304,23 @@ def test_a_reload_keeps_the_running_recorder_and_its_shared_driver() -> None:
     done = subprocess.run([sys.executable, "-c", _RELOAD_WHILE_RECORDING],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_window_longer_than_the_ring_says_how_long_the_ring_covers() -> None:
+    """Two apps in one process share the first one's recorder: the second's recorder_seconds
+    may let last=N ask for more than the ring holds. Said to last N s, a busy thread showed
+    a fraction of its real CPU share."""
+    ring = RingRecorder(4, 10, 64)
+    now = time.monotonic_ns()
+    ring.started_ns = now - 40 * INTERVAL_NS
+    labels = ("MainThread", "", "/r", "")
+    start = now - 30 * INTERVAL_NS
+    for tick in range(119):  # 30 s of a thread busy all along, a quarter second a tick
+        ring._before_tick(start + tick * INTERVAL_NS // 4)
+        entry = ring._sampler._counts.setdefault((fake_stack(1), labels), [0, 0])
+        entry[0] += 1
+        entry[1] += INTERVAL_NS // 4
+    profile = ring.profile(25)
+    cpu_ns = sum(s.values[1] for s in profile.samples)
+    assert cpu_ns <= profile.duration_ns <= cpu_ns + 2 * INTERVAL_NS, (
+        cpu_ns, profile.duration_ns)

@@ -163,12 +163,17 @@ class RingRecorder:
         """The last ``seconds`` as a CPU profile."""
         now, wall = time.monotonic_ns(), time.time_ns()
         since = now - seconds * INTERVAL_NS
-        chosen = [i for i in self.intervals() if i.last_ns >= since]
+        closed, live = self.snapshot()
+        chosen = [i for i in (closed if live is None else [*closed, live]) if i.last_ns >= since]
         # intervals are taken whole, so the oldest may begin up to a second before `since`
         # (and its first tick weighs the CPU since the tick before): the profile's duration
         # is the time its samples cover, or last=1 showed up to twice the real CPU share
         first = min((i.first_ns for i in chosen), default=since) - INTERVAL_NS // self.hz
-        covered = max(0, now - max(min(since, first), self.started_ns))
+        floor = self.started_ns
+        if closed and len(closed) == self._ring.maxlen:  # what came before the ring is gone:
+            # a window longer than the ring (another app's recorder_seconds) covers less
+            floor = max(floor, closed[0].first_ns - INTERVAL_NS // self.hz)
+        covered = max(0, now - max(min(since, first), floor))
         items = merged(chosen)
         return aggregate_profile("cpu", items, self.hz, wall - covered, covered, (
             f"pyprof_http flight recorder: the last {seconds} s at {self.hz} Hz "
