@@ -218,22 +218,28 @@ def test_a_process_that_exits_with_the_recorder_running_exits_with_its_own_statu
     assert done.returncode == 3, (done.returncode, -signal.SIGPROF, done.stderr[-2000:])
 
 
-def test_the_duration_of_last_n_covers_the_whole_intervals_it_adds_up() -> None:
-    """Intervals are whole seconds: last=3 adds up the 4 that overlap the last 3 s. Said to
-    last 3 s, one thread busy all along showed 4 s of CPU in 3 s (133 % of a thread; last=1
-    up to 200 %): the duration must be the time those samples cover."""
-    ring = RingRecorder(4, 30, 64)
+def busy_ring(ring: RingRecorder, seconds_ago: float, ticks: int) -> RingRecorder:
+    """``ring`` fed ``ticks`` 4 Hz ticks from ``seconds_ago`` on, each a quarter second of one
+    thread's CPU (the recorder itself started long before)."""
     now = time.monotonic_ns()
-    ring.started_ns = now - 20 * INTERVAL_NS
+    ring.started_ns = now - 100 * INTERVAL_NS
     labels = ("MainThread", "", "/r", "")
-    start = now - int(3.4 * INTERVAL_NS)
-    for tick in range(14):  # 3 closed intervals of 4 ticks and the live one, each tick a
-        # quarter second of CPU: 3.5 s of CPU, all of it in intervals overlapping the last 3 s
+    start = now - int(seconds_ago * INTERVAL_NS)
+    for tick in range(ticks):
         ring._before_tick(start + tick * INTERVAL_NS // 4)
         entry = ring._sampler._counts.setdefault((fake_stack(1), labels), [0, 0])
         entry[0] += 1
         entry[1] += INTERVAL_NS // 4
-    profile = ring.profile(3)
+    return ring
+
+
+def test_the_duration_of_last_n_covers_the_whole_intervals_it_adds_up() -> None:
+    """Intervals are whole seconds: last=3 adds up the 4 that overlap the last 3 s. Said to
+    last 3 s, one thread busy all along showed 4 s of CPU in 3 s (133 % of a thread; last=1
+    up to 200 %): the duration must be the time those samples cover."""
+    # 3 closed intervals of 4 ticks and the live one, each tick a quarter second of CPU:
+    # 3.5 s of CPU, all of it in intervals overlapping the last 3 s
+    profile = busy_ring(RingRecorder(4, 30, 64), 3.4, 14).profile(3)
     cpu_ns = sum(s.values[1] for s in profile.samples)
     assert cpu_ns == 14 * INTERVAL_NS // 4  # every sample of the overlapping intervals
     assert cpu_ns <= profile.duration_ns, (cpu_ns, profile.duration_ns)
@@ -310,17 +316,8 @@ def test_a_window_longer_than_the_ring_says_how_long_the_ring_covers() -> None:
     """Two apps in one process share the first one's recorder: the second's recorder_seconds
     may let last=N ask for more than the ring holds. Said to last N s, a busy thread showed
     a fraction of its real CPU share."""
-    ring = RingRecorder(4, 10, 64)
-    now = time.monotonic_ns()
-    ring.started_ns = now - 40 * INTERVAL_NS
-    labels = ("MainThread", "", "/r", "")
-    start = now - 30 * INTERVAL_NS
-    for tick in range(119):  # 30 s of a thread busy all along, a quarter second a tick
-        ring._before_tick(start + tick * INTERVAL_NS // 4)
-        entry = ring._sampler._counts.setdefault((fake_stack(1), labels), [0, 0])
-        entry[0] += 1
-        entry[1] += INTERVAL_NS // 4
-    profile = ring.profile(25)
+    # 30 s of a thread busy all along, in a ring of 10
+    profile = busy_ring(RingRecorder(4, 10, 64), 30, 119).profile(25)
     cpu_ns = sum(s.values[1] for s in profile.samples)
     assert cpu_ns <= profile.duration_ns <= cpu_ns + 2 * INTERVAL_NS, (
         cpu_ns, profile.duration_ns)
