@@ -60,3 +60,56 @@ def test_an_app_that_does_not_ask_never_starts_it() -> None:
                 response = client.get("/debug/pprof/profile?last=5")
                 assert response.status_code == 412 and "recorder_hz" in response.text
     assert not HUB.running()
+
+
+def test_the_profilers_own_endpoints_are_not_kept_as_slow_or_sampled(
+        monkeypatch: Any) -> None:
+    """A /profile?seconds=30 scrape is always "slow": kept, every scrape pushed a real slow
+    request out of /requests (a scraper every minute filled the ring with its own requests).
+    Only the app's requests are kept for being slow or sampled; asked for, ours are too."""
+    from pyprof_http import request_profiles
+
+    kept: list[tuple[str, str]] = []
+
+    def keep(request_id: str, start_ns: int, meta: dict[str, Any], reason: str,
+             recorder: Any, limit: int) -> None:
+        kept.append((meta["route"], reason))
+
+    monkeypatch.setattr(request_profiles, "keep", keep)
+    with TestClient(app_with(request_sample_rate=1.0), **LOCAL) as client:
+        for path in ("/hello", "/debug/pprof/goroutine?debug=1", "/debug/pprof/",
+                     "/debug/pprof"):
+            assert client.get(path, follow_redirects=False).status_code < 400
+        client.get("/debug/pprof/goroutine?debug=1", headers={"X-Pprof-Profile": "1"})
+    assert kept == [("/hello", "sampled"), ("/debug/pprof/goroutine", "asked")], kept
+
+
+def test_the_link_of_an_asked_for_request_answers_while_its_profile_is_still_being_cut(
+        monkeypatch: Any) -> None:
+    """The response of an X-Pprof-Profile request points to its profile, which is cut off the
+    loop after the response went out: a client following the link at once got a 404 about one
+    time in ten (here the cut is held for a second, so it always did)."""
+    import threading
+
+    from pyprof_http import request_profiles
+
+    cut, release = request_profiles.cut, threading.Event()
+
+    def slow_cut(*args: Any) -> Any:
+        release.wait(30)
+        return cut(*args)
+
+    monkeypatch.setattr(request_profiles, "cut", slow_cut)
+    with TestClient(app_with(), **LOCAL) as client:
+        asked = client.get("/hello", headers={"X-Pprof-Profile": "1", "X-Request-ID": "go-1"})
+        link = asked.headers["x-pprof-request-profile"]
+        assert link == "/debug/pprof/requests/go-1"
+        timer = threading.Timer(1.0, release.set)
+        timer.start()
+        try:
+            response = client.get(link + "?debug=1")
+        finally:
+            release.set()
+            timer.join()
+        assert response.status_code == 200, response.text
+        assert "go-1" in response.text

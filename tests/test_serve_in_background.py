@@ -98,3 +98,35 @@ def test_side_server_reports_stalls_of_the_app_loop_and_watches_not_its_own():
     finally:
         server.stop()
         WATCHDOGS.stop_all()
+
+
+def test_an_asked_for_request_links_to_its_profile_on_the_side_port():
+    """install(prefix=None) mounts nothing: the link of an X-Pprof-Profile request was
+    ``/requests/<id>`` on the app's own port (a 404 there); it points to the side server, and
+    no link is given while no side server is known."""
+    import warnings
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    app = Starlette(routes=[Route("/hi", lambda request: PlainTextResponse("hi"))])
+    pyprof_http.install(app, prefix=None)
+    asked = {"X-Pprof-Profile": "1", "X-Request-ID": "side-1"}
+    local = {"base_url": "http://127.0.0.1", "client": ("127.0.0.1", 5000)}
+    with TestClient(app, **local) as client:
+        response = client.get("/hi", headers=asked)
+        assert response.status_code == 200
+        assert "x-pprof-request-profile" not in response.headers
+        server = pyprof_http.serve_in_background(port=0)
+        try:
+            link = client.get("/hi", headers=asked).headers["x-pprof-request-profile"]
+            assert link == f"{server.url}requests/side-1"
+            assert _get(link + "?debug=1")[0] == 200
+        finally:
+            server.stop()
+        assert "x-pprof-request-profile" not in client.get("/hi", headers=asked).headers

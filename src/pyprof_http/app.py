@@ -174,7 +174,7 @@ class PprofApp:
         """``/requests/<request_id>``: one kept request's profile, in any profile format
         (behind the same auth as every route: this runs inside ``_guarded``)."""
         query = parse_query(request.query_params, REQUEST_PROFILE, self.settings)
-        record = REQUESTS.get(request_id)
+        record = await REQUESTS.wait_for(request_id)  # its cut may still be running
         if record is None:
             raise NotFound(f"no profile kept for request id {printable(request_id[:128])!r}; "
                            "see /requests for those kept")

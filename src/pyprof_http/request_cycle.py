@@ -26,12 +26,29 @@ LINK_HEADER = b"x-pprof-request-profile"
 """Response header of an asked-for request: where its profile will be (path below the host)."""
 
 
+_ELSEWHERE: list[str] = []
+"""URLs of the endpoints served on a side port (``serve_in_background``), newest last: where an
+asked-for request's profile is when the middleware mounted nothing (``install(prefix=None)``)."""
+
+
+def served_elsewhere(url: str) -> None:
+    """The endpoints are (also) served at ``url`` (ending with the prefix and a slash)."""
+    _ELSEWHERE.append(url)
+
+
+def no_longer_served(url: str) -> None:
+    if url in _ELSEWHERE:
+        _ELSEWHERE.remove(url)
+
+
 class RequestCycle:
     """What the middleware does around each HTTP request (settings read once)."""
 
     def __init__(self, settings: Settings, prefix: str | None) -> None:
         self.settings = settings
         self.prefix = prefix if prefix is not None else ""
+        self.mounted = prefix is not None
+        """False: ``install(prefix=None)``, the endpoints are on a side port if anywhere."""
         self.profiles = settings.allows("requests")
         self.slow_ms, self.rate = settings.slow_request_ms, settings.request_sample_rate
         self.kept, self.max_depth = settings.request_profiles_kept, settings.max_stack_depth
@@ -53,8 +70,7 @@ class RequestCycle:
         link = b""
         if asked:
             request_profiles.FULL_RATE.begin(self.max_depth)
-            path = f"{scope.get('root_path', '')}{self.prefix}/requests/{quote(request_id, '')}"
-            link = path.encode("ascii")
+            link = self._link(scope, quote(request_id, ""))
         id_header = request_id.encode("ascii")
         status: list[int] = []
         start = time.monotonic_ns()
@@ -68,18 +84,43 @@ class RequestCycle:
                         break
                 else:
                     headers.append((b"x-request-id", id_header))
-                if asked:
+                if link:
                     headers.append((LINK_HEADER, link))
                 message = {**message, "headers": headers}
             await send(message)
 
+        own = self._own_endpoint(scope)  # before the app: routing changes the scope in place
         try:
             await app(scope, receive, send_with_id)
         finally:
             request_labels.leave(entered)
-            if self.profiles and (asked or RECORDER.current is not None):
+            if self.profiles and (asked or (RECORDER.current is not None and not own)):
                 self._finish(scope, entered, request_id, start, asked,
                              status[0] if status else None)
+
+    def _link(self, scope: Scope, quoted_id: str) -> bytes:
+        """Where the request's profile will be: below the mount, or (nothing mounted) on the
+        side port's server. With nothing mounted the link was ``/requests/<id>`` on the app's
+        own port, a 404; with no side port known either, no link is better than a wrong one."""
+        if self.mounted:
+            return f"{scope.get('root_path', '')}{self.prefix}/requests/{quoted_id}".encode()
+        if not _ELSEWHERE:
+            return b""
+        return f"{_ELSEWHERE[-1]}requests/{quoted_id}".encode()
+
+    def _own_endpoint(self, scope: Scope) -> bool:
+        """Whether the request is for the profiler's own endpoints (below the prefix): a
+        ``/profile?seconds=30`` or ``/trace`` waits by design, and kept as "slow" every such
+        scrape pushed a real slow request out of the ring (a scraper every minute filled it
+        with nothing but its own requests). Asked for with the header, it is still kept."""
+        prefix = self.prefix
+        if not prefix:
+            return False
+        path: str = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root):]  # servers that put root_path in path (uvicorn >= 0.26)
+        return path == prefix or path.startswith(prefix + "/")
 
     def _finish(self, scope: Scope, entered: request_labels.Request, request_id: str,
                 start: int, asked: bool, status: int | None) -> None:

@@ -30,6 +30,8 @@ from .collectors.recorder import RECORDER, RingRecorder
 from .model import Profile
 
 FULL_RATE_HZ = 100
+PENDING_WAIT_S = 5.0
+"""How long ``/requests/<id>`` waits for a profile still being cut (a long request's cut)."""
 FULL_RATE_SECONDS = 120
 """How much of an asked-for request the full-rate recorder keeps (its last seconds)."""
 _EMPTY = aggregate_profile("cpu", [], FULL_RATE_HZ, 0, 0, ())
@@ -79,6 +81,8 @@ class RequestProfiles:
         self._lock = threading.Lock()
         self._ring: collections.OrderedDict[str, RequestRecord] = collections.OrderedDict()
         self.kept = kept
+        self._pending: collections.Counter[str] = collections.Counter()
+        """Ids whose profile is being cut (off the loop) right after their request ended."""
 
     def __len__(self) -> int:
         return len(self._ring)
@@ -94,6 +98,31 @@ class RequestProfiles:
     def get(self, request_id: str) -> RequestRecord | None:
         with self._lock:
             return self._ring.get(request_id)
+
+    def begin(self, request_id: str) -> None:
+        with self._lock:
+            self._pending[request_id] += 1
+
+    def done(self, request_id: str) -> None:
+        with self._lock:
+            self._pending[request_id] -= 1
+            if self._pending[request_id] <= 0:
+                del self._pending[request_id]
+
+    async def wait_for(self, request_id: str,
+                       timeout: float = PENDING_WAIT_S) -> RequestRecord | None:
+        """The record of ``request_id``, waiting (on the loop, never blocking it) while its
+        cut is still running: the asked-for request's response points to its profile, and a
+        client following that link at once arrived before the cut had finished (a 404, about
+        one time in ten on loopback)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                record = self._ring.get(request_id)
+                pending = request_id in self._pending
+            if record is not None or not pending or time.monotonic() >= deadline:
+                return record
+            await asyncio.sleep(0.005)
 
     def capture(self) -> RequestsCapture:
         with self._lock:
@@ -126,9 +155,11 @@ def cut(recorder: RingRecorder, request_id: str, start_ns: int, end_ns: int,
 def finish(request_id: str, start_ns: int, end_ns: int, meta: dict[str, Any],
            reason: str, recorder: RingRecorder | None, kept: int) -> None:
     """Cut and keep a request's profile; on a worker thread (see :func:`keep`)."""
-    if recorder is None:
-        return
-    REQUESTS.add(cut(recorder, request_id, start_ns, end_ns, meta, reason), kept)
+    try:
+        if recorder is not None:
+            REQUESTS.add(cut(recorder, request_id, start_ns, end_ns, meta, reason), kept)
+    finally:
+        REQUESTS.done(request_id)
 
 
 def keep(request_id: str, start_ns: int, meta: dict[str, Any], reason: str,
@@ -138,8 +169,13 @@ def keep(request_id: str, start_ns: int, meta: dict[str, Any], reason: str,
         return None
     end_ns = time.monotonic_ns()
     loop = asyncio.get_running_loop()
-    return loop.run_in_executor(None, finish, request_id, start_ns, end_ns, meta, reason,
-                                recorder, kept)
+    REQUESTS.begin(request_id)  # done() when the cut has finished, or failed
+    try:
+        return loop.run_in_executor(None, finish, request_id, start_ns, end_ns, meta, reason,
+                                    recorder, kept)
+    except BaseException:
+        REQUESTS.done(request_id)
+        raise
 
 
 def reason_for(request_id: str, duration_ns: int, asked: bool, slow_ms: int,

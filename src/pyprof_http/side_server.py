@@ -15,6 +15,7 @@ import time
 
 import uvicorn
 
+from . import request_cycle
 from .app import PprofApp, PrefixRouter, not_found
 from .config import Settings
 from .switches import Claims
@@ -32,6 +33,7 @@ class BackgroundServer:
                  claims: Claims | None = None) -> None:
         self._server, self.thread, self.prefix = server, thread, prefix
         self._claims = claims
+        self._served_at = ""
 
     @property
     def port(self) -> int:
@@ -44,6 +46,7 @@ class BackgroundServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the profiles this server started, let go of its switches, end the thread."""
+        request_cycle.no_longer_served(self._served_at)
         if self._claims is not None:
             self._claims.release_all()
         self._server.should_exit = True
@@ -97,7 +100,11 @@ def serve_in_background(
         pprof.claims.release_all()  # nobody will call stop(): let go of its switches now
         raise OSError(f"pyprof_http could not serve on {host}:{port} (see the log above)")
     pprof.claims.join_workers()  # siblings see this worker before its first request
-    return BackgroundServer(server, thread, prefix, pprof.claims)
+    background = BackgroundServer(server, thread, prefix, pprof.claims)
+    # where install(prefix=None)'s middleware points an asked-for request's profile
+    background._served_at = background.url
+    request_cycle.served_elsewhere(background.url)
+    return background
 
 
 def _worker_port(host: str, base: int) -> socket.socket:

@@ -882,3 +882,81 @@ def test_stop_leaves_a_handler_and_timer_the_application_installed_during_the_pr
         signal.setitimer(signal.ITIMER_REAL, 0.0, 0.0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert not any(t.name.startswith("pyprof_http-") for t in threading.enumerate())
+
+
+def test_a_rate_change_leaves_the_timer_of_an_application_that_took_the_signal() -> None:
+    """The flight recorder's driver runs for the life of the app: an app that later installs
+    its own SIGPROF handler and ITIMER_PROF timer (a profiler of its own) owns them from then
+    on. A /profile at 100 Hz joining and leaving the shared driver re-armed the timer at our
+    rates (19 Hz after it left), so their handler ran at our rate for good."""
+    from pyprof_http.collectors.sampling_hub import SamplingHub, Subscriber
+
+    hub = SamplingHub()
+    slow, fast = Subscriber(lambda frame: None, 19), Subscriber(lambda frame: None, 100)
+    hub.subscribe(slow)
+    assert hub.driver is not None and hub.driver.name == "signal"
+
+    def theirs(signum: int, frame: FrameType | None) -> None:
+        """The application's handler (its timer is far in the future: never runs)."""
+
+    try:
+        signal.signal(signal.SIGPROF, theirs)
+        signal.setitimer(signal.ITIMER_PROF, 50.0, 50.0)
+        hub.subscribe(fast)
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == 50.0
+        hub.unsubscribe(fast)
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == 50.0
+        hub.unsubscribe(slow)
+        assert signal.getsignal(signal.SIGPROF) is theirs
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == 50.0
+    finally:
+        hub.unsubscribe(fast)
+        hub.unsubscribe(slow)
+        signal.setitimer(signal.ITIMER_PROF, 0.0, 0.0)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+    assert not any(t.name.startswith("pyprof_http-") for t in threading.enumerate())
+
+
+def test_the_last_subscriber_leaving_off_the_main_thread_leaves_no_thread_or_handler() -> None:
+    """An app served from another thread that shuts down last lets go of the shared driver off
+    the main thread, where a signal driver cannot put its handler and wakeup fd back: its
+    helper thread ran on for good, its handler stayed, and every later profile fell back to
+    a weaker driver ("SIGPROF already has a handler"). The timer stops at once; the rest is
+    done by the main thread's loop, or (no loop there) by the next subscriber, which re-arms
+    the same driver."""
+    from pyprof_http.collectors.sampling_hub import SamplingHub, Subscriber
+    from pyprof_http.loops import LOOPS
+
+    hub = SamplingHub()
+
+    def helpers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("pyprof_http-")]
+
+    async def main() -> None:
+        LOOPS.register_running()
+        subscriber = Subscriber(lambda frame: None, 19)
+        hub.subscribe(subscriber)
+        assert hub.driver is not None and hub.driver.name == "signal" and helpers()
+        await asyncio.to_thread(hub.unsubscribe, subscriber)
+        assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+        for _ in range(1000):  # the handed-over stop runs at the loop's next turn
+            if hub.driver is None:
+                break
+            await asyncio.sleep(0.01)
+        assert hub.driver is None and not helpers()
+        assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL
+
+    asyncio.run(main())
+    # no loop on the main thread: parked, then taken up again as a signal driver
+    subscriber = Subscriber(lambda frame: None, 19)
+    hub.subscribe(subscriber)
+    in_thread(lambda: hub.unsubscribe(subscriber))
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0) and not hub.running()
+    again = Subscriber(lambda frame: None, 50)
+    hub.subscribe(again)
+    try:
+        assert hub.driver is not None and hub.driver.name == "signal"
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == pytest.approx(1 / 50, abs=1e-3)
+    finally:
+        hub.unsubscribe(again)
+    assert hub.driver is None and not helpers()

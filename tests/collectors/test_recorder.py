@@ -183,3 +183,141 @@ def test_the_process_recorder_starts_once_and_stops() -> None:
     finally:
         RECORDER.stop()
     assert RECORDER.current is None and not HUB.running()
+
+
+_EXIT_WITH_THE_RECORDER_RUNNING = """
+import sys, time
+from pyprof_http.collectors.recorder import RECORDER
+RECORDER.start(100, 10, 32)
+BIG = [[i] for i in range(2_000_000)]  # work for the interpreter's finalization
+end = time.process_time() + 0.2
+while time.process_time() < end:
+    pass
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("reload", [False, True], ids=["as-is", "drivers-reloaded"])
+def test_a_process_that_exits_with_the_recorder_running_exits_with_its_own_status(
+        reload: bool) -> None:
+    """The lifespan's shutdown, which stops the recorder, does not always come (uvicorn skips
+    it on a forced quit). Finalization then put SIGPROF back to its default action while
+    ITIMER_PROF still ran: the process died of "Profiling timer expired" (status -SIGPROF)
+    every time, with this script, instead of exiting with its own status. The same after an
+    ``importlib.reload`` of the drivers module (the exit hook reads the reloaded module's
+    table of running drivers, which was a fresh, empty one)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = _EXIT_WITH_THE_RECORDER_RUNNING.replace(
+        "BIG =", "import importlib, pyprof_http.collectors.drivers as d; importlib.reload(d)\n"
+        "BIG =") if reload else _EXIT_WITH_THE_RECORDER_RUNNING
+    done = subprocess.run([sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, (done.returncode, -signal.SIGPROF, done.stderr[-2000:])
+
+
+def busy_ring(ring: RingRecorder, seconds_ago: float, ticks: int) -> RingRecorder:
+    """``ring`` fed ``ticks`` 4 Hz ticks from ``seconds_ago`` on, each a quarter second of one
+    thread's CPU (the recorder itself started long before)."""
+    now = time.monotonic_ns()
+    ring.started_ns = now - 100 * INTERVAL_NS
+    labels = ("MainThread", "", "/r", "")
+    start = now - int(seconds_ago * INTERVAL_NS)
+    for tick in range(ticks):
+        ring._before_tick(start + tick * INTERVAL_NS // 4)
+        entry = ring._sampler._counts.setdefault((fake_stack(1), labels), [0, 0])
+        entry[0] += 1
+        entry[1] += INTERVAL_NS // 4
+    return ring
+
+
+def test_the_duration_of_last_n_covers_the_whole_intervals_it_adds_up() -> None:
+    """Intervals are whole seconds: last=3 adds up the 4 that overlap the last 3 s. Said to
+    last 3 s, one thread busy all along showed 4 s of CPU in 3 s (133 % of a thread; last=1
+    up to 200 %): the duration must be the time those samples cover."""
+    # 3 closed intervals of 4 ticks and the live one, each tick a quarter second of CPU:
+    # 3.5 s of CPU, all of it in intervals overlapping the last 3 s
+    profile = busy_ring(RingRecorder(4, 30, 64), 3.4, 14).profile(3)
+    cpu_ns = sum(s.values[1] for s in profile.samples)
+    assert cpu_ns == 14 * INTERVAL_NS // 4  # every sample of the overlapping intervals
+    assert cpu_ns <= profile.duration_ns, (cpu_ns, profile.duration_ns)
+    assert profile.duration_ns <= 5 * INTERVAL_NS  # no more than what the samples cover
+
+
+@pytest.mark.parametrize("read", ["intervals", "snapshot"])
+def test_an_interval_closed_while_the_ring_is_copied_is_read_once(read: str) -> None:
+    """A tick may close the live interval between two reads of a reader on another thread
+    (or in the signal handler between two bytecodes). Closed just after the ring was copied,
+    that second of samples was in neither the copy nor the new live interval: lost to
+    /profile?last=N, a request's cut and the pusher."""
+    import collections
+
+    ring = RingRecorder(4, 30, 64)
+    labels = ("MainThread", "", "/r", "")
+    for tick in range(10):  # 2 closed intervals, the live one holds ticks 8 and 9
+        ring._before_tick(tick * INTERVAL_NS // 4)
+        ring._sampler._counts.setdefault((fake_stack(tick), labels), [0, 0])[0] += 1
+
+    class ClosesTheLiveOneOnce(collections.deque):  # type: ignore[type-arg]
+        tripped = False
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            items = list(super().__iter__())
+            if not self.tripped:
+                self.tripped = True
+                ring._before_tick(10 * INTERVAL_NS // 4 + INTERVAL_NS)  # the tick's rotation
+            return iter(items)
+
+    ring._ring = ClosesTheLiveOneOnce(ring._ring, maxlen=ring._ring.maxlen)
+    if read == "intervals":
+        intervals = ring.intervals()
+    else:
+        closed, live = ring.snapshot()
+        intervals = closed if live is None else [*closed, live]
+    samples = sum(count for i in intervals for count, _weight in i.counts.values())
+    assert samples == 10, [len(i.counts) for i in intervals]
+
+
+_RELOAD_WHILE_RECORDING = """
+import importlib
+import pyprof_http.collectors.recorder as recorder
+import pyprof_http.collectors.sampling_hub as hub
+recorder.RECORDER.start(19, 10, 32)
+running, shared = recorder.RECORDER.current, hub.HUB
+importlib.reload(hub)
+importlib.reload(recorder)
+assert recorder.RECORDER.current is running, "the reloaded module lost the running recorder"
+assert hub.HUB is shared and hub.HUB.driver is not None, "a second hub beside the running one"
+ring = recorder.RingRecorder(100, 10, 32)  # a /profile-like second subscriber
+ring.start()
+assert ring.driver == "signal", ring.driver  # shares the driver, no fallback
+ring.stop()
+recorder.RECORDER.stop()
+assert not hub.HUB.running()
+print("ok")
+"""
+
+
+def test_a_reload_keeps_the_running_recorder_and_its_shared_driver() -> None:
+    """``importlib.reload`` of the recorder or hub module made a new, empty one beside the
+    running recorder and driver: the switches could no longer stop it, and the next profile
+    found SIGPROF taken and fell back to a weaker driver."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _RELOAD_WHILE_RECORDING],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_window_longer_than_the_ring_says_how_long_the_ring_covers() -> None:
+    """Two apps in one process share the first one's recorder: the second's recorder_seconds
+    may let last=N ask for more than the ring holds. Said to last N s, a busy thread showed
+    a fraction of its real CPU share."""
+    # 30 s of a thread busy all along, in a ring of 10
+    profile = busy_ring(RingRecorder(4, 10, 64), 30, 119).profile(25)
+    cpu_ns = sum(s.values[1] for s in profile.samples)
+    assert cpu_ns <= profile.duration_ns <= cpu_ns + 2 * INTERVAL_NS, (
+        cpu_ns, profile.duration_ns)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import atexit
 import contextlib
 import math
 import os
@@ -200,7 +201,8 @@ class SignalDriver:
                 # re-arm the timer at the spacing the tick's cost allows (slower, or back to the
                 # requested rate), so that fewer signals are raised only to be held back
                 spacing, armed = gate.spacing(), self._armed
-                if spacing > armed * _RETIME_FACTOR or spacing * _RETIME_FACTOR < armed:
+                if ((spacing > armed * _RETIME_FACTOR or spacing * _RETIME_FACTOR < armed)
+                        and not self._replaced_by_the_application()):
                     self._armed = spacing
                     signal.setitimer(which, spacing, spacing)
 
@@ -231,10 +233,19 @@ class SignalDriver:
 
     def retime(self) -> None:
         """Re-arm the timer at the gate's interval now (the shared sampler changed its rate);
-        ``setitimer`` works from any thread."""
-        if self._gate is not None and self in _RUNNING:
+        ``setitimer`` works from any thread. Not once the application has put its own handler
+        on the signal: the timer is then theirs (a profiler of their own, at their rate), and
+        re-arming it at ours would change how often their handler runs, for good."""
+        if (self._gate is not None and self in _RUNNING
+                and not self._replaced_by_the_application()):
             self._armed = self._gate.interval
             signal.setitimer(self.which, self._armed, self._armed)
+
+    def pause(self) -> None:
+        """Stop the timer (from any thread), leaving the rest for :meth:`stop` or a
+        :meth:`retime` that arms it again; not a timer the application has taken over."""
+        if self in _RUNNING and not self._replaced_by_the_application():
+            signal.setitimer(self.which, 0.0, 0.0)
 
     def stop(self) -> None:
         """Undo every step, each even if another fails, and drop a signal still in flight.
@@ -435,8 +446,10 @@ class _WakeupTicker:
         self._writer.close()
 
 
-_RUNNING: set[SignalDriver] = set()
-"""Signal drivers between start() and stop()."""
+_RUNNING: set[SignalDriver] = globals().get("_RUNNING", set())
+"""Signal drivers between start() and stop(); kept across a reload of this module (the exit
+and fork hooks, registered once, read the newest module's: a fresh set would lose a driver
+started before the reload, and the process would again die of its timer at exit)."""
 
 
 def _after_fork_in_child() -> None:
@@ -450,6 +463,26 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # late-bound: reloads
     _fork_hook_registered = True
+
+
+def _stop_at_exit() -> None:
+    """Stop the signal drivers still running when the interpreter exits normally.
+
+    The flight recorder's driver runs for the life of the app and stops at the lifespan's
+    shutdown, which does not always come: uvicorn skips it on a forced quit (a second Ctrl-C
+    while a request hangs), a script may never send it. The interpreter's own finalization
+    then puts SIGPROF back to its default action while ITIMER_PROF still runs, and the next
+    timer signal killed the process ("Profiling timer expired", exit status 155) instead of
+    letting it exit with its own status. atexit runs before that, on the main thread.
+    """
+    for driver in list(_RUNNING):
+        with contextlib.suppress(Exception):  # off the main thread: the timer still stops
+            driver.stop()
+
+
+if "_exit_hook_registered" not in globals():
+    atexit.register(lambda: _stop_at_exit())  # late-bound: reloads
+    _exit_hook_registered = True
 
 
 def _give_back_wakeup_fd(fd: int) -> None:

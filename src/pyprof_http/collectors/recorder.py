@@ -129,25 +129,26 @@ class RingRecorder:
 
     def intervals(self) -> list[Interval]:
         """The closed intervals and the current one (copied: ticks go on meanwhile)."""
-        closed = list(self._ring)
-        first = self._first_ns
-        live = self._sampler._counts
-        if first is not None:
-            items = list(live.items())  # one C call: no tick interleaves with it
-            closed.append(Interval(first, self._last_ns, dict(items)))
-        return closed
+        closed, live = self.snapshot()
+        return closed if live is None else [*closed, live]
 
     def snapshot(self) -> tuple[list[Interval], Interval | None]:
         """The closed intervals (oldest first) and the live one, copied for a reader that must
         see each interval exactly once (the pusher takes the closed ones after the last it
         took). The live one is None before the first tick, or when a tick closed it while it
-        was being read: then it is among the closed ones (or was empty), never half in both."""
+        was being read: then it is among the closed ones (or was empty), never half in both.
+        The ring is read again in that case: a tick (on the helper thread, or in the signal
+        handler between two bytecodes) that closed the interval just after the ring was
+        copied left its second of samples in neither, and /profile?last=N or a request's cut
+        missed it."""
         first = self._first_ns
         items = list(self._sampler._counts.items())  # one C call: no tick interleaves with it
         last = self._last_ns
         closed = list(self._ring)
-        if first is None or self._first_ns != first:
+        if first is None:
             return closed, None
+        if self._first_ns != first:  # closed meanwhile: in the ring now (unless it was empty)
+            return list(self._ring), None
         return closed, Interval(first, last, dict(items))
 
     def window(self, since_ns: int, until_ns: int | None = None,
@@ -162,8 +163,18 @@ class RingRecorder:
         """The last ``seconds`` as a CPU profile."""
         now, wall = time.monotonic_ns(), time.time_ns()
         since = now - seconds * INTERVAL_NS
-        items = self.window(since)
-        covered = min(seconds * INTERVAL_NS, now - self.started_ns)
+        closed, live = self.snapshot()
+        chosen = [i for i in (closed if live is None else [*closed, live]) if i.last_ns >= since]
+        # intervals are taken whole, so the oldest may begin up to a second before `since`
+        # (and its first tick weighs the CPU since the tick before): the profile's duration
+        # is the time its samples cover, or last=1 showed up to twice the real CPU share
+        first = min((i.first_ns for i in chosen), default=since) - INTERVAL_NS // self.hz
+        floor = self.started_ns
+        if closed and len(closed) == self._ring.maxlen:  # what came before the ring is gone:
+            # a window longer than the ring (another app's recorder_seconds) covers less
+            floor = max(floor, closed[0].first_ns - INTERVAL_NS // self.hz)
+        covered = max(0, now - max(min(since, first), floor))
+        items = merged(chosen)
         return aggregate_profile("cpu", items, self.hz, wall - covered, covered, (
             f"pyprof_http flight recorder: the last {seconds} s at {self.hz} Hz "
             f"(driver={self.driver}); cpu/nanoseconds is each thread's CPU between the "
@@ -248,7 +259,9 @@ class FlightRecorder:
         self.current = None  # the child's app starts its own at its startup
 
 
-RECORDER = FlightRecorder()
+RECORDER: FlightRecorder = globals().get("RECORDER") or FlightRecorder()
+"""Kept across a reload of this module (the running recorder, which the switches stop)."""
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     os.register_at_fork(after_in_child=lambda: RECORDER._after_fork_in_child())
+    _fork_hook_registered = True

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from .drivers import Driver, TickGate, TickStats, choose_driver
+from ..loops import LOOPS
+from .drivers import Driver, SignalDriver, TickGate, TickStats, choose_driver
 
 _DUE_SLACK = 0.2
 """A subscriber is ticked when at most this share of its interval is left (a 100 Hz driver
@@ -59,13 +60,16 @@ class SamplingHub:
         self._gate: TickGate | None = None
         self._owner: int | None = None
         """The thread that started the driver (a signal driver stops on the main thread)."""
+        self._parked = False
+        """The last subscriber left off the main thread while a signal driver ran: its timer
+        is off, the rest waits for the main thread (see :meth:`unsubscribe`)."""
 
     @property
     def driver(self) -> Driver | None:
         return self._driver
 
     def running(self) -> bool:
-        return self._driver is not None
+        return self._driver is not None and not self._parked
 
     def hz(self) -> int:
         return max((s.hz for s in self._subscribers), default=0)
@@ -94,6 +98,10 @@ class SamplingHub:
                     self._subscribers = ()
                     raise
             else:
+                if self._parked:  # its timer is off: arm it again whatever the rate
+                    self._parked = False
+                    if self._gate is not None:
+                        self._gate.interval = 0.0
                 self._retime()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -107,12 +115,44 @@ class SamplingHub:
                 if gate is not None:  # a tick of it may be running: wait for it
                     gate.wait_idle()
                 return
-            driver, self._driver, self._gate = self._driver, None, None
+            driver = self._driver
+            if (isinstance(driver, SignalDriver)
+                    and threading.current_thread() is not threading.main_thread()):
+                self._park(driver)
+                return
+            self._driver, self._gate, self._parked = None, None, False
         if driver is not None:
             # a signal driver let go of off the main thread: its timer is stopped, its
             # handler (inert: gate closed) stays until the next start
             with contextlib.suppress(ValueError):
                 driver.stop()
+
+    def _park(self, driver: SignalDriver) -> None:
+        """The last subscriber left off the main thread (an app served from another thread
+        shut down last): a signal driver's handler and wakeup fd can only be put back on the
+        main thread, and stopped here it left its helper thread running for good and its
+        handler installed, so every later profile fell back to a weaker driver. Its timer is
+        stopped now (from any thread) and the rest is handed to the main thread's event loop
+        if it runs one; else it waits, parked, for the next subscriber (which re-arms it) or
+        the interpreter's exit (``drivers`` stops it then). ``_lock`` held."""
+        self._parked = True
+        with contextlib.suppress(ValueError, OSError):
+            driver.pause()
+        main = threading.main_thread().ident
+        for info in LOOPS.running():
+            if info.thread_ident == main:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: stays parked
+                    info.loop.call_soon_threadsafe(self._stop_parked)
+                break
+
+    def _stop_parked(self) -> None:
+        """On the main thread: stop a parked driver, unless a subscriber came meanwhile."""
+        with self._lock:
+            if not self._parked or self._subscribers:
+                return
+            driver, self._driver, self._gate, self._parked = self._driver, None, None, False
+        if driver is not None:
+            driver.stop()
 
     def _retime(self) -> None:
         if self._gate is None or self._driver is None:
@@ -142,9 +182,13 @@ class SamplingHub:
         parent's; drivers.py puts the handler back): it starts afresh."""
         self._lock = _thread.allocate_lock()
         self._subscribers, self._driver, self._gate, self._owner = (), None, None, None
+        self._parked = False
 
 
-HUB = SamplingHub()
+HUB: SamplingHub = globals().get("HUB") or SamplingHub()
+"""Kept across a reload of this module: a second hub would start a second driver beside the
+running one's handler, and every later profile fell back to a weaker driver."""
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork") and "_fork_hook_registered" not in globals():
     os.register_at_fork(after_in_child=lambda: HUB._after_fork_in_child())
+    _fork_hook_registered = True
