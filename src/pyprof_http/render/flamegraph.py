@@ -22,32 +22,18 @@ from __future__ import annotations
 import html
 import json
 import re
-from importlib import resources
 from typing import Any, Final
 
 from pyprof_http.model import Frame, Profile
 from pyprof_http.render import Rendered
-from pyprof_http.render.csp import sha256_source
+from pyprof_http.render.csp import page
 
-
-def _asset(name: str) -> str:
-    text = (resources.files("pyprof_http") / "_assets" / name).read_text(encoding="utf-8")
-    # The HTML parser turns CR LF and lone CR into LF before hashing: do the same (a checkout
-    # with CRLF line endings must not break the hashes).
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-TEMPLATE: Final = _asset("flamegraph.html")
-SCRIPT: Final = _asset("flamegraph.js")
-STYLE: Final = _asset("flamegraph.css")
-if re.search(r"</script|<!--", SCRIPT, re.IGNORECASE) or re.search(r"</style", STYLE, re.I):
-    raise RuntimeError("flamegraph assets must not contain their own closing tag")
-
-_POLICY: Final = (
-    f"default-src 'none'; script-src {sha256_source(SCRIPT)}; style-src {sha256_source(STYLE)}; "
-    "img-src data:; base-uri 'none'; form-action 'none'"
-)
-CONTENT_SECURITY_POLICY: Final = _POLICY + "; frame-ancestors 'none'"
+_PAGE: Final = page("flamegraph")
+TEMPLATE: Final = _PAGE.template
+SCRIPT: Final = _PAGE.script
+STYLE: Final = _PAGE.style
+_POLICY: Final = _PAGE.meta_policy
+CONTENT_SECURITY_POLICY: Final = _PAGE.content_security_policy
 """The policy the HTTP layer must send with a flame graph page (also repeated in a ``<meta>``,
 without ``frame-ancestors`` which a ``<meta>`` cannot carry, so a saved copy stays locked)."""
 

@@ -18,20 +18,15 @@ from typing import Any, Final
 
 from ..captures.trace import TraceCapture
 from . import Rendered, utf8
-from .csp import sha256_source
-from .flamegraph import _asset, script_json
+from .csp import page
+from .flamegraph import script_json
 
-TEMPLATE: Final = _asset("trace.html")
-SCRIPT: Final = _asset("trace.js")
-STYLE: Final = _asset("trace.css")
-if re.search(r"</script|<!--", SCRIPT, re.IGNORECASE) or re.search(r"</style", STYLE, re.I):
-    raise RuntimeError("trace assets must not contain their own closing tag")
-
-_POLICY: Final = (
-    f"default-src 'none'; script-src {sha256_source(SCRIPT)}; style-src {sha256_source(STYLE)}; "
-    "img-src data:; base-uri 'none'; form-action 'none'"
-)
-CONTENT_SECURITY_POLICY: Final = _POLICY + "; frame-ancestors 'none'"
+_PAGE: Final = page("trace")
+TEMPLATE: Final = _PAGE.template
+SCRIPT: Final = _PAGE.script
+STYLE: Final = _PAGE.style
+_POLICY: Final = _PAGE.meta_policy
+CONTENT_SECURITY_POLICY: Final = _PAGE.content_security_policy
 KINDS: Final = ("step", "callback", "work", "gc", "stall", "mark", "span", "request")
 _PLACEHOLDER: Final = re.compile(r"\{\{(\w+)\}\}")
 
