@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._waiting import render_in_thread
 from .captures.heap import HeapCapture, SampledHeapCapture
@@ -351,6 +351,16 @@ def _cmdline() -> Rendered:
     return Rendered(utf8("\0".join(sys.argv)), TEXT_PLAIN)
 
 
+_HEAP_ROW: Final[dict[str, Any]] = {
+    "formats": {**_profile_formats(), "text": _heap_text},
+    "count": _heap_count,
+    "link_query": lambda: "" if heap_sampler.running() or heap.is_tracing() else "seconds=10",
+    "window": True,
+    "params": frozenset({"debug", "format", "seconds", "gc", "source"}),
+}
+"""What /heap and /allocs share: they are one profile with another default sample type."""
+
+
 PROFILES: tuple[ProfileSpec, ...] = (
     ProfileSpec(
         name="goroutine",
@@ -444,12 +454,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "or a snapshot while tracing (PYPROF_HEAP_TRACE_AT_START=1); without the sampler "
         "extension that is the only source.",
         collect=_collect_heap,
-        formats={**_profile_formats(), "text": _heap_text},
-        count=_heap_count,
-        link_query=lambda: ("" if heap_sampler.running() or heap.is_tracing()
-                            else "seconds=10"),
-        window=True,
-        params=frozenset({"debug", "format", "seconds", "gc", "source"}),
+        **_HEAP_ROW,
     ),
     ProfileSpec(
         name="allocs",
@@ -457,12 +462,7 @@ PROFILES: tuple[ProfileSpec, ...] = (
         "with alloc_space as its default sample type (what continuous-profiling scrapers "
         "ask for); the same parameters as heap.",
         collect=_collect_allocs,
-        formats={**_profile_formats(), "text": _heap_text},
-        count=_heap_count,
-        link_query=lambda: ("" if heap_sampler.running() or heap.is_tracing()
-                            else "seconds=10"),
-        window=True,
-        params=frozenset({"debug", "format", "seconds", "gc", "source"}),
+        **_HEAP_ROW,
     ),
     ProfileSpec(
         name="objects",
