@@ -48,6 +48,13 @@ MIX = ("/work", "/spawn", "/sync", "/min")
 
 
 def serve(install: bool) -> None:
+    serve_on_free_port(build_app("install()" if install else "plain"))
+
+
+def build_app(variant: str) -> Any:
+    """The measured FastAPI app, its routes shaped like the demo's; ``variant`` is one of
+    :data:`ASGI_VARIANTS`: without pyprof_http, with the endpoints mounted only, with the
+    lifecycle middleware only, or with ``install(app)`` (both)."""
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -76,11 +83,19 @@ def serve(install: bool) -> None:
     def sync_route() -> dict[str, int]:
         return {"n": sum(range(2000))}
 
-    if install:
+    if variant == "install()":
         import pyprof_http
 
         pyprof_http.install(app)
-    serve_on_free_port(app)
+    elif variant == "middleware only":
+        from pyprof_http.lifecycle import LifecycleMiddleware
+
+        app.add_middleware(LifecycleMiddleware)
+    elif variant == "mount only":
+        from pyprof_http import PprofApp
+
+        app.mount("/debug/pprof", PprofApp())
+    return app
 
 
 class Load:
@@ -158,30 +173,6 @@ _SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "me
 ASGI_VARIANTS = ("plain", "plain again", "mount only", "middleware only", "install()")
 
 
-def _asgi_app(variant: str) -> Any:
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
-    @app.get("/min")
-    async def minimal() -> dict[str, int]:
-        return {"ok": 1}
-
-    if variant == "install()":
-        import pyprof_http
-
-        pyprof_http.install(app)
-    elif variant == "middleware only":
-        from pyprof_http.lifecycle import LifecycleMiddleware
-
-        app.add_middleware(LifecycleMiddleware)
-    elif variant == "mount only":
-        from pyprof_http import PprofApp
-
-        app.mount("/debug/pprof", PprofApp())
-    return app
-
-
 def asgi_path_cost(rounds: int, n: int = 1000) -> dict[str, float]:
     """Best-of-rounds µs per ``GET /min`` ASGI call, each in its own task, per variant."""
 
@@ -199,7 +190,7 @@ def asgi_path_cost(rounds: int, n: int = 1000) -> dict[str, float]:
         return (time.perf_counter() - started) / n * 1e6
 
     loops = {name: asyncio.new_event_loop() for name in ASGI_VARIANTS}
-    apps = {name: _asgi_app(name) for name in ASGI_VARIANTS}
+    apps = {name: build_app(name) for name in ASGI_VARIANTS}
     best = dict.fromkeys(ASGI_VARIANTS, float("inf"))
     try:
         for name in ASGI_VARIANTS:
