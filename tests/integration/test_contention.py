@@ -89,8 +89,10 @@ def test_contended_threading_lock_shows_its_waiters(profiled: Server) -> None:
     assert _get(profiled.base_url + "/patched").json() == {
         "threading_lock": True, "asyncio_lock": True}
     hold_ms, threads, rounds = 40, 4, 3
+    started = time.monotonic()
     assert _get(profiled.base_url + "/contend/threading", threads=threads, hold_ms=hold_ms,
                 rounds=rounds).status_code == 200
+    took_s = time.monotonic() - started
     text = _get(profiled.url("/mutex"), debug=1).text
     assert text.startswith("mutex profile: contentions/count ")
     waits = [values for values, block in _records(text)
@@ -100,7 +102,9 @@ def test_contended_threading_lock_shows_its_waiters(profiled: Server) -> None:
     delay_s = sum(v[1] for v in waits) / 1e9
     # 12 acquisitions of a lock held 40 ms each: the others wait for most of that time
     assert 1 <= contentions <= threads * rounds
-    assert hold_ms / 1000 <= delay_s <= threads * rounds * threads * hold_ms / 1000 + 2, text
+    # each waiter waits at most as long as the request that joined them took: a bound relative
+    # to this machine's speed (a fixed one, ~4 s, was within reach of a loaded box's wakeups)
+    assert hold_ms / 1000 <= delay_s <= threads * took_s, (took_s, text)
     assert "threading.Lock.acquire" in text
 
 
@@ -171,7 +175,13 @@ def test_a_short_block_under_the_threshold_is_not_a_stall(profiled: Server) -> N
             assert _get(profiled.base_url + "/block", ms=50).status_code == 200
 
     profile = _window(profiled.url("/block"), block_briefly, seconds=2, format="json").json()
-    assert not _samples_in(profile, "contention_service_blocking_call")
+    # A watchdog that looked late (a loaded machine: it was not run for a while) cannot tell
+    # where such a block began and may list it, but only with what it certainly lasted, never
+    # as long as the 100 ms threshold (as test_loop's short-block test): each of these stalls,
+    # if any, stays under it. Asserting no sample at all failed whenever the box was busy.
+    for sample in _samples_in(profile, "contention_service_blocking_call"):
+        count, delay_ns = sample["values"][:2]
+        assert delay_ns < count * 100_000_000, sample
 
 
 def test_go_tool_pprof_reads_block(go_binary: str, tmp_path: Path, profiled: Server) -> None:
