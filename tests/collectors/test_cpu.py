@@ -629,7 +629,76 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
                 at_sleep += sample.values[1]
     print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; {capture.describe()}")
     assert total > 0.05e9, "the burner got almost no CPU"
-    assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())
+    # The share is a property of the machine as much as of the sampler: on a loaded one the
+    # process gets ticks at 4-16 Hz instead of 100 (seen), the tick cannot take the GIL from a
+    # burst (its thread waits for a CPU), and a burner preempted between releasing the GIL and
+    # entering its sleep is runnable at the sleep line, not blocked: 41-100 % was measured
+    # there under load with the charging working. So the share is judged only when the ticks
+    # came at least at half the requested rate; the charging itself is checked on every
+    # machine by the next test, with a real sleeping thread and the real kernel-state reader.
+    if capture.achieved_hz >= 50:
+        assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())
+
+
+def sleepline_burst(burn: threading.Event) -> None:
+    while burn.is_set():
+        sleepline_hot(2000)
+
+
+def sleepline_phases(burn: threading.Event, leave: threading.Event) -> None:
+    while not leave.is_set():
+        sleepline_burst(burn)
+        time.sleep(0.02)  # the sleep line
+
+
+def test_a_burst_found_asleep_by_the_tick_is_charged_to_the_burst() -> None:
+    """The burst-and-sleep case, tick by tick with a real thread, its real CPU clock and the
+    real kernel-state reader: a tick sees the thread burning, the thread burns on and goes to
+    sleep, and the next tick finds it in ``clock_nanosleep``: all the CPU of the burst goes to
+    the burst, none to the sleep line. Driven by the thread's states, not by timing."""
+    from pyprof_http.collectors.blocked import syscall_states
+
+    is_blocked = syscall_states()
+    if is_blocked is None:
+        pytest.skip("syscall states are read on Linux x86-64 / aarch64 only")
+    burn, leave = threading.Event(), threading.Event()
+    worker = threading.Thread(target=sleepline_phases, args=(burn, leave), name="phases")
+    sampler = Sampler("cpu", MAX_DEPTH, set, is_blocked)
+    burn.set()
+    worker.start()
+    native = worker.native_id
+    assert native is not None
+
+    def burns_for(cpu_ns: int) -> None:
+        start = thread_cpu_ns(native)
+        assert start is not None
+        deadline = time.monotonic() + 60  # a bound against hanging, not a timing
+        while (thread_cpu_ns(native) or 0) - start < cpu_ns:
+            assert time.monotonic() < deadline, "the burner got no CPU"
+            time.sleep(0.001)
+
+    try:
+        sampler.baseline()
+        burns_for(20_000_000)
+        sampler.tick()  # seen burning (it waits for the GIL this tick holds: not blocked)
+        burns_for(20_000_000)
+        burn.clear()
+        deadline = time.monotonic() + 60
+        while not is_blocked(native):
+            assert time.monotonic() < deadline, "the burner never slept"
+            time.sleep(0.001)
+        sampler.tick()  # found asleep: the 20+ ms before were spent in the burst
+    finally:
+        burn.clear()
+        leave.set()
+        worker.join()
+    charged: dict[str, int] = defaultdict(int)
+    for sample in sampler.profile(100, 0, 1, ()).samples:
+        if sample.labels["thread"] == "phases":
+            charged[sample.stack[0].function.rsplit(".", 1)[-1]] += sample.values[1]
+    assert charged.get("sleepline_phases", 0) == 0, charged
+    assert sum(charged.values()) >= 40_000_000, charged
+    assert sampler.carried >= 20_000_000, (sampler.carried, charged)
 
 
 def test_wall_mode_needs_no_thread_cpu_clock(monkeypatch: pytest.MonkeyPatch) -> None:
