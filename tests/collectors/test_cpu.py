@@ -597,11 +597,12 @@ def sleepline_hot(n: int) -> int:
     return total
 
 
-def sleepline_burner(stop: threading.Event) -> None:
+def sleepline_burner(stop: threading.Event, bursts: list[tuple[float, float]]) -> None:
     while not stop.is_set():
-        cycle = time.thread_time()
+        cycle, wall = time.thread_time(), time.perf_counter()
         while time.thread_time() - cycle < 0.005:
             sleepline_hot(2000)
+        bursts.append((time.thread_time() - cycle, time.perf_counter() - wall))
         time.sleep(0.01)  # the sleep line
 
 
@@ -610,7 +611,8 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
     tick takes the GIL when the thread gives it up: before, that was mostly as it entered
     ``time.sleep``, and most of its CPU was charged to the sleep line (true share: ~0)."""
     stop = threading.Event()
-    worker = threading.Thread(target=sleepline_burner, args=(stop,), name="sleepline")
+    bursts: list[tuple[float, float]] = []  # (CPU, wall) of each burst
+    worker = threading.Thread(target=sleepline_burner, args=(stop, bursts), name="sleepline")
     worker.start()
 
     async def wait(duration: float) -> None:
@@ -627,17 +629,20 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
             total += sample.values[1]
             if sample.stack[0].function.endswith("sleepline_burner"):
                 at_sleep += sample.values[1]
-    print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; {capture.describe()}")
+    on_cpu = sum(c for c, _ in bursts) / max(sum(w for _, w in bursts), 1e-9)
+    print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; bursts ran "
+          f"{on_cpu:.0%} of their wall time on a CPU; {capture.describe()}")
     assert total > 0.05e9, "the burner got almost no CPU"
     # The share is a property of the machine as much as of the sampler: on a loaded one the
-    # process gets ticks at 4-16 Hz instead of 100 (seen), the tick cannot take the GIL from a
-    # burst (its thread waits for a CPU), and a burner preempted between releasing the GIL and
-    # entering its sleep is runnable at the sleep line, not blocked: 41-100 % was measured
-    # there under load with the charging working. So the share is judged only when the ticks
-    # came at least at half the requested rate; the charging itself is checked on every
-    # machine by the next test, with a real sleeping thread and the real kernel-state reader.
-    if capture.achieved_hz >= 50:
-        assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())
+    # burner waits for a CPU mid-burst, the tick (waiting for one too) cannot take the GIL
+    # from it, and a burner preempted between releasing the GIL and entering its sleep is
+    # runnable at the sleep line, not blocked: 41-100 % was measured there under load (bursts
+    # on a CPU for a fraction of their wall time) with the charging working. So the share is
+    # judged when the bursts ran on a CPU most of their time, as on a machine not short of
+    # CPUs; the charging itself is checked on every machine by the next test, tick by tick
+    # with a real sleeping thread and the real kernel-state reader.
+    if on_cpu >= 0.8:
+        assert at_sleep < 0.35 * total, (at_sleep / total, on_cpu, capture.describe())
 
 
 def sleepline_burst(burn: threading.Event) -> None:
