@@ -42,13 +42,20 @@ def _get(url: str, **params: object) -> httpx.Response:
     return httpx.get(url, params=params, timeout=30)
 
 
-def _window(url: str, during: Callable[[], object], lead_s: float = 0.3,
+def _window(server: Server, path: str, during: Callable[[], object],
             **params: object) -> httpx.Response:
-    """GET ``url`` (a ``seconds=N`` window) with ``during`` run inside it, ``lead_s`` in."""
+    """GET ``path`` (a ``seconds=N`` window) with ``during`` run once the window is open.
+
+    Open means the server's goroutine dump shows the window waiting: a fixed lead (0.3 s) let
+    a loaded machine run ``during`` before the window's baseline was taken."""
     answer: dict[str, httpx.Response] = {}
-    window = threading.Thread(target=lambda: answer.setdefault("r", _get(url, **params)))
+    window = threading.Thread(
+        target=lambda: answer.setdefault("r", _get(server.url(path), **params)))
     window.start()
-    time.sleep(lead_s)
+    deadline = time.monotonic() + 30
+    while "sleep_unless_disconnected" not in _get(server.url("/goroutine"), debug=2).text:
+        assert time.monotonic() < deadline and window.is_alive(), "the window never opened"
+        time.sleep(0.05)
     during()
     window.join(30)
     return answer["r"]
@@ -125,9 +132,9 @@ def test_mutex_window_shows_only_what_happened_in_it(profiled: Server) -> None:
     before_window = _get(profiled.url("/mutex"), debug=1).text
     assert "contention_service_thread_waiter" in before_window
     response = _window(
-        profiled.url("/mutex"), lambda: _get(profiled.base_url + "/contend/asyncio", tasks=3,
-                                             hold_ms=20, rounds=2),
-        lead_s=0.5, seconds=2, debug=1)
+        profiled, "/mutex", lambda: _get(profiled.base_url + "/contend/asyncio", tasks=3,
+                                         hold_ms=20, rounds=2),
+        seconds=2, debug=1)
     text = response.text
     assert response.status_code == 200, text
     assert "contention_service_task_waiter" in text
@@ -154,7 +161,7 @@ def test_blocking_calls_in_async_handlers_show_up_with_their_function(profiled: 
         for _ in range(2):
             assert _get(profiled.base_url + "/block", ms=300).status_code == 200
 
-    response = _window(profiled.url("/block"), block_twice, seconds=3, debug=1)
+    response = _window(profiled, "/block", block_twice, seconds=3, debug=1)
     text = response.text
     assert response.status_code == 200, text
     assert "contention_service_blocking_call" in text
@@ -174,7 +181,7 @@ def test_a_short_block_under_the_threshold_is_not_a_stall(profiled: Server) -> N
         for _ in range(3):
             assert _get(profiled.base_url + "/block", ms=50).status_code == 200
 
-    profile = _window(profiled.url("/block"), block_briefly, seconds=2, format="json").json()
+    profile = _window(profiled, "/block", block_briefly, seconds=2, format="json").json()
     # A watchdog that looked late (a loaded machine: it was not run for a while) cannot tell
     # where such a block began and may list it, but only with what it certainly lasted, never
     # as long as the 100 ms threshold (as test_loop's short-block test): each of these stalls,
