@@ -273,12 +273,18 @@ def test_goroutine_seconds_returns_a_delta() -> None:
 
 def test_concurrent_windows_are_capped() -> None:
     app = _fastapi_app(Settings(max_concurrent_windows=1))
+    (pprof,) = [r.app for r in app.routes if isinstance(getattr(r, "app", None), PprofApp)]
 
     async def go() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            first = asyncio.ensure_future(c.get("/debug/pprof/goroutine?seconds=1&debug=1"))
-            await asyncio.sleep(0.2)  # the first window is open
+            first = asyncio.ensure_future(c.get("/debug/pprof/goroutine?seconds=3&debug=1"))
+            # until the first window is open (a fixed 0.2 s could pass on a loaded machine
+            # before the first request got there: then the second one would have been first)
+            deadline = time.monotonic() + 30
+            while not pprof._windows["goroutine"]:
+                assert time.monotonic() < deadline and not first.done(), "no window opened"
+                await asyncio.sleep(0.01)
             second = await c.get("/debug/pprof/goroutine?seconds=1&debug=1")
             plain = await c.get("/debug/pprof/goroutine?debug=1")  # no window: not capped
             return [await first, second, plain]

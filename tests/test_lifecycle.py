@@ -230,18 +230,23 @@ def test_shutdown_signals_stop_profiles_then_call_the_servers_handler() -> None:
         signal_module.signal(signal_module.SIGTERM, original)
 
 
-def _watchdog_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "pyprof_http-watchdog")
+def _watchdog_threads(before: frozenset[threading.Thread] = frozenset()) -> int:
+    """Watchdog threads alive now that were not in ``before``: the count is of this test's
+    own, whatever an earlier test's watchdog, ending by itself with its loop, still does."""
+    return sum(1 for t in threading.enumerate()
+               if t.name == "pyprof_http-watchdog" and t not in before)
 
 
 def test_startup_starts_the_watchdog_and_shutdown_joins_it() -> None:
+    before = frozenset(threading.enumerate())
+
     async def main():
         loop = asyncio.get_running_loop()
         driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app))
         await driver.startup()
-        during = WATCHDOGS.is_watching(loop), _watchdog_threads()
+        during = WATCHDOGS.is_watching(loop), _watchdog_threads(before)
         await driver.shutdown()
-        return during, WATCHDOGS.is_watching(loop), _watchdog_threads()
+        return during, WATCHDOGS.is_watching(loop), _watchdog_threads(before)
 
     during, watching_after, threads_after = asyncio.run(main())
     assert during == (True, 1)
@@ -249,11 +254,13 @@ def test_startup_starts_the_watchdog_and_shutdown_joins_it() -> None:
 
 
 def test_block_off_the_allowlist_starts_no_watchdog() -> None:
+    before = frozenset(threading.enumerate())
+
     async def main():
         settings = Settings(profiles=frozenset({"goroutine"}))
         driver = LifespanDriver(LifecycleMiddleware(plain_lifespan_app, settings))
         await driver.startup()
-        during = _watchdog_threads()
+        during = _watchdog_threads(before)
         await driver.shutdown()
         return during
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import inspect
 import re
 import sys
@@ -91,21 +92,36 @@ def contention_waiter(lock: Any) -> None:
         time.sleep(0.002)
 
 
+@contextlib.contextmanager
+def helpers_unprofiled() -> Iterator[None]:
+    """The test's own events and threads (a Thread has an Event) get raw locks. Made while
+    profiling is on they were wrappers too, and a loaded machine could make two threads meet
+    on one (the main thread made to drop the GIL inside ``Event.set``, say): one contention
+    more than the test made, on a stack of ``threading``'s own."""
+    patched = threading.Lock
+    threading.Lock = ORIGINAL_LOCK  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        threading.Lock = patched  # type: ignore[misc]
+
+
 def run_contention(lock: Any, waiters: int = 4, hold: float = HOLD) -> None:
     """``waiters`` threads block on ``lock`` (a wrapper) while a holder keeps it; the holder
     lets go ``hold`` s after all of them are seen blocked: exactly ``waiters`` contentions."""
-    taken, release = threading.Event(), threading.Event()
+    with helpers_unprofiled():
+        taken, release = threading.Event(), threading.Event()
 
-    def holder() -> None:
-        with lock:
-            taken.set()
-            release.wait(30)
+        def holder() -> None:
+            with lock:
+                taken.set()
+                release.wait(30)
 
-    holding = threading.Thread(target=holder, name="holder")
+        holding = threading.Thread(target=holder, name="holder")
+        threads = [threading.Thread(target=contention_waiter, args=(lock,), name=f"waiter-{i}")
+                   for i in range(waiters)]
     holding.start()
     assert taken.wait(30)
-    threads = [threading.Thread(target=contention_waiter, args=(lock,), name=f"waiter-{i}")
-               for i in range(waiters)]
     for thread in threads:
         thread.start()
     try:

@@ -597,11 +597,12 @@ def sleepline_hot(n: int) -> int:
     return total
 
 
-def sleepline_burner(stop: threading.Event) -> None:
+def sleepline_burner(stop: threading.Event, bursts: list[tuple[float, float]]) -> None:
     while not stop.is_set():
-        cycle = time.thread_time()
+        cycle, wall = time.thread_time(), time.perf_counter()
         while time.thread_time() - cycle < 0.005:
             sleepline_hot(2000)
+        bursts.append((time.thread_time() - cycle, time.perf_counter() - wall))
         time.sleep(0.01)  # the sleep line
 
 
@@ -610,7 +611,8 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
     tick takes the GIL when the thread gives it up: before, that was mostly as it entered
     ``time.sleep``, and most of its CPU was charged to the sleep line (true share: ~0)."""
     stop = threading.Event()
-    worker = threading.Thread(target=sleepline_burner, args=(stop,), name="sleepline")
+    bursts: list[tuple[float, float]] = []  # (CPU, wall) of each burst
+    worker = threading.Thread(target=sleepline_burner, args=(stop, bursts), name="sleepline")
     worker.start()
 
     async def wait(duration: float) -> None:
@@ -627,9 +629,81 @@ def test_a_burst_and_sleep_loop_is_not_charged_to_its_sleep_line() -> None:
             total += sample.values[1]
             if sample.stack[0].function.endswith("sleepline_burner"):
                 at_sleep += sample.values[1]
-    print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; {capture.describe()}")
+    on_cpu = sum(c for c, _ in bursts) / max(sum(w for _, w in bursts), 1e-9)
+    print(f"sleep line: {at_sleep / total:.1%} of {total / 1e9:.3f} s; bursts ran "
+          f"{on_cpu:.0%} of their wall time on a CPU; {capture.describe()}")
     assert total > 0.05e9, "the burner got almost no CPU"
-    assert at_sleep < 0.35 * total, (at_sleep / total, capture.describe())
+    # The share is a property of the machine as much as of the sampler: on a loaded one the
+    # burner waits for a CPU mid-burst, the tick (waiting for one too) cannot take the GIL
+    # from it, and a burner preempted between releasing the GIL and entering its sleep is
+    # runnable at the sleep line, not blocked: 41-100 % was measured there under load (bursts
+    # on a CPU for a fraction of their wall time) with the charging working. So the share is
+    # judged when the bursts ran on a CPU most of their time, as on a machine not short of
+    # CPUs; the charging itself is checked on every machine by the next test, tick by tick
+    # with a real sleeping thread and the real kernel-state reader.
+    if on_cpu >= 0.8:
+        assert at_sleep < 0.35 * total, (at_sleep / total, on_cpu, capture.describe())
+
+
+def sleepline_burst(burn: threading.Event) -> None:
+    while burn.is_set():
+        sleepline_hot(2000)
+
+
+def sleepline_phases(burn: threading.Event, leave: threading.Event) -> None:
+    while not leave.is_set():
+        sleepline_burst(burn)
+        time.sleep(0.02)  # the sleep line
+
+
+def test_a_burst_found_asleep_by_the_tick_is_charged_to_the_burst() -> None:
+    """The burst-and-sleep case, tick by tick with a real thread, its real CPU clock and the
+    real kernel-state reader: a tick sees the thread burning, the thread burns on and goes to
+    sleep, and the next tick finds it in ``clock_nanosleep``: all the CPU of the burst goes to
+    the burst, none to the sleep line. Driven by the thread's states, not by timing."""
+    from pyprof_http.collectors.blocked import syscall_states
+
+    is_blocked = syscall_states()
+    if is_blocked is None:
+        pytest.skip("syscall states are read on Linux x86-64 / aarch64 only")
+    burn, leave = threading.Event(), threading.Event()
+    worker = threading.Thread(target=sleepline_phases, args=(burn, leave), name="phases")
+    sampler = Sampler("cpu", MAX_DEPTH, set, is_blocked)
+    burn.set()
+    worker.start()
+    native = worker.native_id
+    assert native is not None
+
+    def burns_for(cpu_ns: int) -> None:
+        start = thread_cpu_ns(native)
+        assert start is not None
+        deadline = time.monotonic() + 60  # a bound against hanging, not a timing
+        while (thread_cpu_ns(native) or 0) - start < cpu_ns:
+            assert time.monotonic() < deadline, "the burner got no CPU"
+            time.sleep(0.001)
+
+    try:
+        sampler.baseline()
+        burns_for(20_000_000)
+        sampler.tick()  # seen burning (it waits for the GIL this tick holds: not blocked)
+        burns_for(20_000_000)
+        burn.clear()
+        deadline = time.monotonic() + 60
+        while not is_blocked(native):
+            assert time.monotonic() < deadline, "the burner never slept"
+            time.sleep(0.001)
+        sampler.tick()  # found asleep: the 20+ ms before were spent in the burst
+    finally:
+        burn.clear()
+        leave.set()
+        worker.join()
+    charged: dict[str, int] = defaultdict(int)
+    for sample in sampler.profile(100, 0, 1, ()).samples:
+        if sample.labels["thread"] == "phases":
+            charged[sample.stack[0].function.rsplit(".", 1)[-1]] += sample.values[1]
+    assert charged.get("sleepline_phases", 0) == 0, charged
+    assert sum(charged.values()) >= 40_000_000, charged
+    assert sampler.carried >= 20_000_000, (sampler.carried, charged)
 
 
 def test_wall_mode_needs_no_thread_cpu_clock(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,7 +47,8 @@ async def _finish(*tasks: asyncio.Future) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _wait_until(predicate, timeout: float = 3.0) -> None:
+def _wait_until(predicate, timeout: float = 30.0) -> None:
+    # a bound against hanging, not a timing: it returns as soon as the condition holds
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -225,7 +226,7 @@ def test_sleep_says_time_left() -> None:
     assert t.state == "awaiting"
     match = re.fullmatch(r"sleep \((\d+\.\d) s left\)", t.waiting_on or "")
     assert match, t.waiting_on
-    assert 29.0 <= float(match.group(1)) <= 30.0
+    assert 25.0 <= float(match.group(1)) <= 30.0  # 30 s less what a loaded machine took
     assert _fn(t.stack[0].function) == "sleep"
 
 
@@ -643,7 +644,9 @@ def test_a_blocked_loop_is_read_from_here_without_waiting_for_it() -> None:
             release.set()
 
     assert after == before
-    assert elapsed < 0.5
+    # not waiting for the blocked loop (held 5 s); one collect on a loaded machine can take a
+    # good part of a second, so the bound is half the block, not 0.5 s
+    assert elapsed < 2.5, elapsed
     remote = _task(snap, "blocked-loop-task")
     assert remote.thread == "blocked-loop"
     assert remote.state == "awaiting"

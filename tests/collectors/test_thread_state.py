@@ -154,8 +154,9 @@ def test_missing_source_is_runnable() -> None:
 # --- real threads ---------------------------------------------------------------------------
 
 
-def _state_of(thread: threading.Thread, expected: str, timeout: float = 3.0) -> str:
-    """The thread's state once it is blocked (its top frame is no longer changing)."""
+def _state_of(thread: threading.Thread, expected: str, timeout: float = 30.0) -> str:
+    """The thread's state once it is blocked (its top frame is no longer changing); returns as
+    soon as it is ``expected`` (the timeout bounds a hang: 3 s was within a loaded box's reach)."""
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:

@@ -89,7 +89,7 @@ class Watched:
 def watched(browser: Browser) -> Iterator[Watched]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(30_000)  # a bound against hanging: Chromium on a loaded box is slow
     page.add_init_script(RECORD_CSP_VIOLATIONS)
     result = Watched(page)
 

@@ -42,13 +42,20 @@ def _get(url: str, **params: object) -> httpx.Response:
     return httpx.get(url, params=params, timeout=30)
 
 
-def _window(url: str, during: Callable[[], object], lead_s: float = 0.3,
+def _window(server: Server, path: str, during: Callable[[], object],
             **params: object) -> httpx.Response:
-    """GET ``url`` (a ``seconds=N`` window) with ``during`` run inside it, ``lead_s`` in."""
+    """GET ``path`` (a ``seconds=N`` window) with ``during`` run once the window is open.
+
+    Open means the server's goroutine dump shows the window waiting: a fixed lead (0.3 s) let
+    a loaded machine run ``during`` before the window's baseline was taken."""
     answer: dict[str, httpx.Response] = {}
-    window = threading.Thread(target=lambda: answer.setdefault("r", _get(url, **params)))
+    window = threading.Thread(
+        target=lambda: answer.setdefault("r", _get(server.url(path), **params)))
     window.start()
-    time.sleep(lead_s)
+    deadline = time.monotonic() + 30
+    while "sleep_unless_disconnected" not in _get(server.url("/goroutine"), debug=2).text:
+        assert time.monotonic() < deadline and window.is_alive(), "the window never opened"
+        time.sleep(0.05)
     during()
     window.join(30)
     return answer["r"]
@@ -89,8 +96,10 @@ def test_contended_threading_lock_shows_its_waiters(profiled: Server) -> None:
     assert _get(profiled.base_url + "/patched").json() == {
         "threading_lock": True, "asyncio_lock": True}
     hold_ms, threads, rounds = 40, 4, 3
+    started = time.monotonic()
     assert _get(profiled.base_url + "/contend/threading", threads=threads, hold_ms=hold_ms,
                 rounds=rounds).status_code == 200
+    took_s = time.monotonic() - started
     text = _get(profiled.url("/mutex"), debug=1).text
     assert text.startswith("mutex profile: contentions/count ")
     waits = [values for values, block in _records(text)
@@ -100,7 +109,9 @@ def test_contended_threading_lock_shows_its_waiters(profiled: Server) -> None:
     delay_s = sum(v[1] for v in waits) / 1e9
     # 12 acquisitions of a lock held 40 ms each: the others wait for most of that time
     assert 1 <= contentions <= threads * rounds
-    assert hold_ms / 1000 <= delay_s <= threads * rounds * threads * hold_ms / 1000 + 2, text
+    # each waiter waits at most as long as the request that joined them took: a bound relative
+    # to this machine's speed (a fixed one, ~4 s, was within reach of a loaded box's wakeups)
+    assert hold_ms / 1000 <= delay_s <= threads * took_s, (took_s, text)
     assert "threading.Lock.acquire" in text
 
 
@@ -121,9 +132,9 @@ def test_mutex_window_shows_only_what_happened_in_it(profiled: Server) -> None:
     before_window = _get(profiled.url("/mutex"), debug=1).text
     assert "contention_service_thread_waiter" in before_window
     response = _window(
-        profiled.url("/mutex"), lambda: _get(profiled.base_url + "/contend/asyncio", tasks=3,
-                                             hold_ms=20, rounds=2),
-        lead_s=0.5, seconds=2, debug=1)
+        profiled, "/mutex", lambda: _get(profiled.base_url + "/contend/asyncio", tasks=3,
+                                         hold_ms=20, rounds=2),
+        seconds=2, debug=1)
     text = response.text
     assert response.status_code == 200, text
     assert "contention_service_task_waiter" in text
@@ -150,7 +161,7 @@ def test_blocking_calls_in_async_handlers_show_up_with_their_function(profiled: 
         for _ in range(2):
             assert _get(profiled.base_url + "/block", ms=300).status_code == 200
 
-    response = _window(profiled.url("/block"), block_twice, seconds=3, debug=1)
+    response = _window(profiled, "/block", block_twice, seconds=3, debug=1)
     text = response.text
     assert response.status_code == 200, text
     assert "contention_service_blocking_call" in text
@@ -170,8 +181,14 @@ def test_a_short_block_under_the_threshold_is_not_a_stall(profiled: Server) -> N
         for _ in range(3):
             assert _get(profiled.base_url + "/block", ms=50).status_code == 200
 
-    profile = _window(profiled.url("/block"), block_briefly, seconds=2, format="json").json()
-    assert not _samples_in(profile, "contention_service_blocking_call")
+    profile = _window(profiled, "/block", block_briefly, seconds=2, format="json").json()
+    # A watchdog that looked late (a loaded machine: it was not run for a while) cannot tell
+    # where such a block began and may list it, but only with what it certainly lasted, never
+    # as long as the 100 ms threshold (as test_loop's short-block test): each of these stalls,
+    # if any, stays under it. Asserting no sample at all failed whenever the box was busy.
+    for sample in _samples_in(profile, "contention_service_blocking_call"):
+        count, delay_ns = sample["values"][:2]
+        assert delay_ns < count * 100_000_000, sample
 
 
 def test_go_tool_pprof_reads_block(go_binary: str, tmp_path: Path, profiled: Server) -> None:

@@ -17,7 +17,7 @@ def test_pyinstrument_page_needs_no_network_and_shows_no_timeline(
         browser: Browser, server: Server) -> None:  # noqa: F811 -- the imported fixture
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(30_000)  # a bound against hanging: Chromium on a loaded box is slow
     page.add_init_script(RECORD_CSP_VIOLATIONS)
     outside: list[str] = []
     errors: list[str] = []
