@@ -24,9 +24,10 @@ their cost on a busy server is ``loop.py``'s "watchdog thread CPU under load" an
 Routes: ``/min`` (a constant: our share shows most) and the demo mix of ``idle.py`` (``/work``,
 ``/spawn``, ``/sync``, ``/min`` in turn). Variants: plain, the mount only (its constructor turns
 on the heap sampler's allocator hook), the middleware only, ``install(app)``, and ``install(app)``
-with its lifespan run (see :data:`LIFESPAN_ENV`). Each is run ``--repeat`` times (an installed variant's count
-moves 1-2 % between runs: the heap sampler samples at random points); prints the median instructions per
-request, the range, and the ratio to plain; target ≤ 1.02 for ``install()`` with its lifespan.
+with its lifespan run (see :data:`LIFESPAN_ENV`). Each is run ``--repeat`` times (an installed
+variant's count moves 1-2 % between runs: the heap sampler samples at random points); prints
+the median instructions per request, the range, and the ratio to plain; target ≤ 1.02 for
+``install()`` with its lifespan.
 """
 
 from __future__ import annotations
