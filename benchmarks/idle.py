@@ -19,14 +19,15 @@ server CPU per request (the child's user+system CPU from ``/proc``); the table s
 (min-max). ``plain-b`` vs ``plain-a`` is the A/A noise figure: two identical servers measured
 the same way; a change smaller than its spread cannot be told from noise on this machine.
 
-Then each server's CPU per second while idle (no requests, ``--idle-seconds``); the
+Then each server's CPU per second while idle (no requests, ``--idle-seconds``); the app's
 per-request path in-process (:func:`asgi_path_cost`: ``GET /min`` as ASGI calls, each in a task
 of its own as uvicorn makes one, on one event loop per variant: plain, plain again (A/A), the
 mount only, the middleware only, ``install()``; no server, no lifespan, so no watchdog; best of
-interleaved rounds, which is what resolves a few µs on a loaded machine where the servers'
-A/A spread is ~10 %); and the task factory in-process: ``loop.create_task`` and create+await
-of an empty coroutine with and without the factory, interleaved rounds, best of each (other
-programs only make a round slower).
+interleaved rounds. With no server (a no-op ``send``, no keep-alive) it leaves out part of what
+the middleware costs, such as the echoed header uvicorn validates and writes, and understates
+it: ``instructions.py`` counts the whole path); and the task factory in-process:
+``loop.create_task`` and create+await of an empty coroutine with and without the factory,
+interleaved rounds, best of each (other programs only make a round slower).
 Prints one table; loopback only; the servers are always stopped.
 """
 
@@ -288,7 +289,7 @@ def main() -> int:
     rows += [(f"idle server CPU, {name}", f"{value:.2f} ms/s", "few ms/s above plain")
              for name, value in idle.items()]
     path = asgi_path_cost(rounds=max(10, 2 * args.rounds))
-    rows += [(f"per request in-process, {name}",
+    rows += [(f"per request in-process (ASGI app only, no server), {name}",
               f"{value:.2f} µs ({value - path['plain']:+.2f})", "(info)")
              for name, value in path.items()]
     create, create_f, both, both_f = factory_cost(rounds=20)
