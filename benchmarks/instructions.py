@@ -47,7 +47,9 @@ from typing import Any
 import idle
 
 ROUTES = {"minimal": idle.MINIMAL, "demo mix": idle.MIX}
-VARIANTS = ("plain", "mount only", "middleware only", "install()", "install() + lifespan")
+NO_HOOK = "install() + lifespan, heap_sample_bytes=0"
+VARIANTS = ("plain", "mount only", "middleware only", "install()", "install() + lifespan",
+            NO_HOOK)
 LIFESPAN_ENV = {
     "PYPROF_RECORDER_HZ": "1",
     "PYPROF_PROFILES": "goroutine,goroutineleak,profile,recorder,requests,heap,allocs,objects,"
@@ -58,6 +60,10 @@ recorder, task factory) except the watchdog (``block`` left out: its looks follo
 clock, which valgrind stretches ~50x), with the recorder at 1 Hz: its ticks follow CPU time,
 also stretched, and are the recorder's own cost (``recorder.py``), not the request path's."""
 TARGET = 1.02
+NO_HOOK_ENV = {"PYPROF_HEAP_SAMPLE_BYTES": "0"}
+"""The last variant: ``install() + lifespan`` with the always-on heap profile turned off, to
+split what the request path costs from what the allocator hook costs (every allocation pays
+it, so its share depends on the route, not on pyprof_http's per-request code)."""
 FREEZE_AFTER = 20
 """Requests served before the heap is frozen (fewer than ``--warm``)."""
 
@@ -106,8 +112,8 @@ async def _requests(variant: str, paths: tuple[str, ...], count: int) -> None:
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.server import ServerState
 
-    lifespan = variant.endswith("+ lifespan")
-    config = Config(idle.build_app(variant.removesuffix(" + lifespan")), log_level="warning",
+    lifespan = "+ lifespan" in variant
+    config = Config(idle.build_app(variant.split(" + ")[0]), log_level="warning",
                     access_log=False, lifespan="on" if lifespan else "off")
     config.load()
     startup: Any = None
@@ -148,7 +154,8 @@ async def _requests(variant: str, paths: tuple[str, ...], count: int) -> None:
 def count_instructions(variant: str, routes: str, count: int) -> int:
     """Instructions a child process executes serving ``count`` requests (callgrind)."""
     env = {**os.environ, "PYTHONHASHSEED": "0",
-           **(LIFESPAN_ENV if variant.endswith("+ lifespan") else {})}
+           **(LIFESPAN_ENV if "+ lifespan" in variant else {}),
+           **(NO_HOOK_ENV if variant == NO_HOOK else {})}
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          __file__, "--child", variant, routes, str(count)],

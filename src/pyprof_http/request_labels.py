@@ -119,8 +119,13 @@ def _shrink(request: Request) -> None:
     id). Something kept it (a task it spawned copied its context, a task origin): a long-lived
     task would otherwise keep the whole scope (per-request state, path params, every header)
     for its life: ~4.8 KB a task with 4 KB of headers, 10,000 tasks ~48 MB. Only then: most
-    requests hold nothing at the end, and this costs ~1 us."""
+    requests hold nothing at the end, and this costs ~1 us. (On a keep-alive connection the
+    server's idle timer, set while the response is sent, copies the context: there it runs for
+    every request, hence the short form when the id is known.)"""
     scope = request.scope
+    if request._request_id is not None:  # the request cycle named it: no header is read again
+        request.scope = {"route": scope.get("route"), "path": scope.get("path", "")}
+        return
     request.scope = {"route": scope.get("route"), "path": scope.get("path", ""),
                      "headers": [h for h in scope.get("headers", ()) if h[0] == b"x-request-id"]}
 
