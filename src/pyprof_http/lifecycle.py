@@ -21,6 +21,7 @@ import asyncio
 from asyncio import _get_running_loop
 from collections.abc import Awaitable
 from time import monotonic_ns
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,6 +54,7 @@ class LifecycleMiddleware:
         self.claims = claims if claims is not None else Claims()
         self._cycle = RequestCycle(self.settings, prefix)
         self._wants_factory = wants_task_factory(self.settings)
+        self._fast: Any = request_labels.fast_cycles()
         self.claims.follow(self.settings)  # threads started from now on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,6 +67,21 @@ class LifecycleMiddleware:
             if loop is not self._attached:  # once per loop: the lifespan usually did it
                 self._attach(LOOPS.register_running())
                 self._attached = loop
+            fast = self._fast
+            if fast is not None and markers.ACTIVE is None:  # the common request, in C
+                started = fast.begin(scope, loop, send)  # None: the path below takes it
+                if started is not None:
+                    try:
+                        await self.app(scope, receive, started)  # it echoes the id
+                    finally:
+                        duration = started.end()
+                        cycle = self._cycle
+                        if ((duration >= cycle.slow_ns or cycle.rate) and cycle.profiles
+                                and RECORDER.current is not None):
+                            cycle.finish(scope, started.path, started.root_path,
+                                         started.request, started.request_id, started.start,
+                                         False, started.status)
+                    return
             # The request cycle is written out here, not awaited in a helper: every request
             # pays for this coroutine, and a second one cost as much as the rest of it.
             cycle = self._cycle

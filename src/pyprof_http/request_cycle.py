@@ -50,6 +50,8 @@ class RequestCycle:
         """False: ``install(prefix=None)``, the endpoints are on a side port if anywhere."""
         self.profiles = settings.allows("requests")
         self.slow_ms, self.rate = settings.slow_request_ms, settings.request_sample_rate
+        self.slow_ns = self.slow_ms * 1_000_000 if self.slow_ms else 2**63
+        """A request at least this long may be kept for being slow (none when 0)."""
         self.kept, self.max_depth = settings.request_profiles_kept, settings.max_stack_depth
 
     def identify(self, scope: Scope) -> tuple[str, bytes | None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextvars
+import importlib
 import itertools
 import os
 import sys
@@ -128,6 +129,19 @@ def _shrink(request: Request) -> None:
         return
     request.scope = {"route": scope.get("route"), "path": scope.get("path", ""),
                      "headers": [h for h in scope.get("headers", ()) if h[0] == b"x-request-id"]}
+
+
+def fast_cycles() -> Any:
+    """The C request cycle (``_requestcycle``) bound to this module's state, or None where it
+    could not be built: it does what :func:`enter`, :func:`leave` and the request cycle's id
+    and echo do, for the common request (see lifecycle.py)."""
+    try:
+        module = importlib.import_module("pyprof_http._requestcycle")
+    except ImportError:
+        return None
+    return module.Cycles(Request, CURRENT_REQUEST, None if _CONTEXT_READABLE else _BY_TASK,
+                         _CURRENT_TASKS if isinstance(_CURRENT_TASKS, dict) else {},
+                         _ID_PREFIX, _ID_COUNTER, _shrink)
 
 
 _BY_THREAD: dict[int, Request] = {}
