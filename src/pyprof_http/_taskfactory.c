@@ -192,8 +192,11 @@ static int record(Factory *self, PyObject *task, PyObject *loop) {
     }
     created = monotonic();
     if (created == NULL) goto done;
-    raw = Py_BuildValue("(OOOOOl)", created, frames, parent ? parent : Py_None,
-                        name ? name : Py_None, request, hops);
+    PyObject *hops_number = PyLong_FromLong(hops);
+    if (hops_number == NULL) goto done;
+    raw = PyTuple_Pack(6, created, frames, parent ? parent : Py_None, name ? name : Py_None,
+                       request, hops_number);
+    Py_DECREF(hops_number);
     if (raw == NULL) goto done;
     result = store(self, task, raw);
 done:
