@@ -34,9 +34,13 @@ from .switches import Claims, wants_task_factory
 
 
 class LifecycleMiddleware:
-    """Wraps the whole app. Per request: one identity check of the running loop (registered
-    once, by the lifespan or the first request on it) and a context variable set and reset;
-    no header, route or frame is read until a profile asks. Without an asyncio loop (trio)
+    """Wraps the whole app. Per HTTP request: one identity check of the running loop
+    (registered once, by the lifespan or the first request on it), one pass over the headers
+    (the request id, an asked-for profile), a context variable set and reset, the id echoed,
+    and at the end two comparisons for keeping its profile; no route or frame is read until a
+    profile asks. Every installed app pays this on every request, so the ordinary request runs
+    in C (``_requestcycle``) and only the rest (an asked-for profile, a /trace window, a
+    machine without a compiler) through the Python below. Without an asyncio loop (trio)
     requests and the lifespan pass through untouched."""
 
     _attached: asyncio.AbstractEventLoop | None = None
