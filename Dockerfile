@@ -5,7 +5,7 @@
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 COPY demo_app ./demo_app
 RUN pip install --no-cache-dir ".[demo]" && useradd --system --no-create-home app

@@ -1,4 +1,5 @@
-"""The optional C extension (the always-on heap sampler); everything else is in pyproject.toml.
+"""The optional C extensions (the always-on heap sampler, the task factory, the request cycle);
+the rest is in pyproject.toml.
 
 ``optional=True``: where it cannot be built (no compiler, an interpreter without headers, a
 platform we do not build for) the install still succeeds and ``/heap`` falls back to
@@ -17,6 +18,18 @@ setup(
             optional=True,
             extra_compile_args=["-O2", "-Wall"] if sys.platform != "win32" else [],
             libraries=["m"] if sys.platform.startswith("linux") else [],
-        )
+        ),
+        Extension(
+            "pyprof_http._taskfactory",
+            ["src/pyprof_http/_taskfactory.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall"] if sys.platform != "win32" else [],
+        ),
+        Extension(
+            "pyprof_http._requestcycle",
+            ["src/pyprof_http/_requestcycle.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall"] if sys.platform != "win32" else [],
+        ),
     ]
 )

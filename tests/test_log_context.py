@@ -12,6 +12,8 @@ import pytest
 from pyprof_http import RequestContextFilter, auth, thread_labels
 from pyprof_http.request_labels import enter, leave
 
+pytestmark = pytest.mark.usefixtures("request_path")  # both request paths
+
 SCOPE = {"type": "http", "path": "/orders/<7>\u2028", "headers": [(b"x-request-id", b"log-1")]}
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 
 import pyprof_http
 from pyprof_http.collectors.recorder import RECORDER
 from pyprof_http.collectors.sampling_hub import HUB
+
+pytestmark = pytest.mark.usefixtures("request_path")  # both request paths
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -24,6 +24,8 @@ from pyprof_http import request_labels
 from pyprof_http.collectors import cpu
 from pyprof_http.request_labels import enter, leave, route_of, task_request
 
+pytestmark = pytest.mark.usefixtures("request_path")  # both request paths
+
 BURN_TICKS = 60
 """Sampler ticks a request's burn lasts for (not seconds: under load a 1 s burn got ~40)."""
 CONTEXT_READABLE = sys.version_info >= (3, 12)

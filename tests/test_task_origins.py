@@ -10,16 +10,27 @@ import asyncio
 import contextvars
 import gc
 import sys
+import time
 from typing import Any
 
 import pytest
 
 from pyprof_http import loops, request_labels
+from pyprof_http.bounded import CodeTable
 from pyprof_http.collectors import stacks
 from pyprof_http.loops import ORIGINS, TaskOrigins
 from pyprof_http.render.dump import render_dump
 
 SCOPE = {"type": "http", "path": "/orders/7", "headers": [(b"x-request-id", b"rid-9")]}
+
+
+@pytest.fixture(autouse=True, params=["C factory", "Python factory"])
+def factory_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with both factories: the C one (built by ``pip install``) and the
+    Python one it stands in for where no compiler was found; they must keep the same records."""
+    if request.param == "Python factory":
+        monkeypatch.setattr(loops, "_FAST", None)
+    return str(request.param)
 
 
 async def parked(forever: asyncio.Event) -> None:
@@ -113,6 +124,7 @@ def test_creating_a_task_resolves_no_frame_and_reads_no_request(
     made: list[str] = []
     real = loops.frame
     monkeypatch.setattr(loops, "frame", lambda *a: made.append(a[0]) or real(*a))
+    monkeypatch.setattr(loops, "_FRAME_TABLE", CodeTable(max_entries=64))  # nothing cached
     request_labels.RESOLVED.clear()
     origins = TaskOrigins()
 
@@ -176,3 +188,136 @@ def test_explicit_context_keyword_still_reaches_the_task() -> None:
         return origins.origin(task) is not None
 
     assert asyncio.run(main())
+
+
+def test_the_c_factory_was_built_and_is_the_one_installed(factory_kind: str) -> None:
+    """``pip install`` builds it wherever the heap sampler builds: a silent fallback to the
+    Python factory would put ~12,000 instructions back on every task."""
+
+    async def main() -> Any:
+        TaskOrigins().install_factory(asyncio.get_running_loop())
+        return asyncio.get_running_loop().get_task_factory()
+
+    factory = asyncio.run(main())
+    assert factory._pyprof_http is True and factory._pyprof_previous is None
+    expected = "pyprof_http._taskfactory" if factory_kind == "C factory" else loops.__name__
+    assert type(factory).__module__ == expected or factory.__module__ == expected
+
+
+def _records_of_a_known_shape() -> list[tuple[Any, ...]]:
+    """What the factory keeps for: a task made from a callback, a task made in a request by
+    that task, and a grandchild; the raw tuples with the frames as (function, offset)."""
+    origins = TaskOrigins()
+    made: dict[str, asyncio.Task[Any]] = {}
+
+    async def grandchild() -> None:
+        await asyncio.sleep(0)
+
+    async def child() -> None:
+        made["grandchild"] = asyncio.create_task(grandchild(), name="g")
+        await made["grandchild"]
+
+    async def top() -> None:
+        entered = request_labels.enter(SCOPE)
+        try:
+            made["child"] = asyncio.create_task(child(), name="c")
+            await made["child"]
+        finally:
+            request_labels.leave(entered)
+
+    async def main() -> list[tuple[Any, ...]]:
+        loop = asyncio.get_running_loop()
+        origins.install_factory(loop)
+        started = loop.create_future()
+        loop.call_soon(lambda: started.set_result(loop.create_task(top(), name="t")))
+        made["top"] = await started
+        await made["top"]
+        out = []
+        for name in ("top", "child", "grandchild"):
+            record = origins._records[id(made[name])]
+            assert record[0]() is made[name] and isinstance(record[1], int)
+            created, frames, parent, parent_name, request, hops = record[2]
+            assert isinstance(created, float) and abs(created - time.monotonic()) < 60
+            pairs = tuple((frames[i].co_name, type(frames[i + 1]))
+                          for i in range(0, len(frames), 2))
+            out.append((pairs[:3], parent is not None and parent[2] is not None, parent_name,
+                        request is not None, hops, len(frames) // 2))
+        return out
+
+    return asyncio.run(main())
+
+
+def test_both_factories_keep_the_same_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Field by field, on the three shapes of creation (from a callback, from a task, two hops
+    down), the C factory keeps what the Python one keeps."""
+    c_records = _records_of_a_known_shape()
+    monkeypatch.setattr(loops, "_FAST", None)
+    python_records = _records_of_a_known_shape()
+    assert c_records == python_records
+    top, child, grandchild = c_records
+    assert top[1:5] == (False, None, False, 0)  # from a callback: no parent, no request
+    assert child[1:5] == (True, "t", True, 1) and grandchild[1:5] == (True, "c", True, 2)
+    assert "top" in [name for name, _ in child[0]]  # the creating frames, asyncio's first
+
+
+def test_a_factory_set_before_is_called_first_with_every_argument() -> None:
+    """Chained in front: the app's own factory still makes the task, with the keywords asyncio
+    passed (name, context), and gets its factory back when ours is taken off."""
+    made: list[asyncio.Task[Any]] = []
+
+    def apps_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        made.append(asyncio.Task(coro, loop=loop, **kwargs))
+        return made[-1]
+
+    origins = TaskOrigins()
+
+    async def main() -> tuple[str, bool, Any]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(apps_factory)
+        origins.install_factory(loop)
+        origins.install_factory(loop)  # once only
+        task = loop.create_task(asyncio.sleep(0), name="named")
+        await task
+        recorded = origins.origin(task) is not None and made == [task]
+        TaskOrigins.uninstall_factory(loop)
+        after = loop.get_task_factory()
+        loop.set_task_factory(None)
+        return task.get_name(), recorded, after
+
+    name, recorded, after = asyncio.run(main())
+    assert name == "named" and recorded and after is apps_factory
+
+
+def test_an_error_making_the_task_reaches_the_caller_and_records_nothing() -> None:
+    origins = TaskOrigins()
+
+    def refusing(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        coro.close()
+        raise RuntimeError("no tasks today")
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(refusing)
+        origins.install_factory(loop)
+        with pytest.raises(RuntimeError, match="no tasks today"):
+            made = loop.create_task(asyncio.sleep(0))
+            made.cancel()  # not reached
+        TaskOrigins.uninstall_factory(loop)
+        loop.set_task_factory(None)
+        return len(origins)
+
+    assert asyncio.run(main()) == 0
+
+
+def test_records_of_ended_tasks_are_swept() -> None:
+    """10,000 short tasks, 1,000 alive at a time, leave a table bounded by the live ones (a
+    sweep when it has doubled since the last), not 10,000 records."""
+    origins = TaskOrigins()
+
+    async def main() -> int:
+        origins.install_factory(asyncio.get_running_loop())
+        for _ in range(10):
+            await asyncio.gather(*[asyncio.create_task(asyncio.sleep(0)) for _ in range(1000)])
+        return len(origins._records)
+
+    assert asyncio.run(main()) < 4 * 1000

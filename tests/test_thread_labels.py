@@ -22,6 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from pyprof_http import request_labels, thread_labels
 from pyprof_http.request_labels import enter, leave, thread_request
 
+pytestmark = pytest.mark.usefixtures("request_path")  # both request paths
+
 SCOPE = {"type": "http", "path": "/sync/{x}", "headers": [(b"x-request-id", b"rid-thread")]}
 
 

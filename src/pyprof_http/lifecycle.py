@@ -18,20 +18,29 @@ while any app in the process holds it.
 from __future__ import annotations
 
 import asyncio
+from asyncio import _get_running_loop
+from collections.abc import Awaitable
+from time import monotonic_ns
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import markers, request_labels
+from .collectors.recorder import RECORDER
 from .config import Settings
 from .loops import LOOPS
-from .request_cycle import RequestCycle
+from .request_cycle import LINK_HEADER, RequestCycle
 from .switches import Claims, wants_task_factory
 
 
 class LifecycleMiddleware:
-    """Wraps the whole app. Per request: one identity check of the running loop (registered
-    once, by the lifespan or the first request on it) and a context variable set and reset;
-    no header, route or frame is read until a profile asks. Without an asyncio loop (trio)
+    """Wraps the whole app. Per HTTP request: one identity check of the running loop
+    (registered once, by the lifespan or the first request on it), one pass over the headers
+    (the request id, an asked-for profile), a context variable set and reset, the id echoed,
+    and at the end two comparisons for keeping its profile; no route or frame is read until a
+    profile asks. Every installed app pays this on every request, so the ordinary request runs
+    in C (``_requestcycle``) and only the rest (an asked-for profile, a /trace window, a
+    machine without a compiler) through the Python below. Without an asyncio loop (trio)
     requests and the lifespan pass through untouched."""
 
     _attached: asyncio.AbstractEventLoop | None = None
@@ -49,38 +58,85 @@ class LifecycleMiddleware:
         self.claims = claims if claims is not None else Claims()
         self._cycle = RequestCycle(self.settings, prefix)
         self._wants_factory = wants_task_factory(self.settings)
+        self._fast: Any = request_labels.fast_cycles()
         self.claims.follow(self.settings)  # threads started from now on
-
-    async def _traced(self, tracing: markers.TraceBuffer, scope: Scope, receive: Receive,
-                      send: Send, loop: asyncio.AbstractEventLoop) -> None:
-        """An HTTP request while a ``/trace`` window records: timed from arrival to response."""
-        entered = request_labels.enter(scope, loop)
-        traced = tracing.request(entered, scope)
-        try:
-            await self._cycle(self.app, scope, receive, traced.wrap(send), entered)
-        finally:
-            traced.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" or kind == "websocket":
-            loop = asyncio._get_running_loop()
+        if kind == "http":
+            loop = _get_running_loop()
             if loop is None:  # trio (or any other loop): nothing of ours can see it
                 await self.app(scope, receive, send)
                 return
             if loop is not self._attached:  # once per loop: the lifespan usually did it
                 self._attach(LOOPS.register_running())
                 self._attached = loop
-            if kind == "http":  # its id echoed, its profile kept if slow, sampled or asked for
-                tracing = markers.ACTIVE  # read once: a window may end on another loop
-                if tracing is not None:  # a /trace window records the request too
-                    await self._traced(tracing, scope, receive, send, loop)
+            fast = self._fast
+            if fast is not None and markers.ACTIVE is None:  # the common request, in C
+                started = fast.begin(scope, loop, send)  # None: the path below takes it
+                if started is not None:
+                    try:
+                        await self.app(scope, receive, started)  # it echoes the id
+                    finally:
+                        duration = started.end()
+                        cycle = self._cycle
+                        if ((duration >= cycle.slow_ns or cycle.rate) and cycle.profiles
+                                and RECORDER.current is not None):
+                            cycle.finish(scope, started.path, started.root_path,
+                                         started.request, started.request_id, started.start,
+                                         False, started.status)
                     return
-                # (the request is not named here: leave() tells a request nothing else holds
-                # by its reference count)
-                await self._cycle(self.app, scope, receive, send,
-                                  request_labels.enter(scope, loop))
+            # The request cycle is written out here, not awaited in a helper: every request
+            # pays for this coroutine, and a second one cost as much as the rest of it.
+            cycle = self._cycle
+            entered = request_labels.enter(scope, loop)
+            request_id, asked_for = cycle.identify(scope)
+            entered._request_id = request_id
+            asked = asked_for is not None and await cycle.admits(asked_for, scope)
+            tracing = markers.ACTIVE  # read once: a window may end on another loop
+            traced = None if tracing is None else tracing.request(entered, scope)
+            path, root_path = scope.get("path", ""), scope.get("root_path", "")
+            status = None
+            id_header = request_id.encode("ascii")
+            link = cycle.begin_asked(root_path, request_id) if asked else b""
+            to_client = send if traced is None else traced.wrap(send)
+
+            def send_with_id(message: Message) -> Awaitable[None]:
+                """Echoes the request id (a plain function returning the server's awaitable:
+                no coroutine of its own per message)."""
+                if message["type"] == "http.response.start":
+                    nonlocal status
+                    status = message["status"]
+                    headers = [*message.get("headers", ())]  # a copy: the list is the app's
+                    for name, _value in headers:  # ASGI header names are lower-case
+                        if name == b"x-request-id":  # the app's own: left as it is
+                            break
+                    else:
+                        headers.append((b"x-request-id", id_header))
+                    if link:
+                        headers.append((LINK_HEADER, link))
+                    message = {**message, "headers": headers}
+                return to_client(message)
+
+            start = monotonic_ns()
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                request_labels.leave(entered)
+                if traced is not None:
+                    traced.close()
+                if asked or (cycle.profiles and RECORDER.current is not None):
+                    cycle.finish(scope, path, root_path, entered, request_id, start, asked,
+                                 status)
+            return
+        if kind == "websocket":
+            loop = _get_running_loop()
+            if loop is None:
+                await self.app(scope, receive, send)
                 return
+            if loop is not self._attached:
+                self._attach(LOOPS.register_running())
+                self._attached = loop
             entered = request_labels.enter(scope, loop)
             try:
                 await self.app(scope, receive, send)

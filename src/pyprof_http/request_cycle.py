@@ -14,11 +14,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from . import request_labels, request_profiles
 from .auth import admitted
-from .collectors.recorder import RECORDER
 from .config import Settings
 
 PROFILE_HEADER = b"x-pprof-profile"
@@ -51,81 +50,45 @@ class RequestCycle:
         """False: ``install(prefix=None)``, the endpoints are on a side port if anywhere."""
         self.profiles = settings.allows("requests")
         self.slow_ms, self.rate = settings.slow_request_ms, settings.request_sample_rate
+        self.slow_ns = self.slow_ms * 1_000_000 if self.slow_ms else 2**63
+        """A request at least this long may be kept for being slow (none when 0)."""
         self.kept, self.max_depth = settings.request_profiles_kept, settings.max_stack_depth
 
-    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send,
-                       entered: request_labels.Request) -> None:
+    def identify(self, scope: Scope) -> tuple[str, bytes | None]:
+        """The request's id (the client's when sane, else a new one) and the value of its
+        ``X-Pprof-Profile`` header, if any: one pass over the headers."""
         raw_id = asked_for = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
                 raw_id = value
             elif name == PROFILE_HEADER:
                 asked_for = value
-        text = raw_id.decode("latin-1") if raw_id is not None else ""
-        request_id = text if raw_id is not None and request_labels.valid_id(text) else \
-            request_labels.new_request_id()
-        entered._request_id = request_id
-        asked = (asked_for == b"1" and self.profiles
-                 and await admitted(self.settings, scope) is not None)
-        link = b""
-        if asked:
-            request_profiles.FULL_RATE.begin(self.max_depth)
-            link = self._link(scope, quote(request_id, ""))
-        id_header = request_id.encode("ascii")
-        status: list[int] = []
-        start = time.monotonic_ns()
+        if raw_id is not None:
+            text = raw_id.decode("latin-1")
+            if request_labels.valid_id(text):
+                return text, asked_for
+        return request_labels.new_request_id(), asked_for
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-                headers = [*message.get("headers", ())]  # a copy: the list is the app's
-                for name, _value in headers:  # ASGI header names are lower-case
-                    if name == b"x-request-id":  # the app's own: left as it is
-                        break
-                else:
-                    headers.append((b"x-request-id", id_header))
-                if link:
-                    headers.append((LINK_HEADER, link))
-                message = {**message, "headers": headers}
-            await send(message)
+    async def admits(self, asked_for: bytes, scope: Scope) -> bool:
+        """Whether ``X-Pprof-Profile: <asked_for>`` asks for this request's profile, from a
+        client the endpoints would let in."""
+        return (asked_for == b"1" and self.profiles
+                and await admitted(self.settings, scope) is not None)
 
-        own = self._own_endpoint(scope)  # before the app: routing changes the scope in place
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            request_labels.leave(entered)
-            if self.profiles and (asked or (RECORDER.current is not None and not own)):
-                self._finish(scope, entered, request_id, start, asked,
-                             status[0] if status else None)
+    def begin_asked(self, root_path: str, request_id: str) -> bytes:
+        """Sample at the full rate while the asked-for request runs; where its profile will be
+        (the header that says so), or ``b""`` when nothing serves it."""
+        request_profiles.FULL_RATE.begin(self.max_depth)
+        return self._link(root_path, quote(request_id, ""))
 
-    def _link(self, scope: Scope, quoted_id: str) -> bytes:
-        """Where the request's profile will be: below the mount, or (nothing mounted) on the
-        side port's server. With nothing mounted the link was ``/requests/<id>`` on the app's
-        own port, a 404; with no side port known either, no link is better than a wrong one."""
-        if self.mounted:
-            return f"{scope.get('root_path', '')}{self.prefix}/requests/{quoted_id}".encode()
-        if not _ELSEWHERE:
-            return b""
-        return f"{_ELSEWHERE[-1]}requests/{quoted_id}".encode()
-
-    def _own_endpoint(self, scope: Scope) -> bool:
-        """Whether the request is for the profiler's own endpoints (below the prefix): a
-        ``/profile?seconds=30`` or ``/trace`` waits by design, and kept as "slow" every such
-        scrape pushed a real slow request out of the ring (a scraper every minute filled it
-        with nothing but its own requests). Asked for with the header, it is still kept."""
-        prefix = self.prefix
-        if not prefix:
-            return False
-        path: str = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root + "/"):
-            path = path[len(root):]  # servers that put root_path in path (uvicorn >= 0.26)
-        return path == prefix or path.startswith(prefix + "/")
-
-    def _finish(self, scope: Scope, entered: request_labels.Request, request_id: str,
-                start: int, asked: bool, status: int | None) -> None:
+    def finish(self, scope: Scope, path: str, root_path: str, entered: request_labels.Request,
+               request_id: str, start: int, asked: bool, status: int | None) -> None:
+        """The request has ended: keep its profile if it was slow, sampled or asked for.
+        ``path`` and ``root_path`` as the request arrived (routing changes the scope)."""
         try:
             duration = time.monotonic_ns() - start
+            if not asked and self._own_endpoint(path, root_path):
+                return
             reason = request_profiles.reason_for(request_id, duration, asked, self.slow_ms,
                                                  self.rate)
             if reason is None:
@@ -138,3 +101,25 @@ class RequestCycle:
         finally:
             if asked:
                 request_profiles.FULL_RATE.end()
+
+    def _link(self, root_path: str, quoted_id: str) -> bytes:
+        """Where the request's profile will be: below the mount, or (nothing mounted) on the
+        side port's server. With nothing mounted the link was ``/requests/<id>`` on the app's
+        own port, a 404; with no side port known either, no link is better than a wrong one."""
+        if self.mounted:
+            return f"{root_path}{self.prefix}/requests/{quoted_id}".encode()
+        if not _ELSEWHERE:
+            return b""
+        return f"{_ELSEWHERE[-1]}requests/{quoted_id}".encode()
+
+    def _own_endpoint(self, path: str, root_path: str) -> bool:
+        """Whether the request is for the profiler's own endpoints (below the prefix): a
+        ``/profile?seconds=30`` or ``/trace`` waits by design, and kept as "slow" every such
+        scrape pushed a real slow request out of the ring (a scraper every minute filled it
+        with nothing but its own requests). Asked for with the header, it is still kept."""
+        prefix = self.prefix
+        if not prefix:
+            return False
+        if root_path and path.startswith(root_path + "/"):
+            path = path[len(root_path):]  # servers that put root_path in path (uvicorn >= 0.26)
+        return path == prefix or path.startswith(prefix + "/")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextvars
+import importlib
 import itertools
 import os
 import sys
@@ -119,10 +120,28 @@ def _shrink(request: Request) -> None:
     id). Something kept it (a task it spawned copied its context, a task origin): a long-lived
     task would otherwise keep the whole scope (per-request state, path params, every header)
     for its life: ~4.8 KB a task with 4 KB of headers, 10,000 tasks ~48 MB. Only then: most
-    requests hold nothing at the end, and this costs ~1 us."""
+    requests hold nothing at the end, and this costs ~1 us. (On a keep-alive connection the
+    server's idle timer, set while the response is sent, copies the context: there it runs for
+    every request, hence the short form when the id is known.)"""
     scope = request.scope
+    if request._request_id is not None:  # the request cycle named it: no header is read again
+        request.scope = {"route": scope.get("route"), "path": scope.get("path", "")}
+        return
     request.scope = {"route": scope.get("route"), "path": scope.get("path", ""),
                      "headers": [h for h in scope.get("headers", ()) if h[0] == b"x-request-id"]}
+
+
+def fast_cycles() -> Any:
+    """The C request cycle (``_requestcycle``) bound to this module's state, or None where it
+    could not be built: it does what :func:`enter`, :func:`leave` and the request cycle's id
+    and echo do, for the common request (see lifecycle.py)."""
+    try:
+        module = importlib.import_module("pyprof_http._requestcycle")
+    except ImportError:
+        return None
+    return module.Cycles(Request, CURRENT_REQUEST, None if _CONTEXT_READABLE else _BY_TASK,
+                         _CURRENT_TASKS if isinstance(_CURRENT_TASKS, dict) else {},
+                         _ID_PREFIX, _ID_COUNTER, _shrink)
 
 
 _BY_THREAD: dict[int, Request] = {}
