@@ -32,7 +32,7 @@ class LooseRequest:
 
 def cycles(request_type: Any = request_labels.Request, prefix: str = "p0") -> Any:
     return ext.Cycles(request_type, contextvars.ContextVar("req", default=None), {}, {},
-                      [prefix], itertools.count(1), request_labels._shrink)
+                      [prefix], itertools.count(1))
 
 
 async def _sent_to(send_log: list[Any], message: Any) -> None:
@@ -88,7 +88,7 @@ def test_the_echo_copies_and_passes_everything_else_through() -> None:
 def test_new_ids_follow_the_prefix_a_fork_renews() -> None:
     prefix = ["aa"]
     made = ext.Cycles(request_labels.Request, contextvars.ContextVar("r", default=None), {}, {},
-                      prefix, itertools.count(254), request_labels._shrink)
+                      prefix, itertools.count(254))
     first, _ = run(made, {"type": "http"}, [])
     prefix[0] = "bb"
     second, _ = run(made, {"type": "http"}, [])

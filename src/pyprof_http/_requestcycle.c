@@ -10,7 +10,7 @@
  * (the tests run both).
  *
  *   cycles = Cycles(Request, CURRENT_REQUEST, by_task or None, current_tasks, id_prefix,
- *                   id_counter, shrink)
+ *                   id_counter)
  *   cycle = cycles.begin(scope, loop, send)   # None: take the Python path
  *   await app(scope, receive, cycle)          # cycle is the send that echoes the id
  *   duration_ns = cycle.end()                 # request_labels.leave(), and how long it took
@@ -81,6 +81,13 @@ static void find_slots(PyObject *type, Py_ssize_t *offsets) {
     }
 }
 
+/* What one middleware's requests share: made once, read by each request's Cycle. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *request_type, *request_var, *by_task, *current_tasks, *id_prefix, *id_counter;
+    Py_ssize_t offsets[SLOTS];
+} Cycles;
+
 /* --- Cycle: one request, and the send that echoes its id ------------------------------- */
 
 typedef struct {
@@ -92,11 +99,10 @@ typedef struct {
     PyObject *id_header;  /* bytes */
     PyObject *status;     /* the response's status once started, else None */
     PyObject *path, *root_path; /* as the request arrived (routing changes the scope) */
-    PyObject *request_var, *by_task, *shrink;
+    Cycles *owner;         /* the context variable, the per-task map, the slot offsets */
     PyObject *key, *token; /* what end() undoes */
     long long start;
     int ended;
-    Py_ssize_t offsets[SLOTS];
 } Cycle;
 
 static PyTypeObject CycleType;
@@ -178,39 +184,37 @@ static PyObject *cycle_end(Cycle *self, PyObject *unused) {
     long long duration = now_ns() - self->start;
     if (self->ended) return PyLong_FromLongLong(duration);
     self->ended = 1;
-    if (set_slot(self->request, self->offsets, SLOT_LIVE, Py_False) < 0) return NULL;
-    if (self->token != NULL && PyContextVar_Reset(self->request_var, self->token) < 0)
+    Cycles *owner = self->owner;
+    if (set_slot(self->request, owner->offsets, SLOT_LIVE, Py_False) < 0) return NULL;
+    if (self->token != NULL && PyContextVar_Reset(owner->request_var, self->token) < 0)
         return NULL;
-    if (self->key != NULL && self->by_task != Py_None) {
-        if (PyDict_DelItem(self->by_task, self->key) < 0) { /* pop(key, None) */
+    if (self->key != NULL && owner->by_task != Py_None) {
+        if (PyDict_DelItem(owner->by_task, self->key) < 0) { /* pop(key, None) */
             if (!PyErr_ExceptionMatches(PyExc_KeyError)) return NULL;
             PyErr_Clear();
         }
     }
     /* Something else still holds the ended request (a task it spawned copied its context, the
-     * server's keep-alive timer did): let it keep only what it can still be asked. */
+     * server's keep-alive timer did): let it keep only what it can still be asked. The scope
+     * is the dict begin() was given (it takes no other). */
     if (Py_REFCNT(self->request) > 1) { /* request_labels._shrink(), its id being known */
-        PyObject *scope = get_slot(self->request, self->offsets, SLOT_SCOPE);
+        PyObject *scope = get_slot(self->request, owner->offsets, SLOT_SCOPE);
         if (scope == NULL) return NULL;
-        PyObject *kept = NULL;
-        if (PyDict_Check(scope)) {
-            PyObject *route = PyDict_GetItemWithError(scope, s_route_attr_key);
-            PyObject *path = route != NULL || !PyErr_Occurred()
-                                 ? PyDict_GetItemWithError(scope, s_path) : NULL;
-            if (!PyErr_Occurred() && (kept = PyDict_New()) != NULL &&
-                (PyDict_SetItem(kept, s_route_attr_key, route != NULL ? route : Py_None) < 0 ||
-                 PyDict_SetItem(kept, s_path, path != NULL ? path : s_empty) < 0))
-                Py_CLEAR(kept);
-        } else { /* a scope that is not a dict: as Python does it */
-            PyObject *done = PyObject_CallOneArg(self->shrink, self->request);
+        if (!PyDict_Check(scope)) { /* replaced since by someone else: theirs to keep */
             Py_DECREF(scope);
-            if (done == NULL) return NULL;
-            Py_DECREF(done);
             return PyLong_FromLongLong(duration);
         }
+        PyObject *kept = NULL;
+        PyObject *route = PyDict_GetItemWithError(scope, s_route_attr_key);
+        PyObject *path = route != NULL || !PyErr_Occurred()
+                             ? PyDict_GetItemWithError(scope, s_path) : NULL;
+        if (!PyErr_Occurred() && (kept = PyDict_New()) != NULL &&
+            (PyDict_SetItem(kept, s_route_attr_key, route != NULL ? route : Py_None) < 0 ||
+             PyDict_SetItem(kept, s_path, path != NULL ? path : s_empty) < 0))
+            Py_CLEAR(kept);
         Py_DECREF(scope);
         if (kept == NULL) return NULL;
-        int failed = set_slot(self->request, self->offsets, SLOT_SCOPE, kept) < 0;
+        int failed = set_slot(self->request, owner->offsets, SLOT_SCOPE, kept) < 0;
         Py_DECREF(kept);
         if (failed) return NULL;
     }
@@ -225,9 +229,7 @@ static int cycle_traverse(Cycle *self, visitproc visit, void *arg) {
     Py_VISIT(self->status);
     Py_VISIT(self->path);
     Py_VISIT(self->root_path);
-    Py_VISIT(self->request_var);
-    Py_VISIT(self->by_task);
-    Py_VISIT(self->shrink);
+    Py_VISIT(self->owner);
     Py_VISIT(self->key);
     Py_VISIT(self->token);
     return 0;
@@ -241,9 +243,7 @@ static int cycle_clear(Cycle *self) {
     Py_CLEAR(self->status);
     Py_CLEAR(self->path);
     Py_CLEAR(self->root_path);
-    Py_CLEAR(self->request_var);
-    Py_CLEAR(self->by_task);
-    Py_CLEAR(self->shrink);
+    Py_CLEAR(self->owner);
     Py_CLEAR(self->key);
     Py_CLEAR(self->token);
     return 0;
@@ -286,13 +286,6 @@ static PyTypeObject CycleType = {
 };
 
 /* --- Cycles: what a middleware's requests share ---------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *request_type, *request_var, *by_task, *current_tasks, *id_prefix, *id_counter;
-    PyObject *shrink;
-    Py_ssize_t offsets[SLOTS];
-} Cycles;
 
 /* The client's id if it is a sane one (1-128 of the characters request_labels.valid_id
  * allows), else NULL without an error. */
@@ -382,12 +375,9 @@ static PyObject *cycles_begin(Cycles *self, PyObject *const *args, Py_ssize_t na
     cycle->request = cycle->request_id = cycle->id_header = cycle->path = cycle->root_path =
         cycle->key = cycle->token = NULL;
     cycle->status = Py_NewRef(Py_None);
-    cycle->request_var = Py_NewRef(self->request_var);
-    cycle->by_task = Py_NewRef(self->by_task);
-    cycle->shrink = Py_NewRef(self->shrink);
+    cycle->owner = (Cycles *)Py_NewRef(self);
     cycle->ended = 0;
     cycle->start = 0;
-    memcpy(cycle->offsets, self->offsets, sizeof cycle->offsets);
     PyObject_GC_Track(cycle);
 
     if (raw_id != NULL) {
@@ -447,12 +437,11 @@ error:
 
 static PyObject *cycles_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"request_type", "request_var", "by_task", "current_tasks",
-                            "id_prefix", "id_counter", "shrink", NULL};
-    PyObject *request_type, *request_var, *by_task, *current_tasks, *id_prefix, *id_counter,
-        *shrink;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!O!OO:Cycles", names, &request_type,
+                            "id_prefix", "id_counter", NULL};
+    PyObject *request_type, *request_var, *by_task, *current_tasks, *id_prefix, *id_counter;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!O!O:Cycles", names, &request_type,
                                      &request_var, &by_task, &PyDict_Type, &current_tasks,
-                                     &PyList_Type, &id_prefix, &id_counter, &shrink))
+                                     &PyList_Type, &id_prefix, &id_counter))
         return NULL;
     if (!PyContextVar_CheckExact(request_var)) {
         PyErr_SetString(PyExc_TypeError, "request_var must be a ContextVar");
@@ -474,7 +463,6 @@ static PyObject *cycles_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self->current_tasks = Py_NewRef(current_tasks);
     self->id_prefix = Py_NewRef(id_prefix);
     self->id_counter = Py_NewRef(id_counter);
-    self->shrink = Py_NewRef(shrink);
     find_slots(request_type, self->offsets);
     return (PyObject *)self;
 }
@@ -486,7 +474,6 @@ static int cycles_traverse(Cycles *self, visitproc visit, void *arg) {
     Py_VISIT(self->current_tasks);
     Py_VISIT(self->id_prefix);
     Py_VISIT(self->id_counter);
-    Py_VISIT(self->shrink);
     return 0;
 }
 
@@ -497,7 +484,6 @@ static int cycles_clear(Cycles *self) {
     Py_CLEAR(self->current_tasks);
     Py_CLEAR(self->id_prefix);
     Py_CLEAR(self->id_counter);
-    Py_CLEAR(self->shrink);
     return 0;
 }
 

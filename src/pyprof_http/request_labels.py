@@ -141,7 +141,7 @@ def fast_cycles() -> Any:
         return None
     return module.Cycles(Request, CURRENT_REQUEST, None if _CONTEXT_READABLE else _BY_TASK,
                          _CURRENT_TASKS if isinstance(_CURRENT_TASKS, dict) else {},
-                         _ID_PREFIX, _ID_COUNTER, _shrink)
+                         _ID_PREFIX, _ID_COUNTER)
 
 
 _BY_THREAD: dict[int, Request] = {}
